@@ -1,0 +1,108 @@
+# Snakepit native: build, test and demo entry points.
+#   make demo   install what is missing, build, run a pool and print results
+#   make test   install what is missing, build, run every suite
+#   make bench  side-by-side benchmarks (not part of make test)
+
+SHELL := /bin/bash
+export LANG ?= C.UTF-8
+export LC_ALL ?= C.UTF-8
+
+PYTHON ?= /usr/bin/python3
+BUILD := _build/native
+GEN := $(BUILD)/gen
+OBJ := $(BUILD)/obj
+PRIV := priv
+NIF := $(PRIV)/snakepit_nif.so
+PY_STUBS := priv/python/snakepit_bridge_pb2.py priv/python/snakepit_bridge_pb2_grpc.py
+
+DEBIAN_PACKAGES := elixir erlang-dev erlang-src g++ make pkg-config libgrpc++-dev protobuf-compiler \
+  protobuf-compiler-grpc libprotobuf-dev libfmt-dev doctest-dev libsimdjson-dev \
+  python3-grpcio python3-protobuf python3-numpy python3-pytest
+
+ERTS_INCLUDE = $(shell erl -noshell -eval 'io:format("~ts/erts-~ts/include", [code:root_dir(), erlang:system_info(version)]), halt().' 2>/dev/null)
+PKGS := grpc++ protobuf simdjson
+CXXFLAGS ?= -O2 -g
+CXXFLAGS += -std=c++20 -fPIC -Wall -Wextra -fvisibility=hidden -I$(GEN) $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
+
+CORE_SRC := $(wildcard c_src/core/*.cpp) $(wildcard c_src/codec/*.cpp)
+NIF_SRC := $(wildcard c_src/nif/*.cpp) $(wildcard c_src/transport/*.cpp)
+TEST_SRC := $(wildcard c_src/test/*.cpp)
+GEN_SRC := $(GEN)/snakepit_bridge.pb.cc $(GEN)/snakepit_bridge.grpc.pb.cc
+CORE_OBJ := $(CORE_SRC:%.cpp=$(OBJ)/%.o)
+NIF_OBJ := $(NIF_SRC:%.cpp=$(OBJ)/%.o) $(GEN_SRC:$(GEN)/%.cc=$(OBJ)/gen/%.o)
+TEST_OBJ := $(TEST_SRC:%.cpp=$(OBJ)/%.o)
+UNIT_TESTS := $(BUILD)/unit_tests
+
+.PHONY: all native deps test unit-test python-test elixir-test demo bench clean format
+
+all: native
+
+# What the Mix compiler runs.
+native: $(NIF) $(PY_STUBS)
+
+deps:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:" $$missing; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y $$missing; \
+	fi
+
+$(GEN_SRC) &: proto/snakepit_bridge.proto
+	@mkdir -p $(GEN)
+	protoc -I proto --cpp_out=$(GEN) --grpc_out=$(GEN) --plugin=protoc-gen-grpc=$$(command -v grpc_cpp_plugin) $<
+
+$(PY_STUBS) &: proto/snakepit_bridge.proto
+	protoc -I proto --python_out=priv/python --grpc_out=priv/python \
+	  --plugin=protoc-gen-grpc=$$(command -v grpc_python_plugin) $<
+
+$(OBJ)/gen/%.o: $(GEN)/%.cc
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -w -c $< -o $@
+
+$(OBJ)/c_src/nif/%.o: c_src/nif/%.cpp $(GEN_SRC)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -I$(ERTS_INCLUDE) -MMD -MP -c $< -o $@
+
+$(OBJ)/%.o: %.cpp $(GEN_SRC)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -MMD -MP -c $< -o $@
+
+$(NIF): $(CORE_OBJ) $(NIF_OBJ)
+	@mkdir -p $(PRIV)
+	$(CXX) -shared -o $@ $^ $(LDLIBS)
+
+$(UNIT_TESTS): $(CORE_OBJ) $(TEST_OBJ)
+	$(CXX) -o $@ $^ $(LDLIBS)
+
+-include $(shell find $(OBJ) -name '*.d' 2>/dev/null)
+
+unit-test: $(UNIT_TESTS)
+	$(UNIT_TESTS)
+
+python-test: $(PY_STUBS)
+	$(PYTHON) -m pytest -q test/python
+
+elixir-test: native
+	mix test
+
+test: deps
+	$(MAKE) native
+	$(MAKE) unit-test
+	$(MAKE) python-test
+	$(MAKE) elixir-test
+
+demo: deps
+	$(MAKE) native
+	mix run --no-start bench/../scripts/demo.exs
+
+bench: deps
+	$(MAKE) native
+	MIX_ENV=bench mix run bench/run.exs
+
+format:
+	mix format
+
+clean:
+	rm -rf $(BUILD) $(NIF) $(PY_STUBS)

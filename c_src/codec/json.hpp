@@ -1,0 +1,94 @@
+// JSON text <-> values, independent of erl_nif. The NIF walks Erlang terms
+// and appends with the writers below; results are decoded with simdjson into
+// whatever value type a Builder produces (ERL_NIF_TERM in the NIF, a small
+// tree in the unit tests).
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <simdjson.h>
+
+namespace snakepit::codec {
+
+bool valid_utf8(std::string_view text) noexcept;
+
+// Appends `text` (valid UTF-8) as a quoted, escaped JSON string.
+void append_string(std::string& out, std::string_view text);
+void append_integer(std::string& out, std::int64_t value);
+void append_unsigned(std::string& out, std::uint64_t value);
+// Shortest text that reads back as the same double, always marked as a
+// float ("1.0", not "1") so the other side does not turn it into an int.
+// Returns false for NaN and infinities, which JSON cannot hold.
+bool append_double(std::string& out, double value);
+
+class DecodeError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Builder requirements: a `Value` type and
+//   Value null(); Value boolean(bool); Value integer(int64_t);
+//   Value unsigned_integer(uint64_t); Value number(double);
+//   Value string(std::string_view); Value array(std::vector<Value>&);
+//   Value object(std::vector<Value>& keys, std::vector<Value>& values);
+template <class Builder>
+typename Builder::Value decode(std::string_view json, Builder& builder);
+
+namespace detail {
+
+template <class Builder>
+typename Builder::Value build(simdjson::dom::element element, Builder& builder) {
+  using simdjson::dom::element_type;
+  switch (element.type()) {
+    case element_type::NULL_VALUE:
+      return builder.null();
+    case element_type::BOOL:
+      return builder.boolean(element.get_bool().value_unsafe());
+    case element_type::INT64:
+      return builder.integer(element.get_int64().value_unsafe());
+    case element_type::UINT64:
+      return builder.unsigned_integer(element.get_uint64().value_unsafe());
+    case element_type::DOUBLE:
+      return builder.number(element.get_double().value_unsafe());
+    case element_type::STRING:
+      return builder.string(element.get_string().value_unsafe());
+    case element_type::ARRAY: {
+      std::vector<typename Builder::Value> items;
+      auto array = element.get_array().value_unsafe();
+      items.reserve(array.size());
+      for (auto item : array) items.push_back(build(item, builder));
+      return builder.array(items);
+    }
+    case element_type::OBJECT: {
+      std::vector<typename Builder::Value> keys;
+      std::vector<typename Builder::Value> values;
+      auto object = element.get_object().value_unsafe();
+      keys.reserve(object.size());
+      values.reserve(object.size());
+      for (auto field : object) {
+        keys.push_back(builder.string(field.key));
+        values.push_back(build(field.value, builder));
+      }
+      return builder.object(keys, values);
+    }
+  }
+  throw DecodeError("unknown JSON element");
+}
+
+}  // namespace detail
+
+template <class Builder>
+typename Builder::Value decode(std::string_view json, Builder& builder) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  auto error = parser.parse(json.data(), json.size(), true).get(root);
+  if (error) throw DecodeError(std::string("invalid JSON from worker: ") + simdjson::error_message(error));
+  return detail::build(root, builder);
+}
+
+}  // namespace snakepit::codec

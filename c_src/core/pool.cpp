@@ -1,0 +1,680 @@
+#include "pool.hpp"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <system_error>
+
+#include <simdjson.h>
+
+#include "spawner.hpp"
+
+namespace snakepit::core {
+
+struct Pool::Request {
+  RequestId id = 0;
+  CallRequest call;
+  std::unique_ptr<Responder> responder;
+  TimePoint submitted;
+  WorkerKey worker = 0;
+  std::string worker_id;
+  std::atomic<bool> finished{false};
+
+  std::mutex handle_mutex;
+  std::shared_ptr<CallHandle> handle;
+  bool cancel_requested = false;
+
+  // The one place an outcome leaves; later attempts are dropped.
+  void finish(Outcome&& outcome) {
+    if (finished.exchange(true)) return;
+    if (outcome.worker_id.empty()) outcome.worker_id = worker_id;
+    responder->deliver(std::move(outcome));
+  }
+};
+
+struct Pool::Worker {
+  enum class State { starting, ready, exited };
+  WorkerKey key = 0;
+  std::size_t slot = 0;
+  std::string id;
+  std::string socket_path;
+  pid_t pid = -1;
+  UniqueFd pidfd, ready_fd, out_fd, err_fd;
+  State state = State::starting;
+  std::shared_ptr<WorkerConnection> connection;
+  std::string ready_buffer, out_buffer, err_buffer;
+  std::deque<std::string> stderr_tail;
+  std::unordered_map<RequestId, std::shared_ptr<Request>> inflight;
+  std::uint64_t served = 0;
+  bool start_reported = false;  // a ready line or a start error arrived
+  std::optional<EventLoop::TimerId> startup_timer;
+};
+
+namespace {
+
+constexpr std::size_t kStderrTail = 40;
+
+Outcome error_outcome(ErrorCategory category, std::string reason, std::string message) {
+  Outcome outcome;
+  outcome.error.category = category;
+  outcome.error.reason = std::move(reason);
+  outcome.error.message = std::move(message);
+  return outcome;
+}
+
+std::string join_tail(const std::deque<std::string>& lines) {
+  std::string text;
+  for (const auto& line : lines) text.append(line).push_back('\n');
+  return text;
+}
+
+// Fields of the worker's {"type","message","traceback"} error object.
+void parse_python_error(std::string_view json, Error& error) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  if (parser.parse(json.data(), json.size(), true).get(root) || !root.is_object()) {
+    error.message = std::string(json);
+    return;
+  }
+  std::string_view text;
+  if (!root["type"].get(text)) error.python_type = text;
+  if (!root["message"].get(text)) error.message = text;
+  if (!root["traceback"].get(text)) error.traceback = text;
+}
+
+}  // namespace
+
+Pool::Pool(PoolConfig config, std::shared_ptr<Transport> transport, std::shared_ptr<EventSink> sink)
+    : config_(std::move(config)),
+      transport_(std::move(transport)),
+      sink_(std::move(sink)),
+      scheduler_(config_.max_queue),
+      slots_(static_cast<std::size_t>(std::max(config_.pool_size, 0))) {}
+
+Pool::~Pool() {
+  // Normally stop() ran already; this only covers an abandoned pool.
+  std::unique_lock lock(mutex_);
+  for (auto& [key, worker] : workers_) signal_group(worker->pid, SIGKILL);
+}
+
+void Pool::start() {
+  {
+    std::lock_guard lock(mutex_);
+    if (started_) return;
+    started_ = true;
+  }
+  loop_.start();
+  loop_.post([self = shared_from_this()] { self->spawn_batch(0); });
+}
+
+void Pool::emit(PoolEvent&& event) noexcept {
+  if (sink_) sink_->emit(std::move(event));
+}
+
+Pool::Worker* Pool::find_worker(WorkerKey key) {
+  auto it = workers_.find(key);
+  return it == workers_.end() ? nullptr : it->second.get();
+}
+
+// ---------------------------------------------------------------- spawning
+
+void Pool::spawn_batch(std::size_t first_slot) {
+  const std::size_t batch = static_cast<std::size_t>(std::max(config_.startup_batch_size, 1));
+  const std::size_t end = std::min(slots_.size(), first_slot + batch);
+  for (std::size_t slot = first_slot; slot < end; ++slot) spawn_worker(slot);
+  if (end < slots_.size()) {
+    loop_.add_timer(SteadyClock::now() + config_.startup_batch_delay,
+                    [self = shared_from_this(), end] { self->spawn_batch(end); });
+  }
+}
+
+void Pool::spawn_worker(std::size_t slot) {
+  std::unique_lock lock(mutex_);
+  if (stopping_) return;
+  const WorkerKey key = next_worker_++;
+  auto worker = std::make_unique<Worker>();
+  worker->key = key;
+  worker->slot = slot;
+  worker->id = config_.name + "_worker_" + std::to_string(slot + 1) + "_" + std::to_string(key);
+  worker->socket_path = config_.runtime_dir + "/" + worker->id + ".sock";
+  lock.unlock();
+
+  SpawnSpec spec;
+  spec.executable = config_.executable;
+  spec.argv.push_back(config_.executable);
+  spec.argv.insert(spec.argv.end(), config_.worker_argv.begin(), config_.worker_argv.end());
+  for (const char* arg : {"--socket", worker->socket_path.c_str(), "--worker-id", worker->id.c_str(),
+                          "--snakepit-run-id", config_.run_id.c_str(), "--ready-fd", "3"})
+    spec.argv.emplace_back(arg);
+  spec.argv.emplace_back("--lifeline-fd");
+  spec.argv.emplace_back(config_.lifeline_fd >= 0 ? "4" : "-1");
+  spec.env = config_.env;
+  spec.lifeline_read_fd = config_.lifeline_fd;
+  spec.working_dir = config_.working_dir;
+
+  ::unlink(worker->socket_path.c_str());
+  SpawnedProcess process;
+  try {
+    process = spawn_process(spec);
+  } catch (const std::system_error& e) {
+    Error error;
+    error.category = ErrorCategory::worker;
+    error.reason = "spawn_failed";
+    error.message = "could not start " + config_.executable + ": " + e.what();
+    error.worker_id = worker->id;
+    emit(PoolEvent{PoolEvent::Type::worker_start_failed, worker->id, 0, {}, error.message, error});
+    lock.lock();
+    counters_.last_start_error = error;
+    lock.unlock();
+    schedule_respawn(slot);
+    return;
+  }
+
+  worker->pid = process.pid;
+  worker->pidfd = std::move(process.pidfd);
+  worker->ready_fd = std::move(process.ready);
+  worker->out_fd = std::move(process.out);
+  worker->err_fd = std::move(process.err);
+  const std::string id = worker->id;
+  const int pid = worker->pid;
+  const int pidfd = worker->pidfd.get(), ready_fd = worker->ready_fd.get();
+  const int out_fd = worker->out_fd.get(), err_fd = worker->err_fd.get();
+
+  lock.lock();
+  slots_[slot].current = key;
+  scheduler_.add_worker(key, config_.capacity_per_worker);
+  workers_.emplace(key, std::move(worker));
+  lock.unlock();
+
+  auto self = shared_from_this();
+  loop_.watch(pidfd, [self, key](std::uint32_t) { self->on_exit(key); });
+  loop_.watch(ready_fd, [self, key](std::uint32_t) { self->on_ready_pipe(key); });
+  loop_.watch(out_fd, [self, key](std::uint32_t) { self->on_output(key, false); });
+  loop_.watch(err_fd, [self, key](std::uint32_t) { self->on_output(key, true); });
+  const auto timer = loop_.add_timer(SteadyClock::now() + config_.startup_timeout,
+                                     [self, key] { self->on_startup_timeout(key); });
+  lock.lock();
+  if (auto* w = find_worker(key)) w->startup_timer = timer;
+  lock.unlock();
+  emit(PoolEvent{PoolEvent::Type::worker_spawned, id, pid, {}, {}, {}});
+}
+
+void Pool::schedule_respawn(std::size_t slot) {
+  std::unique_lock lock(mutex_);
+  if (stopping_) return;
+  auto& state = slots_[slot];
+  const int failures = state.failures++;
+  Millis delay{0};
+  if (failures > 0) {
+    const auto shift = std::min(failures - 1, 16);
+    delay = std::min<Millis>(config_.max_restart_backoff, Millis(config_.restart_backoff.count() << shift));
+  }
+  ++counters_.worker_restarts;
+  lock.unlock();
+  loop_.add_timer(SteadyClock::now() + delay, [self = shared_from_this(), slot] { self->spawn_worker(slot); });
+}
+
+void Pool::on_startup_timeout(WorkerKey key) {
+  std::unique_lock lock(mutex_);
+  auto* worker = find_worker(key);
+  if (worker == nullptr || worker->state != Worker::State::starting) return;
+  worker->startup_timer.reset();
+  Error error;
+  error.category = ErrorCategory::worker;
+  error.reason = "startup_timeout";
+  error.message = "worker " + worker->id + " did not report ready within " +
+                  std::to_string(config_.startup_timeout.count()) + " ms";
+  error.traceback = join_tail(worker->stderr_tail);
+  error.worker_id = worker->id;
+  fail_start(*worker, std::move(error));
+  signal_group(worker->pid, SIGKILL);
+}
+
+// ------------------------------------------------------------- worker pipes
+
+void Pool::on_ready_pipe(WorkerKey key) {
+  std::unique_lock lock(mutex_);
+  auto* worker = find_worker(key);
+  if (worker == nullptr || !worker->ready_fd.valid()) return;
+  char buffer[4096];
+  ssize_t n;
+  while ((n = ::read(worker->ready_fd.get(), buffer, sizeof buffer)) > 0) worker->ready_buffer.append(buffer, n);
+  const bool closed = n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR);
+  const auto newline = worker->ready_buffer.find('\n');
+  if (newline == std::string::npos && !closed) return;
+
+  const int fd = worker->ready_fd.get();
+  std::string line = worker->ready_buffer.substr(0, newline);
+  worker->ready_buffer.clear();
+  lock.unlock();
+  loop_.unwatch(fd);
+  lock.lock();
+  worker = find_worker(key);
+  if (worker == nullptr) return;
+  worker->ready_fd.reset();
+
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  std::string_view status;
+  const bool parsed = !line.empty() && !parser.parse(line.data(), line.size(), true).get(root) &&
+                      !root["status"].get(status);
+  if (parsed && status == "ready") {
+    std::vector<Dispatch> dispatches;
+    mark_ready(*worker, dispatches);
+    const std::string id = worker->id;
+    const int pid = worker->pid;
+    lock.unlock();
+    emit(PoolEvent{PoolEvent::Type::worker_ready, id, pid, {}, {}, {}});
+    for (auto& [request, connection] : dispatches) start_call(request, connection);
+    return;
+  }
+
+  Error error;
+  error.category = ErrorCategory::worker;
+  error.reason = "startup_failed";
+  error.worker_id = worker->id;
+  if (parsed) {
+    std::string_view text;
+    if (!root["type"].get(text)) error.python_type = text;
+    if (!root["message"].get(text)) error.message = text;
+    if (!root["traceback"].get(text)) error.traceback = text;
+  }
+  if (error.message.empty()) {
+    error.message = "worker " + worker->id + " closed its ready pipe without reporting ready";
+    error.traceback = join_tail(worker->stderr_tail);
+  }
+  fail_start(*worker, std::move(error));
+}
+
+void Pool::mark_ready(Worker& worker, std::vector<Dispatch>& dispatches) {
+  worker.state = Worker::State::ready;
+  worker.start_reported = true;
+  if (worker.startup_timer) {
+    loop_.cancel_timer(*worker.startup_timer);
+    worker.startup_timer.reset();
+  }
+  worker.connection = transport_->connect(worker.socket_path);
+  slots_[worker.slot].failures = 0;
+  scheduler_.set_routable(worker.key, true);
+  dispatches = take_queued_dispatches();
+}
+
+void Pool::fail_start(Worker& worker, Error error) {
+  worker.start_reported = true;
+  counters_.last_start_error = error;
+  if (worker.startup_timer) {
+    loop_.cancel_timer(*worker.startup_timer);
+    worker.startup_timer.reset();
+  }
+  PoolEvent event{PoolEvent::Type::worker_start_failed, worker.id, worker.pid, {}, error.message, std::move(error)};
+  emit(std::move(event));
+}
+
+void Pool::on_output(WorkerKey key, bool is_stderr) {
+  std::vector<std::string> lines;
+  std::string id;
+  int fd = -1;
+  bool closed = false;
+  {
+    std::lock_guard lock(mutex_);
+    auto* worker = find_worker(key);
+    if (worker == nullptr) return;
+    auto& pipe = is_stderr ? worker->err_fd : worker->out_fd;
+    auto& buffer = is_stderr ? worker->err_buffer : worker->out_buffer;
+    if (!pipe.valid()) return;
+    fd = pipe.get();
+    char chunk[8192];
+    ssize_t n;
+    while ((n = ::read(fd, chunk, sizeof chunk)) > 0) buffer.append(chunk, n);
+    closed = n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR);
+    std::size_t start = 0, newline;
+    while ((newline = buffer.find('\n', start)) != std::string::npos) {
+      lines.emplace_back(buffer, start, newline - start);
+      start = newline + 1;
+    }
+    buffer.erase(0, start);
+    if (closed && !buffer.empty()) lines.push_back(std::exchange(buffer, {}));
+    if (is_stderr) {
+      for (const auto& line : lines) {
+        worker->stderr_tail.push_back(line);
+        if (worker->stderr_tail.size() > kStderrTail) worker->stderr_tail.pop_front();
+      }
+    }
+    id = worker->id;
+    if (closed) {
+      loop_.unwatch(fd);
+      pipe.reset();
+    }
+  }
+  for (auto& line : lines)
+    emit(PoolEvent{PoolEvent::Type::worker_output, id, 0, is_stderr ? "stderr" : "stdout", std::move(line), {}});
+}
+
+void Pool::on_exit(WorkerKey key) {
+  std::unique_lock lock(mutex_);
+  auto* worker = find_worker(key);
+  if (worker == nullptr) return;
+  const auto status = try_reap(worker->pidfd.get());
+  if (!status) return;
+  lock.unlock();
+  // Whatever the worker printed last is often why it died.
+  on_output(key, true);
+  on_output(key, false);
+  lock.lock();
+  worker = find_worker(key);
+  if (worker == nullptr) return;
+
+  for (auto* fd : {&worker->pidfd, &worker->ready_fd, &worker->out_fd, &worker->err_fd}) {
+    if (fd->valid()) loop_.unwatch(fd->get());
+  }
+  if (worker->startup_timer) loop_.cancel_timer(*worker->startup_timer);
+  const std::string how = describe_exit(*status);
+  if (!worker->start_reported) {
+    Error error;
+    error.category = ErrorCategory::worker;
+    error.reason = "startup_failed";
+    error.message = "worker " + worker->id + " " + how + " before reporting ready";
+    error.traceback = join_tail(worker->stderr_tail);
+    error.worker_id = worker->id;
+    fail_start(*worker, std::move(error));
+  }
+  auto owned = std::move(workers_.at(key));
+  workers_.erase(key);
+  scheduler_.remove_worker(key);
+  auto inflight = std::move(owned->inflight);
+  for (auto& [id, request] : inflight) requests_.erase(id);
+  counters_.errors += inflight.size();
+  const bool stopping = stopping_;
+  if (workers_.empty()) all_exited_.notify_all();
+  lock.unlock();
+
+  ::unlink(owned->socket_path.c_str());
+  for (auto& [id, request] : inflight) {
+    request->finish(error_outcome(ErrorCategory::worker, "worker_exited",
+                                  "worker " + owned->id + " " + how + " while running the request"));
+  }
+  emit(PoolEvent{PoolEvent::Type::worker_exited, owned->id, owned->pid, {}, how, {}});
+  if (!stopping) schedule_respawn(owned->slot);
+}
+
+// ----------------------------------------------------------------- requests
+
+std::optional<Error> Pool::submit(RequestId id, CallRequest call, std::unique_ptr<Responder> responder) {
+  auto request = std::make_shared<Request>();
+  request->call = std::move(call);
+  request->responder = std::move(responder);
+  request->submitted = SteadyClock::now();
+
+  std::unique_lock lock(mutex_);
+  if (stopping_) {
+    Error error;
+    error.category = ErrorCategory::pool;
+    error.reason = "pool_not_initialized";
+    error.message = "pool " + config_.name + " is shutting down";
+    return error;
+  }
+  request->id = id;
+  ++counters_.requests;
+
+  if (auto key = scheduler_.acquire()) {
+    auto* worker = find_worker(*key);
+    request->worker = *key;
+    request->worker_id = worker->id;
+    worker->inflight.emplace(id, request);
+    requests_.emplace(id, request);
+    auto connection = worker->connection;
+    const bool filled = config_.capacity_per_worker > 1 &&
+                        scheduler_.load(*key)->inflight == config_.capacity_per_worker;
+    const std::string worker_id = worker->id;
+    lock.unlock();
+    if (filled) emit(PoolEvent{PoolEvent::Type::capacity_reached, worker_id, 0, {}, {}, {}});
+    start_call(request, connection);
+    return std::nullopt;
+  }
+
+  const auto wait = std::min(config_.queue_timeout, request->call.timeout);
+  if (scheduler_.enqueue(id, request->submitted + wait) == Scheduler::EnqueueResult::full) {
+    ++counters_.saturated;
+    ++counters_.errors;
+    Error error;
+    error.category = ErrorCategory::pool;
+    error.reason = "pool_saturated";
+    error.message = "pool " + config_.name + " queue is full (" + std::to_string(config_.max_queue) + " waiting)";
+    return error;
+  }
+  requests_.emplace(id, request);
+  const bool first_in_queue = scheduler_.queue_length() == 1;
+  lock.unlock();
+  if (first_in_queue) loop_.post([self = shared_from_this()] { self->arm_queue_timer(); });
+  return std::nullopt;
+}
+
+void Pool::cancel(RequestId id) {
+  std::unique_lock lock(mutex_);
+  auto it = requests_.find(id);
+  if (it == requests_.end()) return;
+  auto request = it->second;
+  if (scheduler_.remove_queued(id)) {
+    requests_.erase(it);
+    lock.unlock();
+    request->finish(error_outcome(ErrorCategory::timeout, "cancelled", "request cancelled by its caller"));
+    return;
+  }
+  lock.unlock();
+  std::shared_ptr<CallHandle> handle;
+  {
+    std::lock_guard handle_lock(request->handle_mutex);
+    request->cancel_requested = true;
+    handle = request->handle;
+  }
+  if (handle) handle->cancel();
+}
+
+void Pool::start_call(const std::shared_ptr<Request>& request, const std::shared_ptr<WorkerConnection>& connection) {
+  const auto deadline = request->submitted + request->call.timeout;
+  std::weak_ptr<Pool> weak = weak_from_this();
+  auto handle = connection->execute(std::move(request->call), deadline,
+                                    [weak, request](TransportResult&& result) {
+                                      if (auto pool = weak.lock()) {
+                                        pool->on_call_done(request, std::move(result));
+                                      } else {
+                                        request->finish(error_outcome(ErrorCategory::pool, "pool_not_initialized",
+                                                                      "pool stopped"));
+                                      }
+                                    });
+  std::lock_guard lock(request->handle_mutex);
+  request->handle = handle;
+  if (request->cancel_requested && handle) handle->cancel();
+}
+
+Outcome Pool::outcome_from(const Request& request, TransportResult&& result) const {
+  using Status = TransportResult::Status;
+  switch (result.status) {
+    case Status::ok:
+      break;
+    case Status::deadline_exceeded:
+      return error_outcome(ErrorCategory::timeout, "worker_timeout",
+                           "tool " + request.call.tool + " did not finish within " +
+                               std::to_string(request.call.timeout.count()) + " ms");
+    case Status::cancelled:
+      return error_outcome(ErrorCategory::timeout, "cancelled", "request cancelled by its caller");
+    case Status::unavailable: {
+      auto outcome = error_outcome(ErrorCategory::worker, "worker_unavailable",
+                                   "worker " + request.worker_id + " went away while running the request: " +
+                                       result.grpc_message);
+      outcome.error.grpc_status = result.grpc_code;
+      return outcome;
+    }
+    case Status::other: {
+      auto outcome = error_outcome(ErrorCategory::grpc_error, "grpc_error", result.grpc_message);
+      outcome.error.grpc_status = result.grpc_code;
+      return outcome;
+    }
+  }
+  Outcome outcome;
+  if (result.success) {
+    outcome.ok = true;
+    outcome.payload = std::move(result.payload);
+    outcome.payload_binary = result.payload_binary;
+    return outcome;
+  }
+  outcome.error.category = ErrorCategory::python_error;
+  outcome.error.reason = "python_error";
+  parse_python_error(result.error_json, outcome.error);
+  return outcome;
+}
+
+void Pool::on_call_done(const std::shared_ptr<Request>& request, TransportResult&& result) {
+  Outcome outcome = outcome_from(*request, std::move(result));
+  std::vector<Dispatch> dispatches;
+  {
+    std::lock_guard lock(mutex_);
+    requests_.erase(request->id);
+    if (auto* worker = find_worker(request->worker)) {
+      worker->inflight.erase(request->id);
+      ++worker->served;
+      scheduler_.release(worker->key);
+      dispatches = take_queued_dispatches();
+    }
+    if (!outcome.ok && !request->finished.load()) ++counters_.errors;
+  }
+  request->finish(std::move(outcome));
+  for (auto& [next, connection] : dispatches) start_call(next, connection);
+}
+
+std::vector<Pool::Dispatch> Pool::take_queued_dispatches() {
+  std::vector<Dispatch> dispatches;
+  for (auto [id, key] : scheduler_.dispatch_queued()) {
+    auto request = requests_.at(id);
+    auto* worker = find_worker(key);
+    request->worker = key;
+    request->worker_id = worker->id;
+    worker->inflight.emplace(id, request);
+    dispatches.emplace_back(std::move(request), worker->connection);
+  }
+  return dispatches;
+}
+
+void Pool::arm_queue_timer() {
+  if (queue_timer_) loop_.cancel_timer(*queue_timer_);
+  queue_timer_.reset();
+  std::optional<TimePoint> next;
+  {
+    std::lock_guard lock(mutex_);
+    next = scheduler_.next_deadline();
+  }
+  if (next) queue_timer_ = loop_.add_timer(*next, [self = shared_from_this()] { self->expire_queue(); });
+}
+
+void Pool::expire_queue() {
+  queue_timer_.reset();
+  std::vector<std::shared_ptr<Request>> expired;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto id : scheduler_.expire(SteadyClock::now())) {
+      auto it = requests_.find(id);
+      if (it == requests_.end()) continue;
+      expired.push_back(std::move(it->second));
+      requests_.erase(it);
+    }
+    counters_.queue_timeouts += expired.size();
+    counters_.errors += expired.size();
+  }
+  for (auto& request : expired) {
+    const auto waited = std::min(config_.queue_timeout, request->call.timeout);
+    request->finish(error_outcome(ErrorCategory::timeout, "queue_timeout",
+                                  "no worker of pool " + config_.name + " became free within " +
+                                      std::to_string(waited.count()) + " ms"));
+  }
+  arm_queue_timer();
+}
+
+// ----------------------------------------------------------------- shutdown
+
+void Pool::begin_shutdown() {
+  std::vector<std::shared_ptr<Request>> queued;
+  std::vector<pid_t> groups;
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+    for (auto id : scheduler_.drain_queue()) {
+      auto it = requests_.find(id);
+      if (it == requests_.end()) continue;
+      queued.push_back(std::move(it->second));
+      requests_.erase(it);
+    }
+    for (auto& [key, worker] : workers_) {
+      scheduler_.set_routable(key, false);
+      groups.push_back(worker->pid);
+    }
+  }
+  for (auto& request : queued)
+    request->finish(error_outcome(ErrorCategory::pool, "pool_not_initialized",
+                                  "pool " + config_.name + " stopped before the request ran"));
+  for (auto pgid : groups) signal_group(pgid, SIGTERM);
+  loop_.add_timer(SteadyClock::now() + config_.graceful_shutdown, [self = shared_from_this()] {
+    std::lock_guard lock(self->mutex_);
+    for (auto& [key, worker] : self->workers_) signal_group(worker->pid, SIGKILL);
+  });
+}
+
+void Pool::stop() {
+  {
+    std::lock_guard lock(mutex_);
+    if (!started_ || stopping_) return;
+  }
+  loop_.post([self = shared_from_this()] { self->begin_shutdown(); });
+  {
+    std::unique_lock lock(mutex_);
+    all_exited_.wait_for(lock, config_.graceful_shutdown + Millis(3000), [this] { return stopping_ && workers_.empty(); });
+    // Still here after SIGKILL and the margin: leave nothing running.
+    for (auto& [key, worker] : workers_) signal_group(worker->pid, SIGKILL);
+  }
+  loop_.stop();
+  loop_.clear();
+  std::vector<std::shared_ptr<Request>> remaining;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& [id, request] : requests_) remaining.push_back(request);
+    requests_.clear();
+  }
+  for (auto& request : remaining)
+    request->finish(error_outcome(ErrorCategory::pool, "pool_not_initialized", "pool " + config_.name + " stopped"));
+}
+
+// -------------------------------------------------------------------- stats
+
+PoolStats Pool::stats() const {
+  std::lock_guard lock(mutex_);
+  PoolStats stats = counters_;
+  stats.queued = scheduler_.queue_length();
+  stats.workers = workers_.size();
+  for (const auto& load : scheduler_.loads()) {
+    if (!load.routable) continue;
+    ++stats.ready;
+    if (load.inflight < load.capacity) ++stats.available;
+    if (load.inflight > 0) ++stats.busy;
+  }
+  return stats;
+}
+
+std::vector<WorkerInfo> Pool::workers() const {
+  std::lock_guard lock(mutex_);
+  std::vector<WorkerInfo> infos;
+  for (const auto& [key, worker] : workers_) {
+    WorkerInfo info;
+    info.id = worker->id;
+    info.os_pid = worker->pid;
+    info.state = worker->state == Worker::State::ready ? "ready" : "starting";
+    info.capacity = config_.capacity_per_worker;
+    info.inflight = static_cast<int>(worker->inflight.size());
+    info.requests = worker->served;
+    infos.push_back(std::move(info));
+  }
+  return infos;
+}
+
+}  // namespace snakepit::core

@@ -1,0 +1,160 @@
+// One pool of workers: spawns them, tracks them on its event loop, and
+// routes requests through the Scheduler. Thread-safe: submit/cancel/stats
+// come from BEAM threads, completions from transport threads.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "event_loop.hpp"
+#include "scheduler.hpp"
+#include "transport.hpp"
+#include "types.hpp"
+#include "unique_fd.hpp"
+
+namespace snakepit::core {
+
+struct PoolConfig {
+  std::string name = "default";
+  int pool_size = 2;
+  int capacity_per_worker = 1;
+  std::string executable;                 // interpreter, absolute path
+  std::vector<std::string> worker_argv;   // after the executable: script and its options
+  std::vector<std::string> env;           // NAME=value, complete
+  std::string working_dir;
+  int startup_batch_size = 10;
+  Millis startup_batch_delay{500};
+  Millis startup_timeout{60000};
+  std::size_t max_queue = 1000;
+  Millis queue_timeout{10000};
+  Millis restart_backoff{500};
+  Millis max_restart_backoff{10000};
+  Millis graceful_shutdown{6000};
+  std::string run_id;
+  std::string runtime_dir;
+  int lifeline_fd = -1;
+};
+
+struct PoolEvent {
+  enum class Type { worker_spawned, worker_ready, worker_start_failed, worker_exited, worker_output, capacity_reached };
+  Type type;
+  std::string worker_id;
+  int os_pid = 0;
+  std::string stream;  // worker_output: "stdout" | "stderr"
+  std::string text;    // output line, exit description
+  Error error;         // worker_start_failed
+};
+
+class EventSink {
+ public:
+  virtual ~EventSink() = default;
+  virtual void emit(PoolEvent&& event) noexcept = 0;
+};
+
+struct PoolStats {
+  std::uint64_t requests = 0;
+  std::uint64_t errors = 0;
+  std::uint64_t queue_timeouts = 0;
+  std::uint64_t saturated = 0;
+  std::uint64_t worker_restarts = 0;
+  std::size_t queued = 0;
+  std::size_t workers = 0;    // processes alive, ready or not
+  std::size_t ready = 0;
+  std::size_t available = 0;  // ready with a free slot
+  std::size_t busy = 0;       // ready with at least one request running
+  std::optional<Error> last_start_error;
+};
+
+struct WorkerInfo {
+  std::string id;
+  int os_pid = 0;
+  std::string state;
+  int inflight = 0;
+  int capacity = 0;
+  std::uint64_t requests = 0;
+};
+
+class Pool : public std::enable_shared_from_this<Pool> {
+ public:
+  Pool(PoolConfig config, std::shared_ptr<Transport> transport, std::shared_ptr<EventSink> sink);
+  ~Pool();
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+
+  void start();
+  RequestId new_request_id() { return next_request_.fetch_add(1); }
+  // Nothing: the responder will get exactly one outcome. An error: the
+  // request was refused at once and the responder is dropped unused.
+  std::optional<Error> submit(RequestId id, CallRequest call, std::unique_ptr<Responder> responder);
+  // The caller gave up or died. Queued: dropped; running: the call is cancelled.
+  void cancel(RequestId id);
+  PoolStats stats() const;
+  std::vector<WorkerInfo> workers() const;
+  // SIGTERM to every worker, SIGKILL after the grace period; every pending
+  // request gets an error. Blocks until done: never call on a BEAM scheduler.
+  void stop();
+  const PoolConfig& config() const { return config_; }
+
+ private:
+  struct Request;
+  struct Worker;
+  struct Slot {
+    WorkerKey current = 0;
+    int failures = 0;
+  };
+  using Dispatch = std::pair<std::shared_ptr<Request>, std::shared_ptr<WorkerConnection>>;
+
+  // Loop thread.
+  void spawn_batch(std::size_t first_slot);
+  void spawn_worker(std::size_t slot);
+  void schedule_respawn(std::size_t slot);
+  void on_ready_pipe(WorkerKey key);
+  void on_output(WorkerKey key, bool is_stderr);
+  void on_exit(WorkerKey key);
+  void on_startup_timeout(WorkerKey key);
+  void arm_queue_timer();
+  void expire_queue();
+  void begin_shutdown();
+  void mark_ready(Worker& worker, std::vector<Dispatch>& dispatches);
+  void fail_start(Worker& worker, Error error);
+
+  // Any thread.
+  void start_call(const std::shared_ptr<Request>& request, const std::shared_ptr<WorkerConnection>& connection);
+  void on_call_done(const std::shared_ptr<Request>& request, TransportResult&& result);
+  std::vector<Dispatch> take_queued_dispatches();  // pool lock held
+  Outcome outcome_from(const Request& request, TransportResult&& result) const;
+  void emit(PoolEvent&& event) noexcept;
+
+  Worker* find_worker(WorkerKey key);  // pool lock held
+
+  const PoolConfig config_;
+  const std::shared_ptr<Transport> transport_;
+  const std::shared_ptr<EventSink> sink_;
+  EventLoop loop_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable all_exited_;
+  Scheduler scheduler_;
+  std::map<WorkerKey, std::unique_ptr<Worker>> workers_;
+  std::unordered_map<RequestId, std::shared_ptr<Request>> requests_;
+  std::vector<Slot> slots_;
+  std::atomic<RequestId> next_request_{1};
+  WorkerKey next_worker_ = 1;
+  bool stopping_ = false;
+  bool started_ = false;
+  std::optional<EventLoop::TimerId> queue_timer_;  // loop thread
+  PoolStats counters_;
+};
+
+}  // namespace snakepit::core

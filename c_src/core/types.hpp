@@ -1,0 +1,75 @@
+// Values shared by the runtime's parts. No erl_nif here.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace snakepit::core {
+
+using SteadyClock = std::chrono::steady_clock;
+using TimePoint = SteadyClock::time_point;
+using Millis = std::chrono::milliseconds;
+// Injected so scheduling rules are testable without waiting.
+using ClockFn = std::function<TimePoint()>;
+
+enum class ErrorCategory { worker, timeout, python_error, grpc_error, validation, pool };
+
+const char* to_string(ErrorCategory category) noexcept;
+
+struct Error {
+  ErrorCategory category = ErrorCategory::pool;
+  std::string reason;  // e.g. "queue_timeout"; becomes details.reason
+  std::string message;
+  std::string python_type;
+  std::string traceback;
+  int grpc_status = -1;
+  std::string worker_id;
+};
+
+// One named argument, already encoded: JSON text, or raw bytes.
+struct Param {
+  std::string name;
+  std::string data;
+  bool binary = false;
+};
+
+struct CallRequest {
+  std::string tool;
+  std::string session_id;
+  std::vector<Param> params;
+  Millis timeout{30000};
+};
+
+// What the worker said, before it is interpreted as an outcome.
+struct TransportResult {
+  enum class Status { ok, deadline_exceeded, cancelled, unavailable, other };
+  Status status = Status::ok;
+  int grpc_code = 0;
+  std::string grpc_message;
+  bool success = false;      // ExecuteToolResponse.success
+  std::string payload;       // JSON text or raw bytes
+  bool payload_binary = false;
+  std::string error_json;    // {"type","message","traceback"} when !success
+};
+
+// Exactly one per request.
+struct Outcome {
+  bool ok = false;
+  std::string payload;
+  bool payload_binary = false;
+  Error error;
+  std::string worker_id;
+};
+
+// Delivers the one outcome of a request to whoever waits for it.
+class Responder {
+ public:
+  virtual ~Responder() = default;
+  virtual void deliver(Outcome&& outcome) noexcept = 0;
+};
+
+}  // namespace snakepit::core

@@ -1,0 +1,50 @@
+#include "atoms.hpp"
+
+namespace snakepit::nif {
+
+void Atoms::init(ErlNifEnv* env) {
+  auto atom = [env](const char* name) { return enif_make_atom(env, name); };
+  ok = atom("ok");
+  error = atom("error");
+  true_ = atom("true");
+  false_ = atom("false");
+  nil = atom("nil");
+  binary = atom("binary");
+  struct_ = atom("__struct__");
+  needs_preprocess = atom("needs_preprocess");
+  undefined = atom("undefined");
+  snakepit_event = atom("snakepit_event");
+  worker_spawned = atom("worker_spawned");
+  worker_ready = atom("worker_ready");
+  worker_start_failed = atom("worker_start_failed");
+  worker_exited = atom("worker_exited");
+  worker_output = atom("worker_output");
+  capacity_reached = atom("capacity_reached");
+  stdout_ = atom("stdout");
+  stderr_ = atom("stderr");
+  validation = atom("validation");
+  invalid_args = atom("invalid_args");
+  python_type = atom("python_type");
+  traceback = atom("traceback");
+  grpc_status = atom("grpc_status");
+  worker_id = atom("worker_id");
+  path = atom("path");
+  id = atom("id");
+  os_pid = atom("os_pid");
+  state = atom("state");
+  inflight = atom("inflight");
+  capacity = atom("capacity");
+  requests = atom("requests");
+  errors = atom("errors");
+  queued = atom("queued");
+  queue_timeouts = atom("queue_timeouts");
+  pool_saturated = atom("pool_saturated");
+  workers = atom("workers");
+  ready = atom("ready");
+  available = atom("available");
+  busy = atom("busy");
+  worker_restarts = atom("worker_restarts");
+  last_start_error = atom("last_start_error");
+}
+
+}  // namespace snakepit::nif

@@ -1,0 +1,489 @@
+// The only translation unit that knows the BEAM: resource types, argument
+// decoding, reply building, enif_send. Everything else is in core/.
+#include <erl_nif.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "../codec/json.hpp"
+#include "../core/pool.hpp"
+#include "../transport/grpc_transport.hpp"
+#include "atoms.hpp"
+#include "term_builder.hpp"
+#include "term_encoder.hpp"
+
+namespace snakepit::nif {
+namespace {
+
+using core::Millis;
+
+// Arguments encoded past this many bytes on a normal scheduler move the
+// call to a dirty scheduler (the ~1 ms rule).
+constexpr std::size_t kSchedulerEncodeBudget = 64 * 1024;
+
+struct MonitorLess {
+  bool operator()(const ErlNifMonitor& a, const ErlNifMonitor& b) const { return enif_compare_monitors(&a, &b) < 0; }
+};
+
+struct PoolResource {
+  std::shared_ptr<core::Pool> pool;
+  std::mutex monitors_mutex;
+  std::map<ErlNifMonitor, core::RequestId, MonitorLess> monitors;
+};
+
+// The NIF's private data: everything per loaded library.
+struct NifState {
+  Atoms atoms;
+  ErlNifResourceType* pool_type = nullptr;
+  std::shared_ptr<core::Transport> transport;
+  std::string run_id;
+  std::string runtime_dir;
+  // Workers hold the read end; when this process dies they see EOF.
+  core::UniqueFd lifeline_read;
+  core::UniqueFd lifeline_write;
+};
+
+NifState& state(ErlNifEnv* env) { return *static_cast<NifState*>(enif_priv_data(env)); }
+
+ERL_NIF_TERM make_binary(ErlNifEnv* env, std::string_view text) {
+  ERL_NIF_TERM term;
+  auto* data = enif_make_new_binary(env, text.size(), &term);
+  if (!text.empty()) std::memcpy(data, text.data(), text.size());
+  return term;
+}
+
+ERL_NIF_TERM make_error_tuple(ErlNifEnv* env, const Atoms& atoms, const core::Error& error) {
+  ERL_NIF_TERM extra = enif_make_new_map(env);
+  auto put = [&](ERL_NIF_TERM key, ERL_NIF_TERM value) { enif_make_map_put(env, extra, key, value, &extra); };
+  if (!error.python_type.empty()) put(atoms.python_type, make_binary(env, error.python_type));
+  if (!error.traceback.empty()) put(atoms.traceback, make_binary(env, error.traceback));
+  if (error.grpc_status >= 0) put(atoms.grpc_status, enif_make_int(env, error.grpc_status));
+  if (!error.worker_id.empty()) put(atoms.worker_id, make_binary(env, error.worker_id));
+  return enif_make_tuple4(env, enif_make_atom(env, core::to_string(error.category)),
+                          enif_make_atom(env, error.reason.c_str()), make_binary(env, error.message), extra);
+}
+
+// ------------------------------------------------------------- responders
+
+class ProcessResponder final : public core::Responder {
+ public:
+  // Monitors the caller so that its death cancels request `id`.
+  ProcessResponder(NifState& nif, PoolResource* resource, ErlNifPid pid, ERL_NIF_TERM ref, ErlNifEnv* caller_env,
+                   core::RequestId id)
+      : nif_(nif), resource_(resource), pid_(pid), env_(enif_alloc_env()) {
+    ref_ = enif_make_copy(env_, ref);
+    enif_keep_resource(resource_);
+    std::lock_guard lock(resource_->monitors_mutex);
+    monitored_ = enif_monitor_process(caller_env, resource_, &pid_, &monitor_) == 0;
+    if (monitored_) resource_->monitors.emplace(monitor_, id);
+  }
+  ~ProcessResponder() override {
+    if (env_ != nullptr) enif_free_env(env_);
+    forget_monitor();
+    enif_release_resource(resource_);
+  }
+  ProcessResponder(const ProcessResponder&) = delete;
+  ProcessResponder& operator=(const ProcessResponder&) = delete;
+
+  void deliver(core::Outcome&& outcome) noexcept override {
+    forget_monitor();
+    ERL_NIF_TERM result;
+    try {
+      result = enif_make_tuple2(env_, nif_.atoms.ok, decode_payload(outcome));
+    } catch (const codec::DecodeError& e) {
+      core::Error error;
+      error.category = core::ErrorCategory::grpc_error;
+      error.reason = "invalid_result";
+      error.message = e.what();
+      result = enif_make_tuple2(env_, nif_.atoms.error, make_error_tuple(env_, nif_.atoms, error));
+    }
+    if (!outcome.ok) {
+      if (outcome.error.worker_id.empty()) outcome.error.worker_id = outcome.worker_id;
+      result = enif_make_tuple2(env_, nif_.atoms.error, make_error_tuple(env_, nif_.atoms, outcome.error));
+    }
+    ERL_NIF_TERM message = enif_make_tuple3(env_, ref_, result, make_binary(env_, outcome.worker_id));
+    enif_send(nullptr, &pid_, env_, message);
+    enif_free_env(env_);
+    env_ = nullptr;
+  }
+
+ private:
+  ERL_NIF_TERM decode_payload(const core::Outcome& outcome) {
+    if (!outcome.ok) return nif_.atoms.nil;
+    TermBuilder builder(env_, nif_.atoms);
+    if (outcome.payload_binary) return builder.binary(outcome.payload);
+    if (outcome.payload.empty()) return nif_.atoms.nil;
+    return codec::decode(outcome.payload, builder);
+  }
+
+  void forget_monitor() {
+    if (!monitored_) return;
+    monitored_ = false;
+    {
+      std::lock_guard lock(resource_->monitors_mutex);
+      resource_->monitors.erase(monitor_);
+    }
+    enif_demonitor_process(nullptr, resource_, &monitor_);
+  }
+
+  NifState& nif_;
+  PoolResource* resource_;
+  ErlNifPid pid_;
+  ErlNifEnv* env_;
+  ERL_NIF_TERM ref_;
+  ErlNifMonitor monitor_{};
+  bool monitored_ = false;
+};
+
+// Pool events go to the pool's owner process (Snakepit.Pool).
+class ProcessEventSink final : public core::EventSink {
+ public:
+  ProcessEventSink(NifState& nif, ErlNifPid owner) : nif_(nif), owner_(owner) {}
+
+  void emit(core::PoolEvent&& event) noexcept override {
+    using Type = core::PoolEvent::Type;
+    ErlNifEnv* env = enif_alloc_env();
+    const Atoms& a = nif_.atoms;
+    ERL_NIF_TERM type = a.undefined, data = a.nil;
+    switch (event.type) {
+      case Type::worker_spawned:
+        type = a.worker_spawned;
+        data = enif_make_int(env, event.os_pid);
+        break;
+      case Type::worker_ready:
+        type = a.worker_ready;
+        data = enif_make_int(env, event.os_pid);
+        break;
+      case Type::worker_start_failed:
+        type = a.worker_start_failed;
+        data = make_error_tuple(env, a, event.error);
+        break;
+      case Type::worker_exited:
+        type = a.worker_exited;
+        data = enif_make_tuple2(env, enif_make_int(env, event.os_pid), make_binary(env, event.text));
+        break;
+      case Type::worker_output:
+        type = a.worker_output;
+        data = enif_make_tuple2(env, event.stream == "stderr" ? a.stderr_ : a.stdout_, make_binary(env, event.text));
+        break;
+      case Type::capacity_reached:
+        type = a.capacity_reached;
+        break;
+    }
+    ERL_NIF_TERM message = enif_make_tuple4(env, a.snakepit_event, type, make_binary(env, event.worker_id), data);
+    enif_send(nullptr, &owner_, env, message);
+    enif_free_env(env);
+  }
+
+ private:
+  NifState& nif_;
+  ErlNifPid owner_;
+};
+
+// ------------------------------------------------------------ resource type
+
+void pool_destructor(ErlNifEnv*, void* object) {
+  auto* resource = static_cast<PoolResource*>(object);
+  // Stopping waits for processes to exit: never on a scheduler thread.
+  if (auto pool = std::move(resource->pool)) std::thread([pool] { pool->stop(); }).detach();
+  resource->~PoolResource();
+}
+
+void pool_down(ErlNifEnv*, void* object, ErlNifPid*, ErlNifMonitor* monitor) {
+  auto* resource = static_cast<PoolResource*>(object);
+  core::RequestId id = 0;
+  {
+    std::lock_guard lock(resource->monitors_mutex);
+    auto it = resource->monitors.find(*monitor);
+    if (it == resource->monitors.end()) return;
+    id = it->second;
+    resource->monitors.erase(it);
+  }
+  if (resource->pool) resource->pool->cancel(id);
+}
+
+PoolResource* get_pool(ErlNifEnv* env, ERL_NIF_TERM term) {
+  void* object = nullptr;
+  if (!enif_get_resource(env, term, state(env).pool_type, &object)) return nullptr;
+  auto* resource = static_cast<PoolResource*>(object);
+  return resource->pool ? resource : nullptr;
+}
+
+// ------------------------------------------------------- argument decoding
+
+bool get_string(ErlNifEnv* env, ERL_NIF_TERM term, std::string& out) {
+  ErlNifBinary bin;
+  if (!enif_inspect_binary(env, term, &bin)) return false;
+  out.assign(reinterpret_cast<const char*>(bin.data), bin.size);
+  return true;
+}
+
+bool get_string_list(ErlNifEnv* env, ERL_NIF_TERM list, std::vector<std::string>& out) {
+  ERL_NIF_TERM head;
+  std::string item;
+  while (enif_get_list_cell(env, list, &head, &list)) {
+    if (!get_string(env, head, item)) return false;
+    out.push_back(item);
+  }
+  return enif_is_empty_list(env, list);
+}
+
+class ConfigReader {
+ public:
+  ConfigReader(ErlNifEnv* env, ERL_NIF_TERM map) : env_(env), map_(map) {}
+  bool value(const char* key, ERL_NIF_TERM& out) {
+    if (enif_get_map_value(env_, map_, enif_make_atom(env_, key), &out)) return true;
+    missing_ = key;
+    return false;
+  }
+  void integer(const char* key, int& out) {
+    ERL_NIF_TERM term;
+    if (value(key, term) && !enif_get_int(env_, term, &out)) missing_ = key;
+  }
+  void millis(const char* key, Millis& out) {
+    ERL_NIF_TERM term;
+    ErlNifSInt64 number;
+    if (value(key, term) && enif_get_int64(env_, term, &number)) out = Millis(number);
+    else missing_ = key;
+  }
+  void string(const char* key, std::string& out) {
+    ERL_NIF_TERM term;
+    if (value(key, term) && !get_string(env_, term, out)) missing_ = key;
+  }
+  void strings(const char* key, std::vector<std::string>& out) {
+    ERL_NIF_TERM term;
+    if (value(key, term) && !get_string_list(env_, term, out)) missing_ = key;
+  }
+  const std::string& bad_key() const { return missing_; }
+
+ private:
+  ErlNifEnv* env_;
+  ERL_NIF_TERM map_;
+  std::string missing_;
+};
+
+ERL_NIF_TERM error_with(ErlNifEnv* env, std::string_view message) {
+  return enif_make_tuple2(env, state(env).atoms.error, make_binary(env, message));
+}
+
+// ------------------------------------------------------------------- NIFs
+
+ERL_NIF_TERM runtime_info(ErlNifEnv* env, int, const ERL_NIF_TERM[]) {
+  auto& nif = state(env);
+  return enif_make_tuple2(env, make_binary(env, nif.run_id), make_binary(env, nif.runtime_dir));
+}
+
+ERL_NIF_TERM pool_start(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  auto& nif = state(env);
+  ErlNifPid owner;
+  if (!enif_is_map(env, argv[0]) || !enif_get_local_pid(env, argv[1], &owner)) return enif_make_badarg(env);
+  core::PoolConfig config;
+  ConfigReader reader(env, argv[0]);
+  int max_queue = 1000;
+  reader.string("name", config.name);
+  reader.integer("pool_size", config.pool_size);
+  reader.integer("capacity_per_worker", config.capacity_per_worker);
+  reader.string("executable", config.executable);
+  reader.strings("worker_argv", config.worker_argv);
+  reader.strings("env", config.env);
+  reader.string("working_dir", config.working_dir);
+  reader.integer("startup_batch_size", config.startup_batch_size);
+  reader.millis("startup_batch_delay_ms", config.startup_batch_delay);
+  reader.millis("startup_timeout_ms", config.startup_timeout);
+  reader.integer("max_queue", max_queue);
+  reader.millis("queue_timeout_ms", config.queue_timeout);
+  reader.millis("restart_backoff_ms", config.restart_backoff);
+  reader.millis("max_restart_backoff_ms", config.max_restart_backoff);
+  reader.millis("graceful_shutdown_ms", config.graceful_shutdown);
+  if (!reader.bad_key().empty()) return error_with(env, "native pool config: missing or invalid " + reader.bad_key());
+  config.max_queue = static_cast<std::size_t>(std::max(max_queue, 0));
+  config.run_id = nif.run_id;
+  config.runtime_dir = nif.runtime_dir;
+  config.lifeline_fd = nif.lifeline_read.get();
+
+  void* memory = enif_alloc_resource(nif.pool_type, sizeof(PoolResource));
+  auto* resource = new (memory) PoolResource();
+  ERL_NIF_TERM term = enif_make_resource(env, resource);
+  enif_release_resource(resource);
+  try {
+    resource->pool = std::make_shared<core::Pool>(std::move(config), nif.transport,
+                                                  std::make_shared<ProcessEventSink>(nif, owner));
+    resource->pool->start();
+  } catch (const std::exception& e) {
+    resource->pool.reset();
+    return error_with(env, std::string("could not start pool: ") + e.what());
+  }
+  return enif_make_tuple2(env, nif.atoms.ok, term);
+}
+
+ERL_NIF_TERM submit_impl(ErlNifEnv* env, const ERL_NIF_TERM argv[], std::size_t budget);
+
+ERL_NIF_TERM submit_dirty(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) { return submit_impl(env, argv, 0); }
+
+// submit(pool, tool, args, timeout_ms, session_id, ref)
+ERL_NIF_TERM submit(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  return submit_impl(env, argv, kSchedulerEncodeBudget);
+}
+
+ERL_NIF_TERM submit_impl(ErlNifEnv* env, const ERL_NIF_TERM argv[], std::size_t budget) {
+  auto& nif = state(env);
+  auto* resource = get_pool(env, argv[0]);
+  ErlNifSInt64 timeout_ms = 0;
+  core::CallRequest call;
+  if (resource == nullptr || !get_string(env, argv[1], call.tool) || !enif_get_int64(env, argv[3], &timeout_ms) ||
+      !get_string(env, argv[4], call.session_id) || !enif_is_ref(env, argv[5]))
+    return enif_make_badarg(env);
+  call.timeout = Millis(timeout_ms);
+
+  TermEncoder encoder(env, nif.atoms, budget);
+  switch (encoder.encode_args(argv[2], call.params)) {
+    case TermEncoder::Status::ok:
+      break;
+    case TermEncoder::Status::over_budget:
+      return enif_schedule_nif(env, "submit_dirty", ERL_NIF_DIRTY_JOB_CPU_BOUND, submit_dirty, 6, argv);
+    case TermEncoder::Status::needs_preprocess:
+      return nif.atoms.needs_preprocess;
+    case TermEncoder::Status::invalid: {
+      core::Error error;
+      error.category = core::ErrorCategory::validation;
+      error.reason = "invalid_args";
+      error.message = encoder.error_message();
+      ERL_NIF_TERM tuple = make_error_tuple(env, nif.atoms, error);
+      const ERL_NIF_TERM* elements;
+      int arity;
+      enif_get_tuple(env, tuple, &arity, &elements);
+      ERL_NIF_TERM extra = elements[3];
+      enif_make_map_put(env, extra, nif.atoms.path, make_binary(env, encoder.error_path()), &extra);
+      tuple = enif_make_tuple4(env, elements[0], elements[1], elements[2], extra);
+      return enif_make_tuple2(env, nif.atoms.error, tuple);
+    }
+  }
+
+  ErlNifPid caller;
+  enif_self(env, &caller);
+  const core::RequestId id = resource->pool->new_request_id();
+  auto responder = std::make_unique<ProcessResponder>(nif, resource, caller, argv[5], env, id);
+  if (auto error = resource->pool->submit(id, std::move(call), std::move(responder)))
+    return enif_make_tuple2(env, nif.atoms.error, make_error_tuple(env, nif.atoms, *error));
+  return enif_make_tuple2(env, nif.atoms.ok, enif_make_uint64(env, id));
+}
+
+ERL_NIF_TERM cancel(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  auto* resource = get_pool(env, argv[0]);
+  ErlNifUInt64 id;
+  if (resource == nullptr || !enif_get_uint64(env, argv[1], &id)) return enif_make_badarg(env);
+  resource->pool->cancel(id);
+  return state(env).atoms.ok;
+}
+
+ERL_NIF_TERM stats(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  auto* resource = get_pool(env, argv[0]);
+  if (resource == nullptr) return enif_make_badarg(env);
+  const auto& a = state(env).atoms;
+  const auto s = resource->pool->stats();
+  ERL_NIF_TERM keys[] = {a.requests, a.errors, a.queue_timeouts, a.pool_saturated, a.worker_restarts, a.queued,
+                         a.workers, a.ready, a.available, a.busy, a.last_start_error};
+  ERL_NIF_TERM values[] = {enif_make_uint64(env, s.requests), enif_make_uint64(env, s.errors),
+                           enif_make_uint64(env, s.queue_timeouts), enif_make_uint64(env, s.saturated),
+                           enif_make_uint64(env, s.worker_restarts), enif_make_uint64(env, s.queued),
+                           enif_make_uint64(env, s.workers), enif_make_uint64(env, s.ready),
+                           enif_make_uint64(env, s.available), enif_make_uint64(env, s.busy),
+                           s.last_start_error ? make_error_tuple(env, a, *s.last_start_error) : a.nil};
+  ERL_NIF_TERM map;
+  enif_make_map_from_arrays(env, keys, values, std::size(keys), &map);
+  return map;
+}
+
+ERL_NIF_TERM workers(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  auto* resource = get_pool(env, argv[0]);
+  if (resource == nullptr) return enif_make_badarg(env);
+  const auto& a = state(env).atoms;
+  ERL_NIF_TERM list = enif_make_list(env, 0);
+  auto infos = resource->pool->workers();
+  for (auto it = infos.rbegin(); it != infos.rend(); ++it) {
+    ERL_NIF_TERM keys[] = {a.id, a.os_pid, a.state, a.inflight, a.capacity, a.requests};
+    ERL_NIF_TERM values[] = {make_binary(env, it->id), enif_make_int(env, it->os_pid),
+                             enif_make_atom(env, it->state.c_str()), enif_make_int(env, it->inflight),
+                             enif_make_int(env, it->capacity), enif_make_uint64(env, it->requests)};
+    ERL_NIF_TERM map;
+    enif_make_map_from_arrays(env, keys, values, std::size(keys), &map);
+    list = enif_make_list_cell(env, map, list);
+  }
+  return list;
+}
+
+// Blocks for up to the grace period: registered as a dirty I/O NIF.
+ERL_NIF_TERM pool_stop(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  auto* resource = get_pool(env, argv[0]);
+  if (resource == nullptr) return state(env).atoms.ok;
+  resource->pool->stop();
+  return state(env).atoms.ok;
+}
+
+// ------------------------------------------------------------------- load
+
+std::string random_hex(std::size_t bytes) {
+  std::ifstream urandom("/dev/urandom", std::ios::binary);
+  std::string raw(bytes, '\0');
+  urandom.read(raw.data(), static_cast<std::streamsize>(bytes));
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string hex;
+  for (unsigned char c : raw) {
+    hex.push_back(kHex[c >> 4]);
+    hex.push_back(kHex[c & 0xF]);
+  }
+  return hex;
+}
+
+int load(ErlNifEnv* env, void** priv_data, ERL_NIF_TERM) {
+  auto nif = std::make_unique<NifState>();
+  nif->atoms.init(env);
+  ErlNifResourceTypeInit init{};
+  init.dtor = pool_destructor;
+  init.down = pool_down;
+  init.members = 3;
+  nif->pool_type = enif_open_resource_type_x(env, "snakepit_pool", &init, ERL_NIF_RT_CREATE, nullptr);
+  if (nif->pool_type == nullptr) return 1;
+
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return 2;
+  nif->lifeline_read.reset(fds[0]);
+  nif->lifeline_write.reset(fds[1]);
+
+  nif->run_id = random_hex(8);
+  const char* base = std::getenv("SNAKEPIT_RUNTIME_DIR");
+  std::string pattern = std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/snakepit-" + nif->run_id + "-XXXXXX";
+  if (::mkdtemp(pattern.data()) == nullptr) return 3;  // mkdtemp makes it 0700
+  nif->runtime_dir = pattern;
+
+  try {
+    nif->transport = transport::make_grpc_transport();
+  } catch (...) {
+    return 4;
+  }
+  *priv_data = nif.release();
+  return 0;
+}
+
+ErlNifFunc nif_functions[] = {
+    {"runtime_info", 0, runtime_info, 0},
+    {"pool_start", 2, pool_start, 0},
+    {"submit", 6, submit, 0},
+    {"cancel", 2, cancel, 0},
+    {"stats", 1, stats, 0},
+    {"workers", 1, workers, 0},
+    {"pool_stop", 1, pool_stop, ERL_NIF_DIRTY_JOB_IO_BOUND},
+};
+
+}  // namespace
+}  // namespace snakepit::nif
+
+ERL_NIF_INIT(Elixir.Snakepit.Native, snakepit::nif::nif_functions, snakepit::nif::load, nullptr, nullptr, nullptr)

@@ -1,0 +1,235 @@
+#include "term_encoder.hpp"
+
+#include "../codec/json.hpp"
+
+namespace snakepit::nif {
+namespace {
+constexpr int kMaxDepth = 256;
+
+const char* describe_type(ErlNifTermType type) {
+  switch (type) {
+    case ERL_NIF_TERM_TYPE_PID: return "a pid";
+    case ERL_NIF_TERM_TYPE_PORT: return "a port";
+    case ERL_NIF_TERM_TYPE_REFERENCE: return "a reference";
+    case ERL_NIF_TERM_TYPE_FUN: return "a function";
+    case ERL_NIF_TERM_TYPE_TUPLE: return "a tuple";
+    default: return "a value of unsupported type";
+  }
+}
+}  // namespace
+
+std::string TermEncoder::path() const {
+  std::string text = "args";
+  for (const auto& segment : path_) text += segment;
+  return text;
+}
+
+bool TermEncoder::fail(std::string message) {
+  status_ = Status::invalid;
+  error_path_ = path();
+  error_ = error_path_ + " " + message;
+  return false;
+}
+
+bool TermEncoder::check_budget(std::size_t more) {
+  used_ += more;
+  if (budget_ != 0 && used_ > budget_) {
+    status_ = Status::over_budget;
+    return false;
+  }
+  return true;
+}
+
+// OTP 25 reads atoms as Latin-1 only; the text is re-encoded as UTF-8.
+bool TermEncoder::atom_text(ERL_NIF_TERM atom, std::string& text) {
+  unsigned length = 0;
+  if (!enif_get_atom_length(env_, atom, &length, ERL_NIF_LATIN1)) return false;
+  std::string latin1(length + 1, '\0');
+  const int written = enif_get_atom(env_, atom, latin1.data(), length + 1, ERL_NIF_LATIN1);
+  if (written <= 0) return false;
+  latin1.resize(static_cast<std::size_t>(written - 1));
+  text.clear();
+  for (unsigned char c : latin1) {
+    if (c < 0x80) {
+      text.push_back(static_cast<char>(c));
+    } else {
+      text.push_back(static_cast<char>(0xC0 | (c >> 6)));
+      text.push_back(static_cast<char>(0x80 | (c & 0x3F)));
+    }
+  }
+  return true;
+}
+
+bool TermEncoder::key_text(ERL_NIF_TERM key, std::string& text) {
+  ErlNifBinary bin;
+  if (enif_is_atom(env_, key)) return atom_text(key, text);
+  if (enif_is_binary(env_, key) && enif_inspect_binary(env_, key, &bin)) {
+    std::string_view view(reinterpret_cast<const char*>(bin.data), bin.size);
+    if (!codec::valid_utf8(view)) return fail("has a map key that is not valid UTF-8");
+    text.assign(view);
+    return true;
+  }
+  ErlNifSInt64 number;
+  if (enif_get_int64(env_, key, &number)) {
+    text = std::to_string(number);
+    return true;
+  }
+  return fail(std::string("has a map key that is ") + describe_type(enif_term_type(env_, key)) +
+              " (keys must be atoms, strings or integers)");
+}
+
+TermEncoder::Status TermEncoder::encode_args(ERL_NIF_TERM args, std::vector<core::Param>& params) {
+  if (!enif_is_map(env_, args)) {
+    fail("must be a map");
+    return status_;
+  }
+  ErlNifMapIterator it;
+  if (!enif_map_iterator_create(env_, args, &it, ERL_NIF_MAP_ITERATOR_FIRST)) {
+    fail("could not be read");
+    return status_;
+  }
+  ERL_NIF_TERM key, value;
+  ERL_NIF_TERM struct_value;
+  if (enif_get_map_value(env_, args, atoms_.struct_, &struct_value)) {
+    enif_map_iterator_destroy(env_, &it);
+    fail("must be a plain map, not a struct");
+    return status_;
+  }
+  while (status_ == Status::ok && enif_map_iterator_get_pair(env_, &it, &key, &value)) {
+    core::Param param;
+    if (!key_text(key, param.name)) break;
+    path_.assign(1, "." + param.name);
+    ErlNifBinary bin;
+    int arity = 0;
+    const ERL_NIF_TERM* elements = nullptr;
+    // Raw bytes travel as bytes: a binary that is not UTF-8, or {:binary, bin}.
+    if (enif_is_binary(env_, value) && enif_inspect_binary(env_, value, &bin) &&
+        !codec::valid_utf8({reinterpret_cast<const char*>(bin.data), bin.size})) {
+      if (!check_budget(bin.size)) break;
+      param.binary = true;
+      param.data.assign(reinterpret_cast<const char*>(bin.data), bin.size);
+    } else if (enif_get_tuple(env_, value, &arity, &elements) && arity == 2 &&
+               enif_is_identical(elements[0], atoms_.binary) && enif_inspect_binary(env_, elements[1], &bin)) {
+      if (!check_budget(bin.size)) break;
+      param.binary = true;
+      param.data.assign(reinterpret_cast<const char*>(bin.data), bin.size);
+    } else if (!encode(value, param.data, 0)) {
+      break;
+    }
+    params.push_back(std::move(param));
+    enif_map_iterator_next(env_, &it);
+  }
+  enif_map_iterator_destroy(env_, &it);
+  return status_;
+}
+
+bool TermEncoder::encode(ERL_NIF_TERM term, std::string& out, int depth) {
+  if (depth > kMaxDepth) return fail("nests deeper than " + std::to_string(kMaxDepth) + " levels");
+  switch (enif_term_type(env_, term)) {
+    case ERL_NIF_TERM_TYPE_ATOM: {
+      if (enif_is_identical(term, atoms_.true_)) {
+        out.append("true");
+      } else if (enif_is_identical(term, atoms_.false_)) {
+        out.append("false");
+      } else if (enif_is_identical(term, atoms_.nil)) {
+        out.append("null");
+      } else {
+        std::string text;
+        if (!atom_text(term, text)) return fail("is an atom outside Latin-1 (send a string instead)");
+        codec::append_string(out, text);
+      }
+      return check_budget(8);
+    }
+    case ERL_NIF_TERM_TYPE_BITSTRING: {
+      ErlNifBinary bin;
+      if (!enif_inspect_binary(env_, term, &bin)) return fail("is a bitstring that is not a whole number of bytes");
+      if (!check_budget(bin.size + 2)) return false;
+      std::string_view text(reinterpret_cast<const char*>(bin.data), bin.size);
+      if (!codec::valid_utf8(text))
+        return fail("is a binary that is not valid UTF-8 (raw bytes can be sent as a top-level argument)");
+      codec::append_string(out, text);
+      return true;
+    }
+    case ERL_NIF_TERM_TYPE_INTEGER: {
+      ErlNifSInt64 signed_value;
+      ErlNifUInt64 unsigned_value;
+      if (enif_get_int64(env_, term, &signed_value)) {
+        codec::append_integer(out, signed_value);
+      } else if (enif_get_uint64(env_, term, &unsigned_value)) {
+        codec::append_unsigned(out, unsigned_value);
+      } else {
+        return fail("is an integer outside the 64-bit range");
+      }
+      return check_budget(8);
+    }
+    case ERL_NIF_TERM_TYPE_FLOAT: {
+      double value = 0;
+      enif_get_double(env_, term, &value);
+      codec::append_double(out, value);
+      return check_budget(8);
+    }
+    case ERL_NIF_TERM_TYPE_LIST:
+      return encode_list(term, out, depth);
+    case ERL_NIF_TERM_TYPE_MAP:
+      return encode_map(term, out, depth);
+    default:
+      return fail(std::string("is ") + describe_type(enif_term_type(env_, term)) + ", which cannot be sent to Python");
+  }
+}
+
+bool TermEncoder::encode_list(ERL_NIF_TERM list, std::string& out, int depth) {
+  out.push_back('[');
+  ERL_NIF_TERM head, tail = list;
+  std::size_t index = 0;
+  path_.emplace_back();
+  while (enif_get_list_cell(env_, tail, &head, &tail)) {
+    if (index > 0) out.push_back(',');
+    path_.back() = "[" + std::to_string(index) + "]";
+    if (!encode(head, out, depth + 1)) return false;
+    ++index;
+  }
+  if (!enif_is_empty_list(env_, tail)) return fail("is an improper list");
+  path_.pop_back();
+  out.push_back(']');
+  return check_budget(2);
+}
+
+bool TermEncoder::encode_map(ERL_NIF_TERM map, std::string& out, int depth) {
+  ERL_NIF_TERM struct_value;
+  if (enif_get_map_value(env_, map, atoms_.struct_, &struct_value)) {
+    // Calendar structs become ISO 8601 text on the Elixir side.
+    status_ = Status::needs_preprocess;
+    return false;
+  }
+  ErlNifMapIterator it;
+  if (!enif_map_iterator_create(env_, map, &it, ERL_NIF_MAP_ITERATOR_FIRST)) return fail("could not be read");
+  out.push_back('{');
+  ERL_NIF_TERM key, value;
+  bool first = true;
+  bool ok = true;
+  std::string name;
+  path_.emplace_back();
+  while (enif_map_iterator_get_pair(env_, &it, &key, &value)) {
+    if (!key_text(key, name)) {
+      ok = false;
+      break;
+    }
+    if (!first) out.push_back(',');
+    first = false;
+    codec::append_string(out, name);
+    out.push_back(':');
+    path_.back() = "." + name;
+    if (!encode(value, out, depth + 1)) {
+      ok = false;
+      break;
+    }
+    enif_map_iterator_next(env_, &it);
+  }
+  enif_map_iterator_destroy(env_, &it);
+  if (!ok) return false;
+  path_.pop_back();
+  out.push_back('}');
+  return check_budget(2);
+}
+
+}  // namespace snakepit::nif

@@ -1,0 +1,35 @@
+defmodule Snakepit.Application do
+  @moduledoc false
+  use Application
+
+  @impl Application
+  def start(_type, _args) do
+    env = Application.get_all_env(:snakepit)
+    globals = Snakepit.Config.globals(env)
+    pools = if Keyword.get(env, :pooling_enabled, true), do: Snakepit.Config.pools(env), else: []
+    children = Enum.map(pools, &{Snakepit.Pool, &1})
+
+    with {:ok, sup} <-
+           Supervisor.start_link(children, strategy: :one_for_one, name: Snakepit.Supervisor),
+         :ok <- await_pools(pools, globals) do
+      {:ok, sup}
+    end
+  end
+
+  # An adapter that cannot even be imported fails the application start with
+  # its traceback, instead of leaving callers to time out.
+  defp await_pools(pools, _globals) do
+    Enum.reduce_while(pools, :ok, fn pool, :ok ->
+      case Snakepit.Pool.await_ready(pool.name, 60_000) do
+        :ok ->
+          {:cont, :ok}
+
+        {:error, %Snakepit.Error{} = error} ->
+          {:halt,
+           {:error,
+            {:pool_start_failed, pool.name,
+             Exception.message(error) <> "\n" <> (error.python_traceback || "")}}}
+      end
+    end)
+  end
+end

@@ -1,0 +1,20 @@
+defmodule Snakepit.Native do
+  @moduledoc false
+  # NIF stubs; the implementation is c_src/nif/snakepit_nif.cpp.
+
+  @on_load :load_nif
+
+  @doc false
+  def load_nif do
+    path = :code.priv_dir(:snakepit) |> Path.join("snakepit_nif") |> String.to_charlist()
+    :erlang.load_nif(path, 0)
+  end
+
+  def runtime_info, do: :erlang.nif_error(:nif_not_loaded)
+  def pool_start(_config, _owner), do: :erlang.nif_error(:nif_not_loaded)
+  def submit(_pool, _tool, _args, _timeout_ms, _session_id, _ref), do: :erlang.nif_error(:nif_not_loaded)
+  def cancel(_pool, _request_id), do: :erlang.nif_error(:nif_not_loaded)
+  def stats(_pool), do: :erlang.nif_error(:nif_not_loaded)
+  def workers(_pool), do: :erlang.nif_error(:nif_not_loaded)
+  def pool_stop(_pool), do: :erlang.nif_error(:nif_not_loaded)
+end

@@ -1,0 +1,268 @@
+defmodule Snakepit.Pool do
+  @moduledoc """
+  One process per pool. It owns the native pool (workers, scheduler and gRPC
+  calls all run in the NIF), publishes the native handle for the hot path,
+  and turns native events into Logger lines and telemetry.
+
+  Requests never pass through this process: `Snakepit.execute/3` reads the
+  handle from `:persistent_term` and submits to the NIF directly.
+  """
+  use GenServer
+  require Logger
+
+  alias Snakepit.{Error, Native, Python, Telemetry}
+
+  @default_await_timeout 15_000
+
+  @doc false
+  def child_spec(config) do
+    %{
+      id: {__MODULE__, config.name},
+      start: {__MODULE__, :start_link, [config]},
+      # Workers get graceful_shutdown_timeout_ms to exit, then SIGKILL.
+      shutdown: config.graceful_shutdown_timeout_ms + 5_000
+    }
+  end
+
+  @doc "Starts a pool from a normalised config (see `Snakepit.Config.normalize_pool/2`)."
+  @spec start_link(map()) :: GenServer.on_start()
+  def start_link(config) do
+    GenServer.start_link(__MODULE__, config, name: process_name(config.name))
+  end
+
+  @doc "The native handle of a running pool, for the hot path."
+  @spec lookup(atom()) :: {:ok, reference()} | {:error, Error.t()}
+  def lookup(pool_name) do
+    case :persistent_term.get({__MODULE__, pool_name}, nil) do
+      nil ->
+        {:error,
+         Error.new(:pool, :pool_not_found, "no pool named #{inspect(pool_name)} is running",
+           pool_name: pool_name
+         )}
+
+      handle ->
+        {:ok, handle}
+    end
+  end
+
+  @doc "Names of the pools that are running, in start order."
+  @spec names() :: [atom()]
+  def names, do: :persistent_term.get({__MODULE__, :names}, [])
+
+  @doc """
+  Waits until `pool` (a pool name, or `:all` for every running pool) has at
+  least one ready worker. Returns the start error, with the Python
+  traceback, if workers fail to start before any is ready.
+  """
+  @spec await_ready(atom(), timeout()) :: :ok | {:error, Error.t()}
+  def await_ready(pool \\ :all, timeout \\ @default_await_timeout)
+
+  def await_ready(:all, timeout) do
+    deadline = System.monotonic_time(:millisecond) + timeout
+
+    Enum.reduce_while(names(), :ok, fn name, :ok ->
+      remaining = max(deadline - System.monotonic_time(:millisecond), 0)
+
+      case await_ready(name, remaining) do
+        :ok -> {:cont, :ok}
+        error -> {:halt, error}
+      end
+    end)
+  end
+
+  def await_ready(pool, timeout) when is_atom(pool) do
+    GenServer.call(process_name(pool), {:await_ready, timeout}, :infinity)
+  catch
+    :exit, {:noproc, _} ->
+      {:error, Error.new(:pool, :pool_not_found, "no pool named #{inspect(pool)} is running", pool_name: pool)}
+  end
+
+  @doc "Native statistics of one pool."
+  @spec stats(atom()) :: {:ok, map()} | {:error, Error.t()}
+  def stats(pool) do
+    with {:ok, handle} <- lookup(pool), do: {:ok, Native.stats(handle)}
+  end
+
+  @doc "The workers of one pool, as maps with `:id`, `:os_pid`, `:state`, `:inflight`, `:capacity`, `:requests`."
+  @spec workers(atom()) :: {:ok, [map()]} | {:error, Error.t()}
+  def workers(pool) do
+    with {:ok, handle} <- lookup(pool), do: {:ok, Native.workers(handle)}
+  end
+
+  defp process_name(pool), do: :"Elixir.Snakepit.Pool.#{pool}"
+
+  # ---------------------------------------------------------------- server
+
+  @impl GenServer
+  def init(config) do
+    Process.flag(:trap_exit, true)
+    python = Python.executable!(config.python_executable)
+    {:ok, handle} = config |> native_config(python) |> Native.pool_start(self())
+    :persistent_term.put({__MODULE__, config.name}, handle)
+    :persistent_term.put({__MODULE__, :names}, Enum.uniq(names() ++ [config.name]))
+
+    {:ok,
+     %{
+       config: config,
+       handle: handle,
+       ready: MapSet.new(),
+       start_error: nil,
+       waiters: []
+     }}
+  end
+
+  @impl GenServer
+  def handle_call({:await_ready, timeout}, from, state) do
+    cond do
+      MapSet.size(state.ready) > 0 ->
+        {:reply, :ok, state}
+
+      state.start_error != nil ->
+        {:reply, {:error, state.start_error}, state}
+
+      true ->
+        timer = Process.send_after(self(), {:await_timeout, from}, timeout)
+        {:noreply, %{state | waiters: [{from, timer} | state.waiters]}}
+    end
+  end
+
+  @impl GenServer
+  def handle_info({:snakepit_event, event, worker_id, data}, state) do
+    {:noreply, handle_event(event, worker_id, data, state)}
+  end
+
+  def handle_info({:await_timeout, from}, state) do
+    {waiting, rest} = Enum.split_with(state.waiters, fn {waiter, _} -> waiter == from end)
+
+    for {waiter, _} <- waiting do
+      GenServer.reply(
+        waiter,
+        {:error,
+         Error.new(:timeout, :pool_not_initialized, "pool #{inspect(state.config.name)} has no ready worker yet",
+           pool_name: state.config.name
+         )}
+      )
+    end
+
+    {:noreply, %{state | waiters: rest}}
+  end
+
+  # Exit signals are trapped so terminate/2 stops the workers; ports (such
+  # as the interpreter probe) also end with a :normal one.
+  def handle_info({:EXIT, _from, :normal}, state), do: {:noreply, state}
+  def handle_info({:EXIT, _from, reason}, state), do: {:stop, reason, state}
+
+  @impl GenServer
+  def terminate(_reason, state) do
+    Native.pool_stop(state.handle)
+    :persistent_term.erase({__MODULE__, state.config.name})
+    :persistent_term.put({__MODULE__, :names}, List.delete(names(), state.config.name))
+    :ok
+  end
+
+  defp handle_event(:worker_ready, worker_id, os_pid, state) do
+    Logger.debug("worker #{worker_id} ready (os pid #{os_pid})", worker_id: worker_id)
+    reply_waiters(%{state | ready: MapSet.put(state.ready, worker_id), start_error: nil}, :ok)
+  end
+
+  defp handle_event(:worker_spawned, worker_id, os_pid, state) do
+    Telemetry.execute([:snakepit, :pool, :worker, :spawned], %{count: 1}, %{
+      pool: state.config.name,
+      worker_id: worker_id,
+      os_pid: os_pid
+    })
+
+    state
+  end
+
+  defp handle_event(:worker_start_failed, worker_id, native_error, state) do
+    error = Error.from_native(native_error, pool_name: state.config.name)
+
+    Logger.error(
+      "worker #{worker_id} of pool #{inspect(state.config.name)} failed to start: " <>
+        "#{Exception.message(error)}\n#{error.python_traceback}",
+      worker_id: worker_id
+    )
+
+    state = %{state | start_error: error}
+    if MapSet.size(state.ready) == 0, do: reply_waiters(state, {:error, error}), else: state
+  end
+
+  defp handle_event(:worker_exited, worker_id, {os_pid, how}, state) do
+    if MapSet.member?(state.ready, worker_id) do
+      Logger.warning("worker #{worker_id} (os pid #{os_pid}) #{how}", worker_id: worker_id)
+    end
+
+    Telemetry.execute([:snakepit, :pool, :worker, :terminated], %{count: 1}, %{
+      pool: state.config.name,
+      worker_id: worker_id,
+      os_pid: os_pid,
+      reason: how
+    })
+
+    %{state | ready: MapSet.delete(state.ready, worker_id)}
+  end
+
+  defp handle_event(:worker_output, worker_id, {stream, line}, state) do
+    Logger.log(output_level(line), "[#{worker_id}] #{line}", worker_id: worker_id, stream: stream)
+    state
+  end
+
+  defp handle_event(:capacity_reached, worker_id, _data, state) do
+    Telemetry.execute([:snakepit, :pool, :capacity_reached], %{count: 1}, %{
+      pool: state.config.name,
+      worker_id: worker_id
+    })
+
+    state
+  end
+
+  defp output_level(line) do
+    cond do
+      String.contains?(line, ["ERROR", "CRITICAL", "Traceback"]) -> :error
+      String.contains?(line, "WARNING") -> :warning
+      true -> :info
+    end
+  end
+
+  defp reply_waiters(state, reply) do
+    for {waiter, timer} <- state.waiters do
+      Process.cancel_timer(timer)
+      GenServer.reply(waiter, reply)
+    end
+
+    %{state | waiters: []}
+  end
+
+  defp native_config(config, python) do
+    %{
+      name: Atom.to_string(config.name),
+      pool_size: config.pool_size,
+      capacity_per_worker: config.capacity_per_worker,
+      executable: python,
+      worker_argv: worker_argv(config),
+      env: Python.worker_env(config.env),
+      working_dir: File.cwd!(),
+      startup_batch_size: config.startup_batch_size,
+      startup_batch_delay_ms: config.startup_batch_delay_ms,
+      startup_timeout_ms: 60_000,
+      max_queue: config.max_queue_size,
+      queue_timeout_ms: config.queue_timeout_ms,
+      restart_backoff_ms: config.restart_backoff_ms,
+      max_restart_backoff_ms: config.max_restart_backoff_ms,
+      graceful_shutdown_ms: config.graceful_shutdown_timeout_ms
+    }
+  end
+
+  defp worker_argv(config) do
+    profile_args = [
+      "--profile",
+      Atom.to_string(config.worker_profile),
+      "--threads",
+      Integer.to_string(config.capacity_per_worker)
+    ]
+
+    checks = if config.thread_safety_checks, do: ["--thread-safety-checks"], else: []
+    ["-u", Path.join(Python.bridge_dir(), "grpc_server.py")] ++ config.adapter_args ++ profile_args ++ checks
+  end
+end

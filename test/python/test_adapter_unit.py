@@ -1,0 +1,241 @@
+"""Direct (in-process) tests of decorators, dispatch and the showcase adapter."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import threading
+from typing import Any, Dict
+
+import pytest
+
+from snakepit_bridge import (
+    BaseAdapter,
+    SessionContext,
+    ThreadSafeAdapter,
+    ToolNotFoundError,
+    thread_safe_method,
+    tool,
+)
+from snakepit_bridge.adapters.showcase import ShowcaseAdapter
+from snakepit_bridge.base_adapter import BaseAdapter as BA2
+from snakepit_bridge.base_adapter import is_thread_safe_method, is_tool
+from snakepit_bridge.base_adapter import tool as tool2
+from snakepit_bridge.base_adapter_threaded import ThreadSafeAdapter as TSA2
+from snakepit_bridge.base_adapter_threaded import thread_safe_method as tsm2
+from snakepit_bridge.base_adapter_threaded import tool as tool3
+
+
+class Calc(BaseAdapter):
+    @tool
+    def add(self, a: int, b: int) -> int:
+        """Add two numbers.
+
+        More text.
+        """
+        return a + b
+
+    @tool(description="multiply", supports_streaming=False)
+    def mul(self, a: int, b: int) -> int:
+        return a * b
+
+    @tool("count up", supports_streaming=True)
+    def count(self, n: int):
+        yield from range(n)
+
+    def helper(self) -> int:
+        return 1
+
+    @tool
+    def whoami(self) -> Any:
+        return self.session_context.session_id
+
+
+class WithFallback(Calc):
+    def execute_tool(self, tool_name: str, arguments: Dict[str, Any], context: Any) -> Any:
+        return (tool_name, arguments, context.session_id)
+
+
+def test_module_layout() -> None:
+    assert BA2 is BaseAdapter and TSA2 is ThreadSafeAdapter
+    assert tool2 is tool and tool3 is tool and tsm2 is thread_safe_method
+
+
+def test_tool_decorator_forms() -> None:
+    assert is_tool(Calc.add) and is_tool(Calc.mul) and is_tool(Calc.count)
+    assert not is_tool(Calc.helper)
+    specs = {s["name"]: s for s in Calc().describe_tools()}
+    assert specs["add"]["description"] == "Add two numbers."
+    assert specs["mul"]["description"] == "multiply"
+    assert specs["count"] == {
+        "name": "count",
+        "description": "count up",
+        "supports_streaming": True,
+        "thread_safe": False,
+    }
+
+
+def test_thread_safe_method_stacks_in_either_order() -> None:
+    class A(ThreadSafeAdapter):
+        @tool(description="x")
+        @thread_safe_method
+        def one(self) -> int:
+            return 1
+
+        @thread_safe_method
+        @tool(description="y", supports_streaming=True)
+        def two(self) -> int:
+            return 2
+
+        @thread_safe_method
+        def not_a_tool(self) -> int:
+            return 3
+
+    for name in ("one", "two"):
+        fn = getattr(A, name)
+        assert is_tool(fn) and is_thread_safe_method(fn)
+    assert is_thread_safe_method(A.not_a_tool) and not is_tool(A.not_a_tool)
+    specs = {s["name"]: s for s in A().describe_tools()}
+    assert set(specs) == {"one", "two"}
+    assert specs["two"]["supports_streaming"] and specs["two"]["description"] == "y"
+    assert A().call_tool("two") == 2
+
+
+def test_dispatch_and_discovery() -> None:
+    c = Calc()
+    assert c.get_tools() == ["add", "count", "mul", "whoami"]
+    assert c.call_tool("add", {"a": 2, "b": 3}) == 5
+    assert c.call_tool("mul", {"a": 2, "b": 3}) == 6
+    assert inspect.isgenerator(c.call_tool("count", {"n": 2}))
+    assert c.call_tool("whoami", {}, session_id="s-1") == "s-1"
+    assert c.session_context.session_id == "s-1"
+
+
+def test_unknown_tool_error_lists_tools() -> None:
+    with pytest.raises(ToolNotFoundError) as info:
+        Calc().call_tool("nope", {})
+    err = info.value
+    assert isinstance(err, KeyError)
+    assert type(err).__name__ == "ToolNotFoundError"
+    assert str(err) == "Unknown tool 'nope'. Available tools: add, count, mul, whoami"
+
+
+def test_execute_tool_fallback() -> None:
+    a = WithFallback()
+    assert a.call_tool("add", {"a": 1, "b": 1}) == 2  # @tool wins
+    assert a.call_tool("dyn", {"x": 1}, session_id="s") == ("dyn", {"x": 1}, "s")
+
+
+def test_subclass_override_without_decorator_is_not_a_tool() -> None:
+    class C(Calc):
+        def add(self, a: int, b: int) -> int:  # type: ignore[override]
+            return 0
+
+    assert "add" not in C().get_tools()
+
+
+def test_session_context_is_per_thread() -> None:
+    a = Calc()
+    barrier = threading.Barrier(4)
+    seen: Dict[str, Any] = {}
+
+    def run(sid: str) -> None:
+        a.session_context = SessionContext(sid)
+        barrier.wait()
+        seen[sid] = a.session_context.session_id
+        barrier.wait()
+        seen[sid + "/call"] = a.call_tool("whoami", {}, session_id=sid + "x")
+
+    threads = [threading.Thread(target=run, args=(f"s{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(4):
+        assert seen[f"s{i}"] == f"s{i}"
+        assert seen[f"s{i}/call"] == f"s{i}x"
+    assert a.session_context.session_id is None  # main thread never set one
+
+
+def test_elixir_tools_not_yet_supported() -> None:
+    a = Calc()
+    with pytest.raises(NotImplementedError, match="not yet supported"):
+        a.call_elixir_tool("x", y=1)
+    with pytest.raises(NotImplementedError, match="not yet supported"):
+        a.elixir_tools()
+    with pytest.raises(NotImplementedError, match="not yet supported"):
+        a.session_context.call_elixir_tool("x")
+
+
+def test_thread_safe_adapter_thread_locals_and_lock() -> None:
+    class T(ThreadSafeAdapter):
+        def __init__(self) -> None:  # no super().__init__() on purpose
+            self.n = 0
+
+    t = T()
+    assert T.__thread_safe__ is True and BaseAdapter.__thread_safe__ is False
+    assert t.get_thread_local("k", 5) == 5
+    t.set_thread_local("k", 7)
+    assert t.get_thread_local("k") == 7
+    other: Dict[str, Any] = {}
+
+    def run() -> None:
+        other["before"] = t.get_thread_local("k")
+        t.set_thread_local("k", 9)
+        other["after"] = t.get_thread_local("k")
+
+    th = threading.Thread(target=run)
+    th.start()
+    th.join()
+    assert other == {"before": None, "after": 9}
+    assert t.get_thread_local("k") == 7
+
+    def bump() -> None:
+        for _ in range(1000):
+            with t.acquire_lock():
+                with t.acquire_lock():  # reentrant
+                    t.n += 1
+
+    workers = [threading.Thread(target=bump) for _ in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert t.n == 4000
+
+
+def test_showcase_tools_direct(capsys: Any) -> None:
+    s = ShowcaseAdapter()
+    assert ShowcaseAdapter.__thread_safe__ is True
+    assert s.add(1, 2) == 3 and isinstance(s.add(1, 2), int)
+    assert s.echo(a=1, b=b"\x00") == {"a": 1, "b": b"\x00"}
+    ping = s.ping()
+    assert ping["message"] == "pong" and ping["pid"] == os.getpid()
+    assert isinstance(ping["timestamp"], float)
+    assert s.ping("hi")["message"] == "hi"
+    assert s.process_text("Abc") == {"result": "ABC", "operation": "upper"}
+    assert s.process_text("Abc", "lower")["result"] == "abc"
+    assert s.process_text("Abc", "reverse")["result"] == "cbA"
+    assert s.process_text("Abc", "length")["result"] == 3
+    with pytest.raises(ValueError):
+        s.process_text("x", "explode")
+    assert list(s.stream_data(3)) == [{"index": i, "data": f"item_{i}"} for i in range(3)]
+    with pytest.raises(KeyError):
+        s.raise_error("k", "KeyError")
+    with pytest.raises(ValueError, match="boom"):
+        s.raise_error()
+    out = s.sleep(10)
+    assert out["end"] - out["start"] >= 0.009 and out["pid"] == os.getpid()
+    assert s.get_pid() == os.getpid()
+    os.environ["SNAKEPIT_UNIT_ENV"] = "v"
+    assert s.env("SNAKEPIT_UNIT_ENV") == "v" and s.env("SNAKEPIT_UNIT_MISSING") is None
+    assert s.log("to-err") is True and s.log("to-out", stream="stdout") is True
+    captured = capsys.readouterr()
+    assert captured.err == "to-err\n" and captured.out == "to-out\n"
+    info = s.adapter_info()
+    assert info["adapter"] == "ShowcaseAdapter" and "ping" in info["tools"]
+    assert set(s.get_tools()) >= {
+        "ping", "echo", "add", "adapter_info", "process_text", "stream_data",
+        "raise_error", "sleep", "get_pid", "env", "log",
+    }
+    assert all(spec["thread_safe"] for spec in s.describe_tools())
