@@ -137,7 +137,8 @@ defmodule Snakepit do
   end
 
   defp finish({result, worker_id}, pool_name, command, started) do
-    duration_us = System.convert_time_unit(System.monotonic_time() - started, :native, :microsecond)
+    duration_us =
+      System.convert_time_unit(System.monotonic_time() - started, :native, :microsecond)
 
     Telemetry.execute([:snakepit, :request, :executed], %{duration_us: duration_us}, %{
       pool: pool_name,

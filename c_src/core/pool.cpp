@@ -528,6 +528,7 @@ Outcome Pool::outcome_from(const Request& request, TransportResult&& result) con
 }
 
 void Pool::on_call_done(const std::shared_ptr<Request>& request, TransportResult&& result) {
+  const auto result_status = result.status;
   Outcome outcome = outcome_from(*request, std::move(result));
   std::vector<Dispatch> dispatches;
   {
@@ -537,6 +538,12 @@ void Pool::on_call_done(const std::shared_ptr<Request>& request, TransportResult
       worker->inflight.erase(request->id);
       ++worker->served;
       scheduler_.release(worker->key);
+      if (result_status == TransportResult::Status::unavailable) {
+        // A worker whose socket refuses calls is dead or broken: take it out
+        // of routing now and let its exit bring the replacement.
+        scheduler_.set_routable(worker->key, false);
+        signal_group(worker->pid, SIGKILL);
+      }
       dispatches = take_queued_dispatches();
     }
     if (!outcome.ok && !request->finished.load()) ++counters_.errors;

@@ -140,8 +140,11 @@ SpawnedProcess spawn_process(const SpawnSpec& spec) {
 
 std::optional<int> try_reap(int pidfd) {
   siginfo_t info{};
-  if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), &info, WEXITED | WNOHANG) != 0)
-    return std::nullopt;
+  if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), &info, WEXITED | WNOHANG) != 0) {
+    // The BEAM ignores SIGCHLD, so the kernel reaps our children itself:
+    // the pidfd turned readable, the process is gone, its status is lost.
+    return errno == ECHILD ? std::optional<int>(kStatusUnknown) : std::nullopt;
+  }
   if (info.si_pid == 0) return std::nullopt;
   return info.si_code == CLD_EXITED ? W_EXITCODE(info.si_status, 0) : info.si_status & 0x7f;
 }
@@ -151,6 +154,7 @@ void signal_group(pid_t pgid, int signal) noexcept {
 }
 
 std::string describe_exit(int status) {
+  if (status == kStatusUnknown) return "exited";
   if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
   if (WIFSIGNALED(status)) return std::string("killed by signal ") + ::strsignal(WTERMSIG(status));
   return "ended (status " + std::to_string(status) + ")";

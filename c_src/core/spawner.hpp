@@ -33,7 +33,10 @@ struct SpawnedProcess {
 // Throws std::system_error.
 SpawnedProcess spawn_process(const SpawnSpec& spec);
 
-// Non-blocking reap through the pidfd. Returns the wait status once exited.
+inline constexpr int kStatusUnknown = -1;
+
+// Non-blocking reap through the pidfd. Returns the wait status once exited,
+// kStatusUnknown if the process is gone but was reaped by the kernel.
 std::optional<int> try_reap(int pidfd);
 
 // Signals the whole process group of a worker; ESRCH is not an error.

@@ -16,7 +16,9 @@ defmodule Snakepit.Args do
   defp convert(%Time{} = value, _path), do: Time.to_iso8601(value)
 
   defp convert(%module{}, path) do
-    throw({:unencodable, "#{path} is a #{inspect(module)} struct, which cannot be sent to Python"})
+    throw(
+      {:unencodable, "#{path} is a #{inspect(module)} struct, which cannot be sent to Python"}
+    )
   end
 
   defp convert(map, path) when is_map(map) do
@@ -30,5 +32,6 @@ defmodule Snakepit.Args do
   defp convert(other, _path), do: other
 
   defp key_text(key) when is_binary(key), do: key
+  defp key_text(key) when is_atom(key), do: Atom.to_string(key)
   defp key_text(key), do: inspect(key)
 end

@@ -12,7 +12,10 @@ defmodule Snakepit.Native do
 
   def runtime_info, do: :erlang.nif_error(:nif_not_loaded)
   def pool_start(_config, _owner), do: :erlang.nif_error(:nif_not_loaded)
-  def submit(_pool, _tool, _args, _timeout_ms, _session_id, _ref), do: :erlang.nif_error(:nif_not_loaded)
+
+  def submit(_pool, _tool, _args, _timeout_ms, _session_id, _ref),
+    do: :erlang.nif_error(:nif_not_loaded)
+
   def cancel(_pool, _request_id), do: :erlang.nif_error(:nif_not_loaded)
   def stats(_pool), do: :erlang.nif_error(:nif_not_loaded)
   def workers(_pool), do: :erlang.nif_error(:nif_not_loaded)

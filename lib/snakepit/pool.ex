@@ -74,7 +74,10 @@ defmodule Snakepit.Pool do
     GenServer.call(process_name(pool), {:await_ready, timeout}, :infinity)
   catch
     :exit, {:noproc, _} ->
-      {:error, Error.new(:pool, :pool_not_found, "no pool named #{inspect(pool)} is running", pool_name: pool)}
+      {:error,
+       Error.new(:pool, :pool_not_found, "no pool named #{inspect(pool)} is running",
+         pool_name: pool
+       )}
   end
 
   @doc "Native statistics of one pool."
@@ -138,7 +141,10 @@ defmodule Snakepit.Pool do
       GenServer.reply(
         waiter,
         {:error,
-         Error.new(:timeout, :pool_not_initialized, "pool #{inspect(state.config.name)} has no ready worker yet",
+         Error.new(
+           :timeout,
+           :pool_not_initialized,
+           "pool #{inspect(state.config.name)} has no ready worker yet",
            pool_name: state.config.name
          )}
       )
@@ -263,6 +269,8 @@ defmodule Snakepit.Pool do
     ]
 
     checks = if config.thread_safety_checks, do: ["--thread-safety-checks"], else: []
-    ["-u", Path.join(Python.bridge_dir(), "grpc_server.py")] ++ config.adapter_args ++ profile_args ++ checks
+
+    ["-u", Path.join(Python.bridge_dir(), "grpc_server.py")] ++
+      config.adapter_args ++ profile_args ++ checks
   end
 end

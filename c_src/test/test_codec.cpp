@@ -1,0 +1,298 @@
+// JSON writers, UTF-8 validation and decode() into a small variant tree.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "../codec/json.hpp"
+
+namespace codec = snakepit::codec;
+
+namespace {
+
+struct Node;
+using NodePtr = std::shared_ptr<Node>;
+using Array = std::vector<NodePtr>;
+using Object = std::vector<std::pair<std::string, NodePtr>>;
+
+struct Node {
+  std::variant<std::monostate, bool, std::int64_t, std::uint64_t, double, std::string, Array, Object> value;
+};
+
+struct TreeBuilder {
+  using Value = NodePtr;
+  static NodePtr make(auto v) {
+    auto node = std::make_shared<Node>();
+    node->value = std::move(v);
+    return node;
+  }
+  Value null() { return make(std::monostate{}); }
+  Value boolean(bool b) { return make(b); }
+  Value integer(std::int64_t i) { return make(i); }
+  Value unsigned_integer(std::uint64_t u) { return make(u); }
+  Value number(double d) { return make(d); }
+  Value string(std::string_view s) { return make(std::string(s)); }
+  Value array(std::vector<Value>& items) { return make(Array(items.begin(), items.end())); }
+  Value object(std::vector<Value>& keys, std::vector<Value>& values) {
+    Object fields;
+    for (std::size_t i = 0; i < keys.size(); ++i)
+      fields.emplace_back(std::get<std::string>(keys[i]->value), values[i]);
+    return make(std::move(fields));
+  }
+};
+
+NodePtr decode(std::string_view json) {
+  TreeBuilder builder;
+  return codec::decode(json, builder);
+}
+
+template <class T>
+bool holds(const NodePtr& node) {
+  return node && std::holds_alternative<T>(node->value);
+}
+
+template <class T>
+const T& as(const NodePtr& node) {
+  REQUIRE(holds<T>(node));
+  return std::get<T>(node->value);
+}
+
+const NodePtr& field(const NodePtr& node, std::string_view key) {
+  const auto& object = as<Object>(node);
+  for (const auto& [name, value] : object)
+    if (name == key) return value;
+  FAIL("missing key " << key);
+  static NodePtr none;
+  return none;
+}
+
+std::string escaped(std::string_view text) {
+  std::string out;
+  codec::append_string(out, text);
+  return out;
+}
+
+std::string dbl(double value) {
+  std::string out;
+  REQUIRE(codec::append_double(out, value));
+  return out;
+}
+
+double decode_double(const std::string& text) {
+  auto node = decode(text);
+  REQUIRE(holds<double>(node));
+  return std::get<double>(node->value);
+}
+
+}  // namespace
+
+TEST_CASE("append_string quotes and escapes") {
+  CHECK(escaped("") == R"("")");
+  CHECK(escaped("plain text") == R"("plain text")");
+  CHECK(escaped(R"(say "hi")") == R"("say \"hi\"")");
+  CHECK(escaped(R"(C:\path)") == R"("C:\\path")");
+  CHECK(escaped("a\nb\rc\td") == R"("a\nb\rc\td")");
+  CHECK(escaped("\b\f") == R"("\b\f")");
+  CHECK(escaped(std::string_view("\x01\x1f", 2)) == R"("\u0001\u001f")");
+  CHECK(escaped(std::string_view("a\0b", 3)) == R"("a\u0000b")");
+  CHECK(escaped("\x7f") == "\"\x7f\"");  // DEL needs no escape in JSON
+  // UTF-8 passes through byte for byte.
+  CHECK(escaped("h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x90\x8d") == "\"h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x90\x8d\"");
+  // Appends, never replaces.
+  std::string out = "[";
+  codec::append_string(out, "x");
+  out += ",";
+  codec::append_string(out, "\"");
+  CHECK(out == R"(["x","\"")");
+}
+
+TEST_CASE("append_string output decodes back to the input") {
+  std::string all;
+  for (int c = 0; c < 0x80; ++c) all.push_back(static_cast<char>(c));
+  all += "\xc3\xa9\xe2\x82\xac\xf0\x9f\x90\x8d";
+  std::string json = escaped(all);
+  auto node = decode(json);
+  CHECK(as<std::string>(node) == all);
+}
+
+TEST_CASE("valid_utf8") {
+  CHECK(codec::valid_utf8(""));
+  CHECK(codec::valid_utf8("ascii"));
+  CHECK(codec::valid_utf8("\xc3\xa9"));          // é
+  CHECK(codec::valid_utf8("\xe2\x82\xac"));      // €
+  CHECK(codec::valid_utf8("\xf0\x9f\x90\x8d"));  // 🐍
+  CHECK(codec::valid_utf8("\xf4\x8f\xbf\xbf"));  // U+10FFFF
+  CHECK(codec::valid_utf8(std::string_view("\0", 1)));
+
+  CHECK_FALSE(codec::valid_utf8("\xc0\xaf"));          // overlong '/'
+  CHECK_FALSE(codec::valid_utf8("\xe0\x80\xaf"));      // overlong, 3 bytes
+  CHECK_FALSE(codec::valid_utf8("\xf0\x80\x80\xaf"));  // overlong, 4 bytes
+  CHECK_FALSE(codec::valid_utf8("\x80"));              // lone continuation
+  CHECK_FALSE(codec::valid_utf8("abc\xbf"));           // lone continuation at the end
+  CHECK_FALSE(codec::valid_utf8("\xc3"));              // truncated 2-byte
+  CHECK_FALSE(codec::valid_utf8("\xe2\x82"));          // truncated 3-byte
+  CHECK_FALSE(codec::valid_utf8("\xf0\x9f\x90"));      // truncated 4-byte
+  CHECK_FALSE(codec::valid_utf8("\xe2\x82x"));         // interrupted sequence
+  CHECK_FALSE(codec::valid_utf8("\xed\xa0\x80"));      // UTF-16 surrogate
+  CHECK_FALSE(codec::valid_utf8("\xf4\x90\x80\x80"));  // above U+10FFFF
+  CHECK_FALSE(codec::valid_utf8("\xff"));
+}
+
+TEST_CASE("append_integer and append_unsigned") {
+  auto integer = [](std::int64_t v) {
+    std::string out;
+    codec::append_integer(out, v);
+    return out;
+  };
+  auto unsigned_ = [](std::uint64_t v) {
+    std::string out;
+    codec::append_unsigned(out, v);
+    return out;
+  };
+  CHECK(integer(0) == "0");
+  CHECK(integer(-1) == "-1");
+  CHECK(integer(42) == "42");
+  CHECK(integer(std::numeric_limits<std::int64_t>::max()) == "9223372036854775807");
+  CHECK(integer(std::numeric_limits<std::int64_t>::min()) == "-9223372036854775808");
+  CHECK(unsigned_(0) == "0");
+  CHECK(unsigned_(std::numeric_limits<std::uint64_t>::max()) == "18446744073709551615");
+
+  std::string out = "x";
+  codec::append_integer(out, 7);
+  codec::append_unsigned(out, 8);
+  CHECK(out == "x78");
+}
+
+TEST_CASE("append_double") {
+  CHECK(dbl(1.0) == "1.0");
+  CHECK(dbl(0.0) == "0.0");
+  CHECK(dbl(-0.0) == "-0.0");
+  CHECK(dbl(-2.0) == "-2.0");
+  CHECK(dbl(0.1) == "0.1");
+  CHECK(dbl(1.5) == "1.5");
+  CHECK(dbl(123456789.0) == "123456789.0");
+  CHECK(dbl(1e15) == "1e+15");  // shortest form, already a float
+
+  SUBCASE("the text is always a float, never an integer") {
+    for (double v : {1.0, 100.0, 1e15, 1e16, 1e300, 1e-300, 5e-324, 123456789.0, -0.0}) {
+      const auto text = dbl(v);
+      CAPTURE(text);
+      CHECK(text.find_first_of(".eE") != std::string::npos);
+      CHECK(holds<double>(decode(text)));
+    }
+  }
+
+  SUBCASE("round trip") {
+    for (double v : {0.1, 1.0 / 3.0, 1e300, -1e300, 1e-300, 5e-324, 2.2250738585072014e-308,
+                     std::numeric_limits<double>::max(), 123456.789, -0.0}) {
+      const auto text = dbl(v);
+      CAPTURE(text);
+      const double back = decode_double(text);
+      CHECK(back == v);
+      CHECK(std::signbit(back) == std::signbit(v));
+    }
+  }
+
+  SUBCASE("NaN and infinities are refused and write nothing") {
+    std::string out = "keep";
+    CHECK_FALSE(codec::append_double(out, std::numeric_limits<double>::quiet_NaN()));
+    CHECK_FALSE(codec::append_double(out, std::numeric_limits<double>::infinity()));
+    CHECK_FALSE(codec::append_double(out, -std::numeric_limits<double>::infinity()));
+    CHECK(out == "keep");
+  }
+}
+
+TEST_CASE("decode scalars") {
+  CHECK(holds<std::monostate>(decode("null")));
+  CHECK(as<bool>(decode("true")) == true);
+  CHECK(as<bool>(decode("false")) == false);
+  CHECK(as<std::int64_t>(decode("3")) == 3);
+  CHECK(as<std::int64_t>(decode("-3")) == -3);
+  CHECK(as<std::int64_t>(decode("0")) == 0);
+  CHECK(as<double>(decode("3.0")) == 3.0);
+  CHECK(as<double>(decode("3e0")) == 3.0);
+  CHECK(as<double>(decode("-0.5")) == -0.5);
+  CHECK(as<std::int64_t>(decode("9223372036854775807")) == std::numeric_limits<std::int64_t>::max());
+  CHECK(as<std::int64_t>(decode("-9223372036854775808")) == std::numeric_limits<std::int64_t>::min());
+  CHECK(as<std::uint64_t>(decode("9223372036854775808")) == 9223372036854775808ULL);
+  CHECK(as<std::uint64_t>(decode("18446744073709551615")) == std::numeric_limits<std::uint64_t>::max());
+  CHECK(as<std::string>(decode(R"("")")).empty());
+  CHECK(as<std::int64_t>(decode(" \n 7 \t ")) == 7);
+}
+
+TEST_CASE("decode strings with escapes") {
+  CHECK(as<std::string>(decode(R"("a\"b\\c\/d")")) == "a\"b\\c/d");
+  CHECK(as<std::string>(decode(R"("\n\r\t\b\f")")) == "\n\r\t\b\f");
+  CHECK(as<std::string>(decode(R"("\u00e9\u20ac")")) == "\xc3\xa9\xe2\x82\xac");
+  CHECK(as<std::string>(decode(R"("\ud83d\udc0d")")) == "\xf0\x9f\x90\x8d");  // surrogate pair
+  CHECK(as<std::string>(decode("\"\xf0\x9f\x90\x8d raw\"")) == "\xf0\x9f\x90\x8d raw");
+  const auto& with_nul = as<std::string>(decode(R"("a\u0000b")"));
+  CHECK(with_nul.size() == 3);
+  CHECK(with_nul == std::string("a\0b", 3));
+}
+
+TEST_CASE("decode nested arrays and objects") {
+  auto root = decode(R"({"a":[1,2.5,"x",[true,null,[]],{}],"b":{"c":{"d":-7}},"u":18446744073709551615,"e":"q\""})");
+  const auto& object = as<Object>(root);
+  REQUIRE(object.size() == 4);
+  // Keys keep document order.
+  CHECK(object[0].first == "a");
+  CHECK(object[1].first == "b");
+  CHECK(object[2].first == "u");
+  CHECK(object[3].first == "e");
+
+  const auto& a = as<Array>(field(root, "a"));
+  REQUIRE(a.size() == 5);
+  CHECK(as<std::int64_t>(a[0]) == 1);
+  CHECK(as<double>(a[1]) == 2.5);
+  CHECK(as<std::string>(a[2]) == "x");
+  const auto& inner = as<Array>(a[3]);
+  REQUIRE(inner.size() == 3);
+  CHECK(as<bool>(inner[0]) == true);
+  CHECK(holds<std::monostate>(inner[1]));
+  CHECK(as<Array>(inner[2]).empty());
+  CHECK(as<Object>(a[4]).empty());
+
+  CHECK(as<std::int64_t>(field(field(field(root, "b"), "c"), "d")) == -7);
+  CHECK(as<std::uint64_t>(field(root, "u")) == 18446744073709551615ULL);
+  CHECK(as<std::string>(field(root, "e")) == "q\"");
+
+  auto keys = decode(R"({"k\u00e9y":1,"":2})");
+  const auto& fields = as<Object>(keys);
+  REQUIRE(fields.size() == 2);
+  CHECK(fields[0].first == "k\xc3\xa9y");
+  CHECK(fields[1].first.empty());
+  CHECK(as<std::int64_t>(fields[1].second) == 2);
+}
+
+TEST_CASE("decode rejects invalid JSON with DecodeError") {
+  for (std::string_view bad : {"", "   ", "{", "[1,2", "[1,]", "{\"a\" 1}", "{'a':1}", "nul", "tru", "01",
+                               "1.", "-", "\"unterminated", "\"bad \\x escape\"", "[1] x", "NaN", "Infinity",
+                               "{\"a\":1,}", "\"\xc3\"", "\"\xc0\xaf\""}) {
+    CAPTURE(bad);
+    CHECK_THROWS_AS(decode(bad), codec::DecodeError);
+  }
+  // Control characters must be escaped inside strings.
+  CHECK_THROWS_AS(decode(std::string_view("\"a\nb\"")), codec::DecodeError);
+  // The message says what went wrong.
+  try {
+    decode("[1,");
+    FAIL("no exception");
+  } catch (const codec::DecodeError& e) {
+    CHECK(std::string(e.what()).find("invalid JSON") != std::string::npos);
+  }
+}
+
+TEST_CASE("decode does not need a terminated or padded buffer") {
+  const std::string text = "[1,2,3]garbage";
+  auto node = decode(std::string_view(text).substr(0, 7));
+  CHECK(as<Array>(node).size() == 3);
+}

@@ -1,0 +1,98 @@
+defmodule Snakepit.ExecuteTest do
+  use Snakepit.PoolCase, async: false
+
+  # The application's :default pool (config/test.exs), real Python workers.
+
+  test "ping, echo and add run in a Python worker" do
+    assert {:ok, %{"message" => "pong", "pid" => pid}} = Snakepit.execute("ping", %{})
+    assert is_integer(pid) and pid != System.pid() |> String.to_integer()
+
+    assert {:ok, %{"a" => 1, "nested" => %{"list" => [1, 2.5, "x", nil, true]}}} =
+             Snakepit.execute("echo", %{a: 1, nested: %{list: [1, 2.5, "x", nil, true]}})
+
+    assert {:ok, 3} = Snakepit.execute("add", %{a: 1, b: 2})
+    assert {:ok, 3.5} = Snakepit.execute(:add, %{"a" => 1, "b" => 2.5})
+  end
+
+  test "integers stay integers across the whole 64-bit range" do
+    for n <- [0, -1, 2 ** 53 + 1, 2 ** 63 - 1, -(2 ** 63), 2 ** 64 - 1] do
+      assert {:ok, %{"n" => ^n}} = Snakepit.execute("echo", %{n: n})
+    end
+  end
+
+  test "atoms become strings, calendar values ISO 8601" do
+    {:ok, datetime} = DateTime.new(~D[2026-11-26], ~T[10:20:30], "Etc/UTC")
+
+    assert {:ok, %{"status" => "active", "when" => "2026-11-26T10:20:30Z", "day" => "2026-11-26"}} =
+             Snakepit.execute("echo", %{status: :active, when: datetime, day: ~D[2026-11-26]})
+  end
+
+  test "1,000 concurrent adds each return the right integer" do
+    results =
+      1..1000
+      |> Enum.map(fn i -> Task.async(fn -> {i, Snakepit.execute("add", %{a: i, b: 1})} end) end)
+      |> Task.await_many(60_000)
+
+    for {i, result} <- results, do: assert(result == {:ok, i + 1})
+  end
+
+  test "a 20 MB argument round-trips" do
+    big = String.duplicate("snakepit", div(20_000_000, 8))
+    assert {:ok, %{"text" => ^big}} = Snakepit.execute("echo", %{text: big}, timeout: 60_000)
+  end
+
+  test "stats, workers and await_ready" do
+    assert :ok = Snakepit.Pool.await_ready()
+    {:ok, _} = Snakepit.execute("ping", %{})
+    stats = Snakepit.get_stats()
+    assert stats.workers == 2
+    assert stats.requests >= 1
+    assert Map.has_key?(stats, :queued) and Map.has_key?(stats, :busy)
+    assert Map.has_key?(stats, :available) and Map.has_key?(stats, :pool_saturated)
+    assert Snakepit.get_stats(:default).workers == 2
+
+    workers = Snakepit.list_workers()
+    assert length(workers) == 2
+    assert Enum.all?(workers, &String.starts_with?(&1, "default_worker_"))
+  end
+
+  test "a Python exception is a :python_error with type and traceback" do
+    assert {:error, %Snakepit.Error{} = error} =
+             Snakepit.execute("raise_error", %{message: "bad input", error_type: "ValueError"})
+
+    assert error.category == :python_error
+    assert error.details.python_type == "ValueError"
+    assert error.details.command == "raise_error"
+    assert error.details.pool_name == :default
+    assert error.message =~ "bad input"
+    assert error.python_traceback =~ "Traceback"
+    assert error.python_traceback =~ "ValueError"
+  end
+
+  test "an unknown tool is a :python_error and the pool keeps serving" do
+    assert {:error, %Snakepit.Error{category: :python_error} = error} =
+             Snakepit.execute("no_such_tool", %{})
+
+    assert error.message =~ "no_such_tool"
+    assert {:ok, 2} = Snakepit.execute("add", %{a: 1, b: 1})
+  end
+
+  test "an unknown pool is :pool_not_found" do
+    assert {:error, %Snakepit.Error{category: :pool, details: %{reason: :pool_not_found}}} =
+             Snakepit.execute("ping", %{}, pool_name: :nope)
+
+    assert {:error, %Snakepit.Error{details: %{reason: :pool_not_found}}} =
+             Snakepit.execute("ping", %{}, pool: :nope)
+  end
+
+  test "a call that outlives its timeout is a :timeout error and the worker is reused" do
+    assert {:error, %Snakepit.Error{category: :timeout, details: %{reason: :worker_timeout}}} =
+             Snakepit.execute("sleep", %{ms: 1500}, timeout: 200)
+
+    assert {:ok, 5} = Snakepit.execute("add", %{a: 2, b: 3}, timeout: 5_000)
+  end
+
+  test "session_id reaches the adapter's session context" do
+    assert {:ok, _} = Snakepit.execute_in_session("s-1", "ping", %{})
+  end
+end

@@ -1,0 +1,70 @@
+defmodule Snakepit.ObservabilityTest do
+  use Snakepit.PoolCase, async: false
+  import ExUnit.CaptureLog
+
+  setup do
+    :telemetry.attach_recorder()
+    on_exit(fn -> :telemetry.detach_recorder() end)
+  end
+
+  test "request, spawn and termination telemetry" do
+    pool = start_pool!(name: :telemetry_pool, pool_size: 1)
+
+    assert_receive {:telemetry_event, [:snakepit, :pool, :worker, :spawned], %{},
+                    %{pool: ^pool, worker_id: id}}
+
+    assert {:ok, 3} = Snakepit.execute("add", %{a: 1, b: 2}, pool_name: pool)
+
+    assert_receive {:telemetry_event, [:snakepit, :request, :executed], %{duration_us: duration},
+                    %{pool: ^pool, worker_id: ^id, command: "add", success: true}}
+
+    assert is_integer(duration) and duration > 0
+
+    {:ok, [worker]} = Snakepit.Pool.workers(pool)
+    System.cmd("kill", ["-KILL", Integer.to_string(worker.os_pid)])
+
+    assert_receive {:telemetry_event, [:snakepit, :pool, :worker, :terminated], %{},
+                    %{pool: ^pool, worker_id: ^id}},
+                   5_000
+  end
+
+  test "worker stdout and stderr reach Logger tagged with the worker id" do
+    pool = start_pool!(name: :logging_pool, pool_size: 1)
+    level = Logger.level()
+    Logger.configure(level: :info)
+    on_exit(fn -> Logger.configure(level: level) end)
+    {:ok, [worker]} = Snakepit.Pool.workers(pool)
+
+    log =
+      capture_log([level: :info], fn ->
+        {:ok, true} = Snakepit.execute("log", %{message: "hello from stderr"}, pool_name: pool)
+
+        {:ok, true} =
+          Snakepit.execute("log", %{message: "hello from stdout", stream: "stdout"},
+            pool_name: pool
+          )
+
+        Process.sleep(300)
+      end)
+
+    assert log =~ "[#{worker.id}] hello from stderr"
+    assert log =~ "[#{worker.id}] hello from stdout"
+  end
+
+  test "worker environment: process-profile defaults, adapter_env wins, others pass through" do
+    pool =
+      start_pool!(
+        name: :env_pool,
+        pool_size: 1,
+        adapter_env: [{"OPENBLAS_NUM_THREADS", "2"}, {"CUDA_VISIBLE_DEVICES", "0"}]
+      )
+
+    assert {:ok, "2"} = Snakepit.execute("env", %{name: "OPENBLAS_NUM_THREADS"}, pool_name: pool)
+    assert {:ok, "1"} = Snakepit.execute("env", %{name: "OMP_NUM_THREADS"}, pool_name: pool)
+
+    assert {:ok, "1"} =
+             Snakepit.execute("env", %{name: "VECLIB_MAXIMUM_THREADS"}, pool_name: pool)
+
+    assert {:ok, "0"} = Snakepit.execute("env", %{name: "CUDA_VISIBLE_DEVICES"}, pool_name: pool)
+  end
+end

@@ -1,0 +1,50 @@
+defmodule Snakepit.PoolCase do
+  @moduledoc "Starts real pools of Python workers for a test."
+  use ExUnit.CaseTemplate
+
+  using do
+    quote do
+      import Snakepit.PoolCase
+    end
+  end
+
+  @doc "Starts a supervised pool from `opts` (pool config keys) and waits until it serves."
+  @spec start_pool!(map() | keyword()) :: atom()
+  def start_pool!(opts) do
+    config =
+      opts
+      |> Map.new()
+      |> Map.put_new(:startup_batch_delay_ms, 0)
+      |> Snakepit.Config.normalize_pool()
+
+    ExUnit.Callbacks.start_supervised!({Snakepit.Pool, config})
+    :ok = Snakepit.Pool.await_ready(config.name, 30_000)
+    config.name
+  end
+
+  @doc "Polls `fun` until it returns true or `timeout_ms` passes; returns the last result."
+  @spec eventually((() -> boolean()), non_neg_integer()) :: boolean()
+  def eventually(fun, timeout_ms \\ 10_000) do
+    deadline = System.monotonic_time(:millisecond) + timeout_ms
+    poll(fun, deadline)
+  end
+
+  defp poll(fun, deadline) do
+    cond do
+      fun.() -> true
+      System.monotonic_time(:millisecond) > deadline -> false
+      true -> Process.sleep(50) && poll(fun, deadline)
+    end
+  end
+
+  @doc "Whether an OS process is alive."
+  @spec os_alive?(integer()) :: boolean()
+  def os_alive?(os_pid), do: File.exists?("/proc/#{os_pid}") and not zombie?(os_pid)
+
+  defp zombie?(os_pid) do
+    case File.read("/proc/#{os_pid}/stat") do
+      {:ok, stat} -> stat |> String.split(") ") |> Enum.at(1, "") |> String.starts_with?("Z")
+      _ -> true
+    end
+  end
+end
