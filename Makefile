@@ -95,7 +95,7 @@ test: deps
 
 demo: deps
 	$(MAKE) native
-	mix run --no-start bench/../scripts/demo.exs
+	mix run --no-start scripts/demo.exs
 
 bench: deps
 	$(MAKE) native
