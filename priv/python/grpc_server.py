@@ -43,7 +43,7 @@ log = logging.getLogger("snakepit.worker")
 JSON_TYPE_URL = "type.googleapis.com/snakepit.json"
 BINARY_TYPE_URL = "type.googleapis.com/snakepit.binary"
 SHUTDOWN_GRACE_S = 2.0
-PROCESS_PROFILE_EXECUTOR_THREADS = int(os.environ.get("XX_EXEC", "4"))
+PROCESS_PROFILE_EXECUTOR_THREADS = 4
 
 # Result types that are JSON-encoded as they are (no generator/coroutine checks).
 _PLAIN_TYPES = frozenset({dict, list, str, int, float, bool, type(None), tuple})
@@ -71,7 +71,7 @@ def _json_default(obj: Any) -> Any:
 _json_encode = json.JSONEncoder(
     allow_nan=False, separators=(",", ":"), default=_json_default
 ).encode
-_json_loads = json.loads
+_json_decode = json.JSONDecoder().decode
 
 
 def error_json(exc: BaseException) -> str:
@@ -263,16 +263,18 @@ def build_servicer(pb2: Any, pb2_grpc: Any, grpc: Any) -> type:
 
         @staticmethod
         def _decode_args(request: Any) -> Dict[str, Any]:
+            # Indexing the map is much cheaper than .items() with the C++/upb
+            # protobuf backends; decoding str is cheaper than json.loads(bytes).
             args: Dict[str, Any] = {}
             params = request.parameters
             if params:
-                for key, value in params.items():
-                    raw = value.value
-                    args[key] = _json_loads(raw) if raw else None
+                for key in params:
+                    raw = params[key].value
+                    args[key] = _json_decode(raw.decode()) if raw else None
             binary = request.binary_parameters
             if binary:
-                for key, raw in binary.items():
-                    args[key] = bytes(raw)
+                for key in binary:
+                    args[key] = binary[key]
             return args
 
         # --- RPCs ----------------------------------------------------------
