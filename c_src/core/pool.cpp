@@ -36,7 +36,7 @@ struct Pool::Request {
 };
 
 struct Pool::Worker {
-  enum class State { starting, ready, exited };
+  enum class State { starting, ready, draining };
   WorkerKey key = 0;
   std::size_t slot = 0;
   std::string id;
@@ -50,7 +50,16 @@ struct Pool::Worker {
   std::unordered_map<RequestId, std::shared_ptr<Request>> inflight;
   std::uint64_t served = 0;
   bool start_reported = false;  // a ready line or a start error arrived
-  std::optional<EventLoop::TimerId> startup_timer;
+  bool replaced = false;        // recycled: its slot already has a successor
+  int missed_heartbeats = 0;
+  std::optional<EventLoop::TimerId> startup_timer, heartbeat_timer, ttl_timer, kill_timer;
+
+  void cancel_timers(EventLoop& loop) {
+    for (auto* timer : {&startup_timer, &heartbeat_timer, &ttl_timer, &kill_timer}) {
+      if (*timer) loop.cancel_timer(**timer);
+      timer->reset();
+    }
+  }
 };
 
 namespace {
@@ -300,6 +309,91 @@ void Pool::mark_ready(Worker& worker, std::vector<Dispatch>& dispatches) {
   slots_[worker.slot].failures = 0;
   scheduler_.set_routable(worker.key, true);
   dispatches = take_queued_dispatches();
+  auto self = shared_from_this();
+  const WorkerKey key = worker.key;
+  if (config_.heartbeat_enabled)
+    worker.heartbeat_timer = loop_.add_timer(SteadyClock::now() + config_.ping_interval,
+                                             [self, key] { self->send_heartbeat(key); });
+  if (config_.worker_ttl.count() > 0) {
+    std::uniform_real_distribution<double> spread(0.0, config_.ttl_jitter);
+    const auto jitter = Millis(static_cast<long long>(config_.worker_ttl.count() * spread(jitter_random_)));
+    worker.ttl_timer = loop_.add_timer(SteadyClock::now() + config_.worker_ttl + jitter,
+                                       [self, key] { self->recycle(key, "ttl_expired"); });
+  }
+}
+
+// ------------------------------------------------------ heartbeat, recycling
+
+void Pool::send_heartbeat(WorkerKey key) {
+  std::shared_ptr<WorkerConnection> connection;
+  {
+    std::lock_guard lock(mutex_);
+    auto* worker = find_worker(key);
+    if (worker == nullptr || stopping_) return;
+    worker->heartbeat_timer = loop_.add_timer(SteadyClock::now() + config_.ping_interval,
+                                              [self = shared_from_this(), key] { self->send_heartbeat(key); });
+    connection = worker->connection;
+  }
+  if (!connection) return;
+  std::weak_ptr<Pool> weak = weak_from_this();
+  connection->ping(config_.ping_timeout, [weak, key](bool ok) {
+    if (auto pool = weak.lock()) pool->loop_.post([pool, key, ok] { pool->on_heartbeat(key, ok); });
+  });
+}
+
+void Pool::on_heartbeat(WorkerKey key, bool ok) {
+  std::unique_lock lock(mutex_);
+  auto* worker = find_worker(key);
+  if (worker == nullptr) return;
+  if (ok) {
+    worker->missed_heartbeats = 0;
+    return;
+  }
+  if (++worker->missed_heartbeats < config_.max_missed_heartbeats) return;
+  ++counters_.heartbeat_failures;
+  const std::string id = worker->id;
+  const std::string missed = std::to_string(worker->missed_heartbeats);
+  const pid_t pid = worker->pid;
+  worker->missed_heartbeats = 0;
+  if (config_.heartbeat_dependent) {
+    // Out of routing now; its exit fails what it was running and respawns it.
+    scheduler_.set_routable(key, false);
+    signal_group(pid, SIGKILL);
+  }
+  lock.unlock();
+  emit(PoolEvent{PoolEvent::Type::heartbeat_timeout, id, pid, {}, missed, {}});
+}
+
+void Pool::recycle(WorkerKey key, const char* reason) {
+  std::unique_lock lock(mutex_);
+  auto* worker = find_worker(key);
+  if (worker == nullptr || worker->state != Worker::State::ready || stopping_) return;
+  // Stop routing to it, start its successor, let its calls finish.
+  worker->state = Worker::State::draining;
+  worker->replaced = true;
+  if (worker->ttl_timer) loop_.cancel_timer(*worker->ttl_timer);
+  worker->ttl_timer.reset();
+  scheduler_.set_routable(key, false);
+  ++counters_.recycles;
+  const bool idle = worker->inflight.empty();
+  const std::size_t slot = worker->slot;
+  const std::string id = worker->id;
+  const pid_t pid = worker->pid;
+  lock.unlock();
+  emit(PoolEvent{PoolEvent::Type::worker_recycled, id, pid, {}, reason, {}});
+  spawn_worker(slot);
+  if (idle) terminate_drained(key);
+}
+
+void Pool::terminate_drained(WorkerKey key) {
+  std::lock_guard lock(mutex_);
+  auto* worker = find_worker(key);
+  if (worker == nullptr || worker->kill_timer) return;
+  signal_group(worker->pid, SIGTERM);
+  worker->kill_timer = loop_.add_timer(SteadyClock::now() + config_.graceful_shutdown, [self = shared_from_this(), key] {
+    std::lock_guard lock(self->mutex_);
+    if (auto* w = self->find_worker(key)) signal_group(w->pid, SIGKILL);
+  });
 }
 
 void Pool::fail_start(Worker& worker, Error error) {
@@ -370,7 +464,7 @@ void Pool::on_exit(WorkerKey key) {
   for (auto* fd : {&worker->pidfd, &worker->ready_fd, &worker->out_fd, &worker->err_fd}) {
     if (fd->valid()) loop_.unwatch(fd->get());
   }
-  if (worker->startup_timer) loop_.cancel_timer(*worker->startup_timer);
+  worker->cancel_timers(loop_);
   const std::string how = describe_exit(*status);
   if (!worker->start_reported) {
     Error error;
@@ -397,7 +491,7 @@ void Pool::on_exit(WorkerKey key) {
                                   "worker " + owned->id + " " + how + " while running the request"));
   }
   emit(PoolEvent{PoolEvent::Type::worker_exited, owned->id, owned->pid, {}, how, {}});
-  if (!stopping) schedule_respawn(owned->slot);
+  if (!stopping && !owned->replaced) schedule_respawn(owned->slot);
 }
 
 // ----------------------------------------------------------------- requests
@@ -538,6 +632,13 @@ void Pool::on_call_done(const std::shared_ptr<Request>& request, TransportResult
       worker->inflight.erase(request->id);
       ++worker->served;
       scheduler_.release(worker->key);
+      if (worker->state == Worker::State::draining && worker->inflight.empty()) {
+        loop_.post([self = shared_from_this(), key = worker->key] { self->terminate_drained(key); });
+      } else if (config_.max_requests > 0 && worker->served >= config_.max_requests &&
+                 worker->state == Worker::State::ready) {
+        scheduler_.set_routable(worker->key, false);
+        loop_.post([self = shared_from_this(), key = worker->key] { self->recycle(key, "max_requests"); });
+      }
       if (result_status == TransportResult::Status::unavailable) {
         // A worker whose socket refuses calls is dead or broken: take it out
         // of routing now and let its exit bring the replacement.
@@ -675,7 +776,9 @@ std::vector<WorkerInfo> Pool::workers() const {
     WorkerInfo info;
     info.id = worker->id;
     info.os_pid = worker->pid;
-    info.state = worker->state == Worker::State::ready ? "ready" : "starting";
+    info.state = worker->state == Worker::State::ready      ? "ready"
+                 : worker->state == Worker::State::draining ? "draining"
+                                                            : "starting";
     info.capacity = config_.capacity_per_worker;
     info.inflight = static_cast<int>(worker->inflight.size());
     info.requests = worker->served;

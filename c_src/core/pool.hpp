@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -44,10 +45,33 @@ struct PoolConfig {
   std::string run_id;
   std::string runtime_dir;
   int lifeline_fd = -1;
+
+  // Heartbeat: a Ping every interval, each with its own deadline; after
+  // max_missed consecutive failures the worker is killed (dependent) or
+  // only reported.
+  bool heartbeat_enabled = false;
+  Millis ping_interval{2000};
+  Millis ping_timeout{10000};
+  int max_missed_heartbeats = 3;
+  bool heartbeat_dependent = true;
+
+  // Recycling: 0 means never.
+  Millis worker_ttl{0};
+  double ttl_jitter = 0.1;  // up to this fraction of the TTL is added at random
+  std::uint64_t max_requests = 0;
 };
 
 struct PoolEvent {
-  enum class Type { worker_spawned, worker_ready, worker_start_failed, worker_exited, worker_output, capacity_reached };
+  enum class Type {
+    worker_spawned,
+    worker_ready,
+    worker_start_failed,
+    worker_exited,
+    worker_output,
+    capacity_reached,
+    heartbeat_timeout,  // text: missed count
+    worker_recycled,    // text: "ttl_expired" | "max_requests"
+  };
   Type type;
   std::string worker_id;
   int os_pid = 0;
@@ -68,6 +92,8 @@ struct PoolStats {
   std::uint64_t queue_timeouts = 0;
   std::uint64_t saturated = 0;
   std::uint64_t worker_restarts = 0;
+  std::uint64_t recycles = 0;
+  std::uint64_t heartbeat_failures = 0;
   std::size_t queued = 0;
   std::size_t workers = 0;    // processes alive, ready or not
   std::size_t ready = 0;
@@ -127,6 +153,11 @@ class Pool : public std::enable_shared_from_this<Pool> {
   void expire_queue();
   void begin_shutdown();
   void mark_ready(Worker& worker, std::vector<Dispatch>& dispatches);
+  void schedule_heartbeat(WorkerKey key);
+  void send_heartbeat(WorkerKey key);
+  void on_heartbeat(WorkerKey key, bool ok);
+  void recycle(WorkerKey key, const char* reason);
+  void terminate_drained(WorkerKey key);
   void fail_start(Worker& worker, Error error);
 
   // Any thread.
@@ -155,6 +186,7 @@ class Pool : public std::enable_shared_from_this<Pool> {
   bool started_ = false;
   std::optional<EventLoop::TimerId> queue_timer_;  // loop thread
   PoolStats counters_;
+  std::minstd_rand jitter_random_{std::random_device{}()};  // loop thread
 };
 
 }  // namespace snakepit::core

@@ -20,6 +20,8 @@ void Atoms::init(ErlNifEnv* env) {
   worker_exited = atom("worker_exited");
   worker_output = atom("worker_output");
   capacity_reached = atom("capacity_reached");
+  heartbeat_timeout = atom("heartbeat_timeout");
+  worker_recycled = atom("worker_recycled");
   stdout_ = atom("stdout");
   stderr_ = atom("stderr");
   validation = atom("validation");
@@ -44,6 +46,8 @@ void Atoms::init(ErlNifEnv* env) {
   available = atom("available");
   busy = atom("busy");
   worker_restarts = atom("worker_restarts");
+  recycles = atom("recycles");
+  heartbeat_failures = atom("heartbeat_failures");
   last_start_error = atom("last_start_error");
 }
 

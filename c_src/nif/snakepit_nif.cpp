@@ -177,6 +177,14 @@ class ProcessEventSink final : public core::EventSink {
       case Type::capacity_reached:
         type = a.capacity_reached;
         break;
+      case Type::heartbeat_timeout:
+        type = a.heartbeat_timeout;
+        data = make_binary(env, event.text);
+        break;
+      case Type::worker_recycled:
+        type = a.worker_recycled;
+        data = enif_make_atom(env, event.text.c_str());
+        break;
     }
     ERL_NIF_TERM message = enif_make_tuple4(env, a.snakepit_event, type, make_binary(env, event.worker_id), data);
     enif_send(nullptr, &owner_, env, message);
@@ -254,6 +262,14 @@ class ConfigReader {
     if (value(key, term) && enif_get_int64(env_, term, &number)) out = Millis(number);
     else missing_ = key;
   }
+  void boolean(const char* key, bool& out) {
+    ERL_NIF_TERM term;
+    if (!value(key, term)) return;
+    auto& atoms = state(env_).atoms;
+    if (enif_is_identical(term, atoms.true_)) out = true;
+    else if (enif_is_identical(term, atoms.false_)) out = false;
+    else missing_ = key;
+  }
   void string(const char* key, std::string& out) {
     ERL_NIF_TERM term;
     if (value(key, term) && !get_string(env_, term, out)) missing_ = key;
@@ -303,6 +319,15 @@ ERL_NIF_TERM pool_start(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   reader.millis("restart_backoff_ms", config.restart_backoff);
   reader.millis("max_restart_backoff_ms", config.max_restart_backoff);
   reader.millis("graceful_shutdown_ms", config.graceful_shutdown);
+  reader.boolean("heartbeat_enabled", config.heartbeat_enabled);
+  reader.millis("ping_interval_ms", config.ping_interval);
+  reader.millis("ping_timeout_ms", config.ping_timeout);
+  reader.integer("max_missed_heartbeats", config.max_missed_heartbeats);
+  reader.boolean("heartbeat_dependent", config.heartbeat_dependent);
+  reader.millis("worker_ttl_ms", config.worker_ttl);
+  int max_requests = 0;
+  reader.integer("max_requests", max_requests);
+  config.max_requests = static_cast<std::uint64_t>(std::max(max_requests, 0));
   if (!reader.bad_key().empty()) return error_with(env, "native pool config: missing or invalid " + reader.bad_key());
   config.max_queue = static_cast<std::size_t>(std::max(max_queue, 0));
   config.run_id = nif.run_id;
@@ -389,11 +414,13 @@ ERL_NIF_TERM stats(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   if (resource == nullptr) return enif_make_badarg(env);
   const auto& a = state(env).atoms;
   const auto s = resource->pool->stats();
-  ERL_NIF_TERM keys[] = {a.requests, a.errors, a.queue_timeouts, a.pool_saturated, a.worker_restarts, a.queued,
-                         a.workers, a.ready, a.available, a.busy, a.last_start_error};
+  ERL_NIF_TERM keys[] = {a.requests, a.errors, a.queue_timeouts, a.pool_saturated, a.worker_restarts, a.recycles,
+                         a.heartbeat_failures, a.queued, a.workers, a.ready, a.available, a.busy,
+                         a.last_start_error};
   ERL_NIF_TERM values[] = {enif_make_uint64(env, s.requests), enif_make_uint64(env, s.errors),
                            enif_make_uint64(env, s.queue_timeouts), enif_make_uint64(env, s.saturated),
-                           enif_make_uint64(env, s.worker_restarts), enif_make_uint64(env, s.queued),
+                           enif_make_uint64(env, s.worker_restarts), enif_make_uint64(env, s.recycles),
+                           enif_make_uint64(env, s.heartbeat_failures), enif_make_uint64(env, s.queued),
                            enif_make_uint64(env, s.workers), enif_make_uint64(env, s.ready),
                            enif_make_uint64(env, s.available), enif_make_uint64(env, s.busy),
                            s.last_start_error ? make_error_tuple(env, a, *s.last_start_error) : a.nil};

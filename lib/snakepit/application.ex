@@ -8,6 +8,8 @@ defmodule Snakepit.Application do
     globals = Snakepit.Config.globals(env)
     pools = if Keyword.get(env, :pooling_enabled, true), do: Snakepit.Config.pools(env), else: []
     children = Enum.map(pools, &{Snakepit.Pool, &1})
+    {run_id, _runtime_dir} = Snakepit.Native.runtime_info()
+    Snakepit.Orphans.sweep(run_id)
 
     with {:ok, sup} <-
            Supervisor.start_link(children, strategy: :one_for_one, name: Snakepit.Supervisor),

@@ -223,6 +223,34 @@ defmodule Snakepit.Pool do
     state
   end
 
+  defp handle_event(:heartbeat_timeout, worker_id, missed, state) do
+    action = if state.config.heartbeat.dependent, do: "killing and replacing it", else: "keeping it (dependent: false)"
+
+    Logger.error("worker #{worker_id} missed #{missed} heartbeats in a row; #{action}",
+      worker_id: worker_id
+    )
+
+    Telemetry.execute([:snakepit, :heartbeat, :heartbeat_timeout], %{missed: String.to_integer(missed)}, %{
+      pool: state.config.name,
+      worker_id: worker_id,
+      dependent: state.config.heartbeat.dependent
+    })
+
+    state
+  end
+
+  defp handle_event(:worker_recycled, worker_id, reason, state) do
+    Logger.debug("recycling worker #{worker_id} (#{reason})", worker_id: worker_id)
+
+    Telemetry.execute([:snakepit, :worker, :recycled], %{count: 1}, %{
+      pool: state.config.name,
+      worker_id: worker_id,
+      reason: reason
+    })
+
+    %{state | ready: MapSet.delete(state.ready, worker_id)}
+  end
+
   defp output_level(line) do
     cond do
       String.contains?(line, ["ERROR", "CRITICAL", "Traceback"]) -> :error
@@ -256,9 +284,19 @@ defmodule Snakepit.Pool do
       queue_timeout_ms: config.queue_timeout_ms,
       restart_backoff_ms: config.restart_backoff_ms,
       max_restart_backoff_ms: config.max_restart_backoff_ms,
-      graceful_shutdown_ms: config.graceful_shutdown_timeout_ms
+      graceful_shutdown_ms: config.graceful_shutdown_timeout_ms,
+      heartbeat_enabled: config.heartbeat.enabled,
+      ping_interval_ms: config.heartbeat.ping_interval_ms,
+      ping_timeout_ms: config.heartbeat.timeout_ms,
+      max_missed_heartbeats: config.heartbeat.max_missed_heartbeats,
+      heartbeat_dependent: config.heartbeat.dependent,
+      worker_ttl_ms: config.worker_ttl_ms || 0,
+      max_requests: max_requests(config.worker_max_requests)
     }
   end
+
+  defp max_requests(:infinity), do: 0
+  defp max_requests(count), do: count
 
   defp worker_argv(config) do
     profile_args = [

@@ -31,19 +31,20 @@ defmodule Snakepit.Python do
 
   @doc """
   The worker's environment as `NAME=value` strings: this BEAM's environment,
-  the pool's `env`, and `PYTHONPATH` led by the bridge directory.
+  the pool's `env`, and `PYTHONPATH` led by the bridge directory (then the
+  pool's `PYTHONPATH`, if any, then this BEAM's).
   """
   @spec worker_env([{String.t(), String.t()}]) :: [String.t()]
   def worker_env(pool_env) do
+    pool_env = Map.new(pool_env)
+
     python_path =
-      case System.get_env("PYTHONPATH") do
-        nil -> bridge_dir()
-        "" -> bridge_dir()
-        existing -> bridge_dir() <> ":" <> existing
-      end
+      [bridge_dir(), pool_env["PYTHONPATH"], System.get_env("PYTHONPATH")]
+      |> Enum.reject(&(&1 in [nil, ""]))
+      |> Enum.join(":")
 
     System.get_env()
-    |> Map.merge(Map.new(pool_env))
+    |> Map.merge(pool_env)
     |> Map.put("PYTHONPATH", python_path)
     |> Map.put("PYTHONUNBUFFERED", "1")
     |> Enum.map(fn {name, value} -> name <> "=" <> value end)

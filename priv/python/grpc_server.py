@@ -536,6 +536,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--socket", required=True, help="unix socket path to listen on")
     parser.add_argument("--worker-id", default="worker", help="worker id (for logs)")
     parser.add_argument("--snakepit-run-id", default="", help="run id (recorded only)")
+    parser.add_argument("--snakepit-owner-pid", default="", help="OS pid of the owning BEAM (orphan sweep)")
     parser.add_argument("--ready-fd", type=int, default=3, help="fd for the ready line")
     parser.add_argument("--lifeline-fd", type=int, default=4, help="lifeline pipe fd; -1 disables")
     parser.add_argument("--profile", choices=("process", "thread"), default="process")

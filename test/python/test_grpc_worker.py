@@ -219,6 +219,16 @@ def test_unencodable_results_are_errors(test_worker: Any) -> None:
     assert err["type"] == "TypeError" and "object" in err["message"]
 
 
+def test_numpy_results_and_bad_json_argument(test_worker: Any) -> None:
+    pytest.importorskip("numpy")
+    assert test_worker.result("numpy_values") == {"array": [0, 1, 2], "scalar": 1.5, "int": 7}
+    req = make_request("describe_args")
+    req.parameters["x"].type_url = JSON_TYPE_URL
+    req.parameters["x"].value = b"{not json"
+    err = error_of(test_worker.stub.ExecuteTool(req))
+    assert err["type"] == "JSONDecodeError"
+
+
 def test_session_id_generators_async_and_fallback(test_worker: Any) -> None:
     resp = test_worker.call("session_id", session_id="sess-42")
     assert decode_result(resp) == "sess-42"

@@ -1,0 +1,164 @@
+defmodule Snakepit.LifecycleTest do
+  use Snakepit.PoolCase, async: false
+
+  @fixtures Path.expand("../fixtures/python", __DIR__)
+
+  setup do
+    :telemetry.attach_recorder()
+    on_exit(fn -> :telemetry.detach_recorder() end)
+  end
+
+  defp drain_events(event, acc \\ []) do
+    receive do
+      {:telemetry_event, ^event, measurements, metadata} -> drain_events(event, [{measurements, metadata} | acc])
+    after
+      0 -> Enum.reverse(acc)
+    end
+  end
+
+  test "a worker stopped with SIGSTOP is replaced within interval * missed + timeout, its request fails" do
+    heartbeat = %{ping_interval_ms: 200, timeout_ms: 300, max_missed_heartbeats: 2}
+    pool = start_pool!(name: :sigstop, pool_size: 1, heartbeat: heartbeat)
+    {:ok, [worker]} = Snakepit.Pool.workers(pool)
+    task = Task.async(fn -> Snakepit.execute("sleep", %{ms: 20_000}, pool_name: pool, timeout: 30_000) end)
+    assert eventually(fn -> Snakepit.get_stats(pool).busy == 1 end)
+
+    stopped_at = System.monotonic_time(:millisecond)
+    System.cmd("kill", ["-STOP", Integer.to_string(worker.os_pid)])
+    assert {:error, %Snakepit.Error{category: :worker}} = Task.await(task, 10_000)
+    failed_after = System.monotonic_time(:millisecond) - stopped_at
+
+    assert_receive {:telemetry_event, [:snakepit, :heartbeat, :heartbeat_timeout], %{missed: 2},
+                    %{worker_id: id}}
+
+    assert id == worker.id
+    # 200 * 2 + 300 = 700 ms, plus a margin for a loaded 2-core machine.
+    assert failed_after < 700 + 1_500, "took #{failed_after} ms"
+
+    assert eventually(fn ->
+             {:ok, workers} = Snakepit.Pool.workers(pool)
+             match?([%{state: :ready}], workers) and hd(workers).id != worker.id
+           end)
+
+    refute os_alive?(worker.os_pid)
+  end
+
+  test "a long tool call is not a missed heartbeat" do
+    heartbeat = %{ping_interval_ms: 100, timeout_ms: 200, max_missed_heartbeats: 2}
+    pool = start_pool!(name: :long_call, pool_size: 1, heartbeat: heartbeat)
+    assert {:ok, _} = Snakepit.execute("sleep", %{ms: 1_000}, pool_name: pool)
+    assert drain_events([:snakepit, :heartbeat, :heartbeat_timeout]) == []
+  end
+
+  test "worker_max_requests: 5 under 500 concurrent requests: no errors, recycles, full pool" do
+    pool =
+      start_pool!(
+        name: :max_requests,
+        pool_size: 4,
+        worker_max_requests: 5,
+        queue_timeout_ms: 120_000
+      )
+
+    results =
+      1..500
+      |> Enum.map(fn i ->
+        Task.async(fn -> Snakepit.execute("add", %{a: i, b: 1}, pool_name: pool, timeout: 120_000) end)
+      end)
+      |> Task.await_many(180_000)
+
+    failures = for {result, i} <- Enum.with_index(results, 1), result != {:ok, i + 1}, do: result
+    assert failures == []
+
+    recycles = drain_events([:snakepit, :worker, :recycled])
+    assert length(recycles) >= 60
+    assert Enum.all?(recycles, fn {_, meta} -> meta.reason == :max_requests end)
+
+    assert eventually(fn ->
+             {:ok, workers} = Snakepit.Pool.workers(pool)
+             Enum.count(workers, &(&1.state == :ready)) == 4
+           end)
+  end
+
+  test "worker_ttl {1, :seconds}: workers are replaced under steady load without failed requests" do
+    pool = start_pool!(name: :ttl, pool_size: 2, worker_ttl: {1, :seconds})
+    {:ok, first} = Snakepit.Pool.workers(pool)
+    deadline = System.monotonic_time(:millisecond) + 3_500
+
+    results =
+      1..2
+      |> Enum.map(fn _ -> Task.async(fn -> steady_load(pool, deadline, []) end) end)
+      |> Task.await_many(30_000)
+      |> List.flatten()
+
+    assert length(results) > 20
+    assert Enum.all?(results, &match?({:ok, _}, &1)), inspect(Enum.reject(results, &match?({:ok, _}, &1)))
+
+    recycles = drain_events([:snakepit, :worker, :recycled])
+    assert length(recycles) >= 4
+    assert Enum.all?(recycles, fn {_, meta} -> meta.reason == :ttl_expired end)
+    {:ok, now} = Snakepit.Pool.workers(pool)
+    assert MapSet.disjoint?(MapSet.new(first, & &1.id), MapSet.new(now, & &1.id))
+  end
+
+  defp steady_load(pool, deadline, acc) do
+    if System.monotonic_time(:millisecond) > deadline do
+      acc
+    else
+      steady_load(pool, deadline, [Snakepit.execute("sleep", %{ms: 20}, pool_name: pool) | acc])
+    end
+  end
+
+  test "an adapter whose __init__ raises: await_ready has the traceback, restarts stay bounded" do
+    config =
+      Snakepit.Config.normalize_pool(%{
+        name: :init_fails,
+        pool_size: 1,
+        adapter_args: ["--adapter", "snakepit_exunit_adapters.InitFailsAdapter"],
+        adapter_env: [{"PYTHONPATH", @fixtures}],
+        restart_backoff_ms: 200,
+        max_restart_backoff_ms: 2_000
+      })
+
+    start_supervised!({Snakepit.Pool, config})
+    assert {:error, %Snakepit.Error{} = error} = Snakepit.Pool.await_ready(:init_fails, 30_000)
+    assert error.python_traceback =~ "model file missing"
+    assert error.details.python_type == "RuntimeError"
+
+    Process.sleep(3_000)
+    # Backoff 0, 200, 400, 800, 1600 ms: at most about six starts in three seconds.
+    restarts = Snakepit.get_stats(:init_fails).worker_restarts
+    assert restarts >= 2 and restarts <= 8, "#{restarts} restarts"
+  end
+
+  test "stopping a pool stops every worker and answers pending callers" do
+    pool = start_pool!(name: :stopping, pool_size: 2, graceful_shutdown_timeout_ms: 1_000)
+    {:ok, workers} = Snakepit.Pool.workers(pool)
+    task = Task.async(fn -> Snakepit.execute("sleep", %{ms: 10_000}, pool_name: pool) end)
+    assert eventually(fn -> Snakepit.get_stats(pool).busy == 1 end)
+
+    stop_supervised!({Snakepit.Pool, pool})
+    assert {:error, %Snakepit.Error{}} = Task.await(task, 10_000)
+    assert Enum.all?(workers, &(not os_alive?(&1.os_pid)))
+  end
+
+  test "boot sweep kills workers of a BEAM that is gone, with their process group" do
+    {run_id, _dir} = Snakepit.Native.runtime_info()
+    marker = "orphan-#{System.unique_integer([:positive])}"
+
+    # A stand-in orphan in its own session: a shell (group leader) and its child.
+    port =
+      Port.open({:spawn_executable, "/usr/bin/setsid"}, [
+        :binary,
+        args: ["sh", "-c", "sleep 60 & wait", "--snakepit-run-id", marker, "--snakepit-owner-pid", "999999999"]
+      ])
+
+    {:os_pid, _} = Port.info(port, :os_pid)
+    assert eventually(fn -> Enum.any?(Snakepit.Orphans.workers(), &(elem(&1, 1) == marker)) end)
+    [{orphan, ^marker, _}] = Enum.filter(Snakepit.Orphans.workers(), &(elem(&1, 1) == marker))
+
+    assert orphan in Snakepit.Orphans.sweep(run_id)
+    assert eventually(fn -> not os_alive?(orphan) end, 2_000)
+    # Our own workers are untouched.
+    assert {:ok, _} = Snakepit.execute("ping", %{})
+  end
+end
