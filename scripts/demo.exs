@@ -1,5 +1,6 @@
 # `make demo`: a process pool with the built-in showcase adapter.
 Application.put_env(:snakepit, :pools, [%{name: :default, worker_profile: :process, pool_size: 2}])
+
 Logger.configure(level: :warning)
 {:ok, _} = Application.ensure_all_started(:snakepit)
 :ok = Snakepit.Pool.await_ready()
@@ -10,7 +11,11 @@ IO.puts("Snakepit native demo: pool :default, 2 Python workers\n")
 show.("ping", Snakepit.execute("ping", %{}))
 show.("echo", Snakepit.execute("echo", %{message: "hello", numbers: [1, 2, 3]}))
 show.("add 40 + 2", Snakepit.execute("add", %{a: 40, b: 2}))
-show.("process_text upper", Snakepit.execute("process_text", %{text: "snakepit", operation: "upper"}))
+
+show.(
+  "process_text upper",
+  Snakepit.execute("process_text", %{text: "snakepit", operation: "upper"})
+)
 
 {:error, error} = Snakepit.execute("raise_error", %{message: "demo failure"})
 show.("raise_error (category)", error.category)

@@ -16,7 +16,11 @@ defmodule Snakepit.Orphans do
   def sweep(current_run_id) do
     for {pid, run_id, owner} <- workers(), run_id != current_run_id, not beam_alive?(owner) do
       System.cmd("kill", ["-KILL", "--", "-#{pid}"], stderr_to_stdout: true)
-      Logger.warning("killed orphaned Snakepit worker #{pid} (run #{run_id}, owner #{owner} gone)")
+
+      Logger.warning(
+        "killed orphaned Snakepit worker #{pid} (run #{run_id}, owner #{owner} gone)"
+      )
+
       pid
     end
   end

@@ -224,17 +224,24 @@ defmodule Snakepit.Pool do
   end
 
   defp handle_event(:heartbeat_timeout, worker_id, missed, state) do
-    action = if state.config.heartbeat.dependent, do: "killing and replacing it", else: "keeping it (dependent: false)"
+    action =
+      if state.config.heartbeat.dependent,
+        do: "killing and replacing it",
+        else: "keeping it (dependent: false)"
 
     Logger.error("worker #{worker_id} missed #{missed} heartbeats in a row; #{action}",
       worker_id: worker_id
     )
 
-    Telemetry.execute([:snakepit, :heartbeat, :heartbeat_timeout], %{missed: String.to_integer(missed)}, %{
-      pool: state.config.name,
-      worker_id: worker_id,
-      dependent: state.config.heartbeat.dependent
-    })
+    Telemetry.execute(
+      [:snakepit, :heartbeat, :heartbeat_timeout],
+      %{missed: String.to_integer(missed)},
+      %{
+        pool: state.config.name,
+        worker_id: worker_id,
+        dependent: state.config.heartbeat.dependent
+      }
+    )
 
     state
   end

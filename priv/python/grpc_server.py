@@ -26,6 +26,7 @@ if not sys.path or sys.path[0] != _HERE:
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
+import contextlib  # noqa: E402
 import importlib  # noqa: E402
 import inspect  # noqa: E402
 import json  # noqa: E402
@@ -231,8 +232,13 @@ def build_servicer(pb2: Any, pb2_grpc: Any, grpc: Any) -> type:
         return ts
 
     class WorkerServicer(pb2_grpc.BridgeServiceServicer):
-        def __init__(self, adapter: Any, thread_safety_checks: bool = False) -> None:
+        def __init__(
+            self, adapter: Any, thread_safety_checks: bool = False, one_at_a_time: bool = False
+        ) -> None:
             self._adapter = adapter
+            # Process profile: one tool at a time, even when a call the parent
+            # gave up on (deadline, cancelled) is still running here.
+            self._tool_gate: Any = threading.Lock() if one_at_a_time else contextlib.nullcontext()
             funcs = discover_tools(type(adapter))
             self._tools: Dict[str, Callable[..., Any]] = {
                 name: getattr(adapter, name) for name in funcs
@@ -277,6 +283,19 @@ def build_servicer(pb2: Any, pb2_grpc: Any, grpc: Any) -> type:
                     args[key] = binary[key]
             return args
 
+        @staticmethod
+        def _call_tool(
+            fn: Callable[..., Any], args: Dict[str, Any], name: str, tracker: Optional[ConcurrencyTracker]
+        ) -> Any:
+            if tracker is not None:
+                tracker.enter(name)
+            try:
+                result = fn(**args)
+                return result if type(result) in _PLAIN_TYPES else _materialize(result)
+            finally:
+                if tracker is not None:
+                    tracker.exit(name)
+
         # --- RPCs ----------------------------------------------------------
 
         def Ping(self, request: Any, context: Any) -> Any:
@@ -292,18 +311,8 @@ def build_servicer(pb2: Any, pb2_grpc: Any, grpc: Any) -> type:
             try:
                 fn = self._resolve(name, request.session_id)
                 args = self._decode_args(request)
-                if tracker is None:
-                    result = fn(**args)
-                    if type(result) not in _PLAIN_TYPES:
-                        result = _materialize(result)
-                else:
-                    tracker.enter(name)
-                    try:
-                        result = fn(**args)
-                        if type(result) not in _PLAIN_TYPES:
-                            result = _materialize(result)
-                    finally:
-                        tracker.exit(name)
+                with self._tool_gate:
+                    result = self._call_tool(fn, args, name, tracker)
                 rtype = type(result)
                 if rtype is bytes or rtype is bytearray:
                     any_result = Any_(type_url=BINARY_TYPE_URL, value=bytes(result))
@@ -583,7 +592,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             )
         adapter = adapter_cls()
         servicer_cls = build_servicer(pb2, pb2_grpc, grpc)
-        servicer = servicer_cls(adapter, thread_safety_checks=args.thread_safety_checks)
+        servicer = servicer_cls(
+            adapter,
+            thread_safety_checks=args.thread_safety_checks,
+            one_at_a_time=args.profile == "process",
+        )
     except Exception as exc:
         fail_startup(ready_fd, exc)
 

@@ -10,7 +10,9 @@ defmodule Snakepit.BeamKillTest do
   """
 
   test "a BEAM killed with SIGKILL leaves none of its Python processes after 2 s" do
-    script = Path.join(System.tmp_dir!(), "snakepit_beam_kill_#{System.unique_integer([:positive])}.exs")
+    script =
+      Path.join(System.tmp_dir!(), "snakepit_beam_kill_#{System.unique_integer([:positive])}.exs")
+
     File.write!(script, @script)
     on_exit(fn -> File.rm(script) end)
     ebin = :snakepit |> :code.lib_dir() |> Path.join("ebin")

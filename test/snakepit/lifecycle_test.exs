@@ -10,7 +10,8 @@ defmodule Snakepit.LifecycleTest do
 
   defp drain_events(event, acc \\ []) do
     receive do
-      {:telemetry_event, ^event, measurements, metadata} -> drain_events(event, [{measurements, metadata} | acc])
+      {:telemetry_event, ^event, measurements, metadata} ->
+        drain_events(event, [{measurements, metadata} | acc])
     after
       0 -> Enum.reverse(acc)
     end
@@ -20,7 +21,12 @@ defmodule Snakepit.LifecycleTest do
     heartbeat = %{ping_interval_ms: 200, timeout_ms: 300, max_missed_heartbeats: 2}
     pool = start_pool!(name: :sigstop, pool_size: 1, heartbeat: heartbeat)
     {:ok, [worker]} = Snakepit.Pool.workers(pool)
-    task = Task.async(fn -> Snakepit.execute("sleep", %{ms: 20_000}, pool_name: pool, timeout: 30_000) end)
+
+    task =
+      Task.async(fn ->
+        Snakepit.execute("sleep", %{ms: 20_000}, pool_name: pool, timeout: 30_000)
+      end)
+
     assert eventually(fn -> Snakepit.get_stats(pool).busy == 1 end)
 
     stopped_at = System.monotonic_time(:millisecond)
@@ -62,7 +68,9 @@ defmodule Snakepit.LifecycleTest do
     results =
       1..500
       |> Enum.map(fn i ->
-        Task.async(fn -> Snakepit.execute("add", %{a: i, b: 1}, pool_name: pool, timeout: 120_000) end)
+        Task.async(fn ->
+          Snakepit.execute("add", %{a: i, b: 1}, pool_name: pool, timeout: 120_000)
+        end)
       end)
       |> Task.await_many(180_000)
 
@@ -91,7 +99,9 @@ defmodule Snakepit.LifecycleTest do
       |> List.flatten()
 
     assert length(results) > 20
-    assert Enum.all?(results, &match?({:ok, _}, &1)), inspect(Enum.reject(results, &match?({:ok, _}, &1)))
+
+    assert Enum.all?(results, &match?({:ok, _}, &1)),
+           inspect(Enum.reject(results, &match?({:ok, _}, &1)))
 
     recycles = drain_events([:snakepit, :worker, :recycled])
     assert length(recycles) >= 4
@@ -149,7 +159,15 @@ defmodule Snakepit.LifecycleTest do
     port =
       Port.open({:spawn_executable, "/usr/bin/setsid"}, [
         :binary,
-        args: ["sh", "-c", "sleep 60 & wait", "--snakepit-run-id", marker, "--snakepit-owner-pid", "999999999"]
+        args: [
+          "sh",
+          "-c",
+          "sleep 60 & wait",
+          "--snakepit-run-id",
+          marker,
+          "--snakepit-owner-pid",
+          "999999999"
+        ]
       ])
 
     {:os_pid, _} = Port.info(port, :os_pid)
