@@ -48,7 +48,8 @@ defmodule Snakepit do
   @doc """
   Statistics of one pool, or summed over every pool: `requests`, `queued`,
   `errors`, `queue_timeouts`, `pool_saturated`, `workers`, `available`,
-  `busy` and more.
+  `busy`, `recycles`, `worker_restarts`, and `worker_loads` (per worker its
+  `id`, `inflight` requests and `capacity`).
   """
   @spec get_stats(atom() | nil) :: map()
   def get_stats(pool_name \\ nil)
@@ -59,6 +60,7 @@ defmodule Snakepit do
     |> Enum.reduce(%{}, fn stats, acc ->
       Map.merge(acc, stats, fn
         _key, a, b when is_integer(a) and is_integer(b) -> a + b
+        _key, a, b when is_list(a) and is_list(b) -> a ++ b
         _key, a, nil -> a
         _key, _a, b -> b
       end)
@@ -66,8 +68,10 @@ defmodule Snakepit do
   end
 
   def get_stats(pool_name) do
-    case Pool.stats(pool_name) do
-      {:ok, stats} -> stats
+    with {:ok, stats} <- Pool.stats(pool_name),
+         {:ok, workers} <- Pool.workers(pool_name) do
+      Map.put(stats, :worker_loads, Enum.map(workers, &Map.take(&1, [:id, :inflight, :capacity])))
+    else
       {:error, error} -> raise error
     end
   end

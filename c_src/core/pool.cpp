@@ -199,10 +199,12 @@ void Pool::spawn_worker(std::size_t slot) {
   lock.unlock();
 
   auto self = shared_from_this();
-  loop_.watch(pidfd, [self, key](std::uint32_t) { self->on_exit(key); });
+  // The pidfd last: a worker that already wrote its ready line (or error)
+  // and exited has both ready now, and epoll reports them in this order.
   loop_.watch(ready_fd, [self, key](std::uint32_t) { self->on_ready_pipe(key); });
   loop_.watch(out_fd, [self, key](std::uint32_t) { self->on_output(key, false); });
   loop_.watch(err_fd, [self, key](std::uint32_t) { self->on_output(key, true); });
+  loop_.watch(pidfd, [self, key](std::uint32_t) { self->on_exit(key); });
   const auto timer = loop_.add_timer(SteadyClock::now() + config_.startup_timeout,
                                      [self, key] { self->on_startup_timeout(key); });
   lock.lock();
@@ -264,6 +266,7 @@ void Pool::on_ready_pipe(WorkerKey key) {
   worker = find_worker(key);
   if (worker == nullptr) return;
   worker->ready_fd.reset();
+  if (worker->start_reported) return;  // already failed (startup timeout): being killed
 
   simdjson::dom::parser parser;
   simdjson::dom::element root;
@@ -296,6 +299,11 @@ void Pool::on_ready_pipe(WorkerKey key) {
     error.traceback = join_tail(worker->stderr_tail);
   }
   fail_start(*worker, std::move(error));
+  // It will never serve: if it does not exit by itself, end it so its slot respawns.
+  loop_.add_timer(SteadyClock::now() + config_.graceful_shutdown, [self = shared_from_this(), key] {
+    std::lock_guard lock(self->mutex_);
+    if (auto* w = self->find_worker(key)) signal_group(w->pid, SIGKILL);
+  });
 }
 
 void Pool::mark_ready(Worker& worker, std::vector<Dispatch>& dispatches) {
@@ -540,9 +548,10 @@ std::optional<Error> Pool::submit(RequestId id, CallRequest call, std::unique_pt
     return error;
   }
   requests_.emplace(id, request);
-  const bool first_in_queue = scheduler_.queue_length() == 1;
+  // Per-call timeouts make deadlines non-monotonic: re-arm if this one is due first.
+  const bool due_first = scheduler_.next_deadline() == request->submitted + wait;
   lock.unlock();
-  if (first_in_queue) loop_.post([self = shared_from_this()] { self->arm_queue_timer(); });
+  if (due_first) loop_.post([self = shared_from_this()] { self->arm_queue_timer(); });
   return std::nullopt;
 }
 
@@ -570,7 +579,10 @@ void Pool::cancel(RequestId id) {
 void Pool::start_call(const std::shared_ptr<Request>& request, const std::shared_ptr<WorkerConnection>& connection) {
   const auto deadline = request->submitted + request->call.timeout;
   std::weak_ptr<Pool> weak = weak_from_this();
-  auto handle = connection->execute(std::move(request->call), deadline,
+  CallRequest call = std::move(request->call);
+  request->call.tool = call.tool;  // still named in timeout messages
+  request->call.timeout = call.timeout;
+  auto handle = connection->execute(std::move(call), deadline,
                                     [weak, request](TransportResult&& result) {
                                       if (auto pool = weak.lock()) {
                                         pool->on_call_done(request, std::move(result));
@@ -718,6 +730,7 @@ void Pool::begin_shutdown() {
       scheduler_.set_routable(key, false);
       groups.push_back(worker->pid);
     }
+    if (workers_.empty()) all_exited_.notify_all();  // no exit will come to wake stop()
   }
   for (auto& request : queued)
     request->finish(error_outcome(ErrorCategory::pool, "pool_not_initialized",
@@ -785,6 +798,36 @@ std::vector<WorkerInfo> Pool::workers() const {
     infos.push_back(std::move(info));
   }
   return infos;
+}
+
+std::vector<WorkerReport> Pool::reports(Millis timeout) const {
+  struct Pending {
+    std::mutex mutex;
+    std::condition_variable done;
+    std::vector<WorkerReport> reports;
+    std::size_t answered = 0;
+  };
+  auto pending = std::make_shared<Pending>();
+  std::vector<std::shared_ptr<WorkerConnection>> connections;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& [key, worker] : workers_) {
+      if (!worker->connection) continue;
+      pending->reports.push_back(WorkerReport{worker->id, std::nullopt});
+      connections.push_back(worker->connection);
+    }
+  }
+  for (std::size_t i = 0; i < connections.size(); ++i) {
+    connections[i]->report(timeout, [pending, i](std::optional<std::vector<ToolConcurrency>> tools) {
+      std::lock_guard lock(pending->mutex);
+      pending->reports[i].tools = std::move(tools);
+      ++pending->answered;
+      pending->done.notify_all();
+    });
+  }
+  std::unique_lock lock(pending->mutex);
+  pending->done.wait_for(lock, timeout + Millis(500), [&] { return pending->answered == connections.size(); });
+  return pending->reports;
 }
 
 }  // namespace snakepit::core

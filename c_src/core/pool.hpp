@@ -111,6 +111,11 @@ struct WorkerInfo {
   std::uint64_t requests = 0;
 };
 
+struct WorkerReport {
+  std::string worker_id;
+  std::optional<std::vector<ToolConcurrency>> tools;  // nullopt: no answer
+};
+
 class Pool : public std::enable_shared_from_this<Pool> {
  public:
   Pool(PoolConfig config, std::shared_ptr<Transport> transport, std::shared_ptr<EventSink> sink);
@@ -127,6 +132,9 @@ class Pool : public std::enable_shared_from_this<Pool> {
   void cancel(RequestId id);
   PoolStats stats() const;
   std::vector<WorkerInfo> workers() const;
+  // Asks every ready worker for its per-tool concurrency record. Blocks up
+  // to `timeout`: never call on a BEAM scheduler.
+  std::vector<WorkerReport> reports(Millis timeout) const;
   // SIGTERM to every worker, SIGKILL after the grace period; every pending
   // request gets an error. Blocks until done: never call on a BEAM scheduler.
   void stop();

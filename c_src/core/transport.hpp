@@ -3,7 +3,10 @@
 #pragma once
 
 #include <functional>
+#include <cstdint>
 #include <memory>
+#include <optional>
+#include <vector>
 #include <string>
 
 #include "types.hpp"
@@ -16,6 +19,14 @@ class CallHandle {
   virtual void cancel() noexcept = 0;
 };
 
+// One tool's line in a worker's thread-safety record.
+struct ToolConcurrency {
+  std::string tool;
+  int max_concurrency = 0;
+  std::int64_t calls = 0;
+  bool thread_safe = false;
+};
+
 class WorkerConnection {
  public:
   using Done = std::function<void(TransportResult&&)>;
@@ -23,6 +34,8 @@ class WorkerConnection {
   // Starts the call; `done` runs exactly once, on some other thread or inline.
   virtual std::shared_ptr<CallHandle> execute(CallRequest&& request, TimePoint deadline, Done done) = 0;
   virtual void ping(Millis timeout, std::function<void(bool ok)> done) = 0;
+  // nullopt when the worker did not answer in time.
+  virtual void report(Millis timeout, std::function<void(std::optional<std::vector<ToolConcurrency>>)> done) = 0;
 };
 
 class Transport {

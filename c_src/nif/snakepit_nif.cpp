@@ -447,6 +447,37 @@ ERL_NIF_TERM workers(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   return list;
 }
 
+// Per worker: %{worker_id, tools: [%{tool, max_concurrency, calls, thread_safe}] | nil}.
+// Waits for the workers' answers: a dirty I/O NIF.
+ERL_NIF_TERM reports(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  auto* resource = get_pool(env, argv[0]);
+  ErlNifSInt64 timeout_ms;
+  if (resource == nullptr || !enif_get_int64(env, argv[1], &timeout_ms)) return enif_make_badarg(env);
+  const auto& a = state(env).atoms;
+  auto atom = [env](const char* name) { return enif_make_atom(env, name); };
+  ERL_NIF_TERM list = enif_make_list(env, 0);
+  for (const auto& report : resource->pool->reports(Millis(timeout_ms))) {
+    ERL_NIF_TERM tools = a.nil;
+    if (report.tools) {
+      tools = enif_make_list(env, 0);
+      for (const auto& tool : *report.tools) {
+        ERL_NIF_TERM keys[] = {atom("tool"), atom("max_concurrency"), atom("calls"), atom("thread_safe")};
+        ERL_NIF_TERM values[] = {make_binary(env, tool.tool), enif_make_int(env, tool.max_concurrency),
+                                 enif_make_int64(env, tool.calls), tool.thread_safe ? a.true_ : a.false_};
+        ERL_NIF_TERM map;
+        enif_make_map_from_arrays(env, keys, values, std::size(keys), &map);
+        tools = enif_make_list_cell(env, map, tools);
+      }
+    }
+    ERL_NIF_TERM keys[] = {a.worker_id, atom("tools")};
+    ERL_NIF_TERM values[] = {make_binary(env, report.worker_id), tools};
+    ERL_NIF_TERM map;
+    enif_make_map_from_arrays(env, keys, values, std::size(keys), &map);
+    list = enif_make_list_cell(env, map, list);
+  }
+  return list;
+}
+
 // Blocks for up to the grace period: registered as a dirty I/O NIF.
 ERL_NIF_TERM pool_stop(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   auto* resource = get_pool(env, argv[0]);
@@ -508,6 +539,7 @@ ErlNifFunc nif_functions[] = {
     {"stats", 1, stats, 0},
     {"workers", 1, workers, 0},
     {"pool_stop", 1, pool_stop, ERL_NIF_DIRTY_JOB_IO_BOUND},
+    {"reports", 2, reports, ERL_NIF_DIRTY_JOB_IO_BOUND},
 };
 
 }  // namespace

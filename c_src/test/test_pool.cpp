@@ -74,6 +74,7 @@ class FakeConnection : public WorkerConnection {
       : socket_path_(std::move(socket_path)), transport_(transport) {}
   std::shared_ptr<CallHandle> execute(CallRequest&& request, TimePoint deadline, Done done) override;
   void ping(Millis, std::function<void(bool ok)> done) override { done(true); }
+  void report(Millis, std::function<void(std::optional<std::vector<ToolConcurrency>>)> done) override;
 
  private:
   std::string socket_path_;
@@ -94,6 +95,9 @@ class FakeTransport : public Transport {
     connected_.push_back(socket_path);
     return std::make_shared<FakeConnection>(socket_path, this);
   }
+
+  void set_answers_reports(bool answers) { answers_reports_ = answers; }
+  bool answers_reports() const { return answers_reports_; }
 
   void set_mode(Mode mode) {
     std::lock_guard lock(mutex_);
@@ -202,6 +206,7 @@ class FakeTransport : public Transport {
   std::mutex mutex_;
   std::condition_variable cv_;
   Mode mode_ = Mode::hold;
+  std::atomic<bool> answers_reports_{true};
   std::vector<std::shared_ptr<FakeCall>> calls_;
   std::vector<std::string> connected_;
 
@@ -214,6 +219,13 @@ class FakeTransport : public Transport {
 
 void FakeHandle::cancel() noexcept {
   if (auto call = call_.lock()) transport_->on_cancel(call);
+}
+
+void FakeConnection::report(Millis, std::function<void(std::optional<std::vector<ToolConcurrency>>)> done) {
+  if (!transport_->answers_reports()) return;  // a worker that never answers
+  std::vector<ToolConcurrency> tools;
+  tools.push_back(ToolConcurrency{"tool_for:" + socket_path_, 1, 7, false});
+  transport_->post([done = std::move(done), tools = std::move(tools)]() mutable { done(std::move(tools)); });
 }
 
 std::shared_ptr<CallHandle> FakeConnection::execute(CallRequest&& request, TimePoint deadline, Done done) {
@@ -960,12 +972,17 @@ TEST_CASE("pool: a worker that never reports ready hits the startup timeout") {
   CHECK(failed.error.reason == "startup_timeout");
   CHECK(failed.error.category == ErrorCategory::worker);
   REQUIRE(f.sink->wait_count(PoolEvent::Type::worker_exited, 1));
-  const pid_t pid = f.sink->of(PoolEvent::Type::worker_spawned)[0].os_pid;
-  CHECK(pid > 0);
-  CHECK(wait_until([&] { return pid_gone(pid); }));
-  // Exactly one start failure for it, not a second one from the exit.
-  std::this_thread::sleep_for(50ms);
-  CHECK(f.sink->count(PoolEvent::Type::worker_start_failed) == 1);
+  const auto first = f.sink->of(PoolEvent::Type::worker_spawned)[0];
+  CHECK(first.worker_id == failed.worker_id);
+  CHECK(first.os_pid > 0);
+  CHECK(wait_until([&] { return pid_gone(first.os_pid); }));
+  // Exactly one start failure for it, not a second one from its exit.
+  std::size_t for_first = 0;
+  for (const auto& e : f.sink->of(PoolEvent::Type::worker_start_failed)) for_first += e.worker_id == first.worker_id;
+  CHECK(for_first == 1);
+  // Its slot is started again.
+  CHECK(f.sink->wait_count(PoolEvent::Type::worker_spawned, 2));
+  f.remember_pids();
 }
 
 TEST_CASE("pool: an executable that cannot be spawned") {
@@ -1078,4 +1095,32 @@ TEST_CASE("pool: workers get the pool's arguments and environment") {
   CHECK(args == "args:--socket " + f.runtime_dir + "/" + id + ".sock --worker-id " + id +
                     " --snakepit-run-id test --ready-fd 3 --lifeline-fd -1");
   CHECK(var == "var:hello");
+}
+
+TEST_CASE("pool: reports asks every ready worker") {
+  PoolFixture f;
+  f.config.pool_size = 2;
+  f.start();
+  REQUIRE(f.wait_ready(2));
+  const auto workers = f.pool->workers();
+
+  auto reports = f.pool->reports(500ms);
+  REQUIRE(reports.size() == 2);
+  for (const auto& r : reports) {
+    CAPTURE(r.worker_id);
+    REQUIRE(r.tools.has_value());
+    REQUIRE(r.tools->size() == 1);
+    // Each answer landed in the report of the worker it came from.
+    CHECK(r.tools->at(0).tool == "tool_for:" + f.runtime_dir + "/" + r.worker_id + ".sock");
+    CHECK(r.tools->at(0).calls == 7);
+  }
+  CHECK(reports[0].worker_id != reports[1].worker_id);
+
+  f.transport->set_answers_reports(false);
+  const auto before = SteadyClock::now();
+  reports = f.pool->reports(100ms);
+  CHECK(SteadyClock::now() - before < 2s);
+  REQUIRE(reports.size() == 2);
+  CHECK_FALSE(reports[0].tools.has_value());
+  CHECK_FALSE(reports[1].tools.has_value());
 }

@@ -99,6 +99,26 @@ class GrpcConnection final : public core::WorkerConnection {
                          [state, done = std::move(done)](grpc::Status status) { done(status.ok()); });
   }
 
+  void report(core::Millis timeout,
+              std::function<void(std::optional<std::vector<core::ToolConcurrency>>)> done) override {
+    struct ReportCall {
+      grpc::ClientContext context;
+      pb::WorkerReportRequest request;
+      pb::WorkerReportResponse response;
+    };
+    auto state = std::make_shared<ReportCall>();
+    state->context.set_deadline(std::chrono::system_clock::now() + timeout);
+    stub_->async()->GetWorkerReport(&state->context, &state->request, &state->response,
+                                    [state, done = std::move(done)](grpc::Status status) {
+                                      if (!status.ok()) return done(std::nullopt);
+                                      std::vector<core::ToolConcurrency> tools;
+                                      for (const auto& tool : state->response.tools())
+                                        tools.push_back({tool.tool_name(), tool.max_concurrency(), tool.calls(),
+                                                         tool.thread_safe()});
+                                      done(std::move(tools));
+                                    });
+  }
+
  private:
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<pb::BridgeService::Stub> stub_;

@@ -20,4 +20,5 @@ defmodule Snakepit.Native do
   def stats(_pool), do: :erlang.nif_error(:nif_not_loaded)
   def workers(_pool), do: :erlang.nif_error(:nif_not_loaded)
   def pool_stop(_pool), do: :erlang.nif_error(:nif_not_loaded)
+  def reports(_pool, _timeout_ms), do: :erlang.nif_error(:nif_not_loaded)
 end

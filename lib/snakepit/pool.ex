@@ -92,6 +92,17 @@ defmodule Snakepit.Pool do
     with {:ok, handle} <- lookup(pool), do: {:ok, Native.workers(handle)}
   end
 
+  @doc """
+  The thread-safety record of every worker (kept when the pool has
+  `thread_safety_checks: true`): per tool the highest number of threads seen
+  running it at once, its call count and whether it is marked
+  `@thread_safe_method`. `tools` is `nil` for a worker that did not answer.
+  """
+  @spec thread_safety_report(atom(), timeout()) :: {:ok, [map()]} | {:error, Error.t()}
+  def thread_safety_report(pool, timeout \\ 5_000) do
+    with {:ok, handle} <- lookup(pool), do: {:ok, Native.reports(handle, timeout)}
+  end
+
   defp process_name(pool), do: :"Elixir.Snakepit.Pool.#{pool}"
 
   # ---------------------------------------------------------------- server

@@ -8,7 +8,7 @@ defmodule Snakepit.PoolCase do
     end
   end
 
-  @doc "Starts a supervised pool from `opts` (pool config keys) and waits until it serves."
+  @doc "Starts a supervised pool from `opts` (pool config keys) and waits until every worker is ready."
   @spec start_pool!(map() | keyword()) :: atom()
   def start_pool!(opts) do
     config =
@@ -19,6 +19,7 @@ defmodule Snakepit.PoolCase do
 
     ExUnit.Callbacks.start_supervised!({Snakepit.Pool, config})
     :ok = Snakepit.Pool.await_ready(config.name, 30_000)
+    true = eventually(fn -> Snakepit.get_stats(config.name).ready == config.pool_size end, 30_000)
     config.name
   end
 
