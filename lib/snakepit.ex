@@ -17,39 +17,62 @@ defmodule Snakepit do
   @default_timeout 30_000
   # The native side answers by the deadline; this only guards against a lost reply.
   @reply_margin_ms 2_000
+  # Stream chunks are granted back to the native reader in batches of this
+  # size; the native window is twice that, which bounds the caller's mailbox.
+  @stream_grant 16
 
   @type result :: {:ok, term()} | {:error, Error.t()}
+  @type stream_callback :: (map() -> :halt | term())
 
   @doc """
   Runs the tool `command` with `args` (a map) in a worker of the pool.
 
   Options: `:pool_name` (or `:pool`, a pool name; default the first pool),
   `:timeout` in ms (default 30 s, covering queueing and the call itself),
-  `:session_id`.
+  `:session_id`, `:affinity` (`:hint | :strict_queue | :strict_fail_fast`,
+  default the pool's).
   """
   @spec execute(String.t() | atom(), map(), keyword()) :: result()
   def execute(command, args, opts \\ []) do
-    pool_name = pool_name(opts)
-    command = to_string(command)
-    session_id = opts |> Keyword.get(:session_id, "") |> to_string()
-    timeout = Keyword.get(opts, :timeout, @default_timeout)
-
-    with {:ok, handle} <- Pool.lookup(pool_name) do
-      call(handle, pool_name, command, args, session_id, timeout)
+    with {:ok, call} <- submit(command, args, opts, false) do
+      call |> await_reply() |> finish(call)
     end
   end
 
-  @doc "Like `execute/3`, with `session_id` set for the call."
+  @doc "Like `execute/3`, in session `session_id` (see the `:affinity` option)."
   @spec execute_in_session(String.t(), String.t() | atom(), map(), keyword()) :: result()
   def execute_in_session(session_id, command, args, opts \\ []) do
     execute(command, args, Keyword.put(opts, :session_id, session_id))
   end
 
   @doc """
+  Runs a streaming tool (one that yields) and calls `callback` in the
+  caller's process with each chunk: the chunk's JSON object as a map (a
+  value that is not an object comes as `%{"data" => value}`) plus
+  `"is_final"`. Returning `:halt` from the callback stops the stream and
+  closes the Python generator. Returns `:ok` at the end, or the error that
+  ended the stream (chunks before it were delivered). Options as `execute/3`.
+  """
+  @spec execute_stream(String.t() | atom(), map(), stream_callback(), keyword()) ::
+          :ok | {:error, Error.t()}
+  def execute_stream(command, args, callback, opts \\ []) when is_function(callback, 1) do
+    with {:ok, call} <- submit(command, args, opts, true) do
+      call |> stream_loop(callback, 0) |> finish(call) |> stream_result()
+    end
+  end
+
+  @doc "Like `execute_stream/4`, in session `session_id`."
+  @spec execute_in_session_stream(String.t(), String.t() | atom(), map(), stream_callback(), keyword()) ::
+          :ok | {:error, Error.t()}
+  def execute_in_session_stream(session_id, command, args, callback, opts \\ []) do
+    execute_stream(command, args, callback, Keyword.put(opts, :session_id, session_id))
+  end
+
+  @doc """
   Statistics of one pool, or summed over every pool: `requests`, `queued`,
   `errors`, `queue_timeouts`, `pool_saturated`, `workers`, `available`,
-  `busy`, `recycles`, `worker_restarts`, and `worker_loads` (per worker its
-  `id`, `inflight` requests and `capacity`).
+  `busy`, `recycles`, `worker_restarts`, `sessions`, and `worker_loads` (per
+  worker its `id`, `inflight` requests and `capacity`).
   """
   @spec get_stats(atom() | nil) :: map()
   def get_stats(pool_name \\ nil)
@@ -88,66 +111,120 @@ defmodule Snakepit do
     end
   end
 
-  defp pool_name(opts) do
-    Keyword.get(opts, :pool_name) || Keyword.get(opts, :pool) || List.first(Pool.names()) ||
-      :default
+  # ------------------------------------------------------------ internals
+
+  defp submit(command, args, opts, stream?) do
+    pool_name =
+      Keyword.get(opts, :pool_name) || Keyword.get(opts, :pool) || List.first(Pool.names()) ||
+        :default
+
+    call = %{
+      pool_name: pool_name,
+      command: to_string(command),
+      timeout: Keyword.get(opts, :timeout, @default_timeout),
+      started: System.monotonic_time()
+    }
+
+    with {:ok, handle, default_affinity} <- Pool.route(pool_name) do
+      native_opts =
+        {call.timeout, opts |> Keyword.get(:session_id, "") |> to_string(),
+         Keyword.get(opts, :affinity, default_affinity), stream?}
+
+      submit_native(Map.put(call, :handle, handle), args, native_opts)
+    end
   end
 
-  defp call(_handle, pool_name, command, args, _session_id, _timeout) when not is_map(args) do
-    {:error,
-     Error.new(:validation, :invalid_args, "args must be a map, got: #{inspect(args, limit: 5)}",
-       command: command,
-       pool_name: pool_name
-     )}
+  defp submit_native(call, args, _native_opts) when not is_map(args) do
+    {:error, validation_error(call, "args must be a map, got: #{inspect(args, limit: 5)}")}
   end
 
-  defp call(handle, pool_name, command, args, session_id, timeout) do
+  defp submit_native(call, args, native_opts) do
     ref = make_ref()
-    started = System.monotonic_time()
 
-    case Native.submit(handle, command, args, timeout, session_id, ref) do
+    case Native.submit(call.handle, call.command, args, native_opts, ref) do
       {:ok, request_id} ->
-        await_reply(handle, request_id, ref, timeout)
-        |> finish(pool_name, command, started)
+        {:ok, Map.merge(call, %{request_id: request_id, ref: ref})}
 
       {:error, native_error} ->
-        {:error, Error.from_native(native_error, command: command, pool_name: pool_name)}
+        {:error, Error.from_native(native_error, command: call.command, pool_name: call.pool_name)}
 
       :needs_preprocess ->
         case Args.prepare(args) do
-          {:ok, prepared} ->
-            call(handle, pool_name, command, prepared, session_id, timeout)
-
-          {:error, message} ->
-            {:error,
-             Error.new(:validation, :invalid_args, message, command: command, pool_name: pool_name)}
+          {:ok, prepared} -> submit_native(call, prepared, native_opts)
+          {:error, message} -> {:error, validation_error(call, message)}
         end
     end
   end
 
-  defp await_reply(handle, request_id, ref, timeout) do
+  defp validation_error(call, message) do
+    Error.new(:validation, :invalid_args, message, command: call.command, pool_name: call.pool_name)
+  end
+
+  defp await_reply(%{ref: ref} = call) do
     receive do
       {^ref, result, worker_id} -> {result, worker_id}
     after
-      timeout + @reply_margin_ms ->
-        Native.cancel(handle, request_id)
-
-        receive do
-          {^ref, result, worker_id} -> {result, worker_id}
-        after
-          0 -> {{:error, {:timeout, :worker_timeout, "no reply within #{timeout} ms", %{}}}, ""}
-        end
+      call.timeout + @reply_margin_ms -> give_up(call)
     end
   end
 
-  defp finish({result, worker_id}, pool_name, command, started) do
+  defp stream_loop(%{ref: ref} = call, callback, consumed) do
+    receive do
+      {^ref, :chunk, chunk} ->
+        case callback.(chunk) do
+          :halt ->
+            Native.cancel(call.handle, call.request_id)
+            drain_stream(ref)
+            {{:ok, nil}, ""}
+
+          _ when consumed + 1 == @stream_grant ->
+            Native.grant(call.handle, call.request_id, @stream_grant)
+            stream_loop(call, callback, 0)
+
+          _ ->
+            stream_loop(call, callback, consumed + 1)
+        end
+
+      {^ref, result, worker_id} ->
+        {result, worker_id}
+    after
+      remaining(call) -> give_up(call)
+    end
+  end
+
+  defp remaining(call) do
+    elapsed = System.convert_time_unit(System.monotonic_time() - call.started, :native, :millisecond)
+    max(call.timeout + @reply_margin_ms - elapsed, 0)
+  end
+
+  # After :halt, the chunks already sent and the cancelled reply are dropped.
+  defp drain_stream(ref) do
+    receive do
+      {^ref, :chunk, _} -> drain_stream(ref)
+      {^ref, _result, _worker_id} -> :ok
+    after
+      5_000 -> :ok
+    end
+  end
+
+  defp give_up(%{ref: ref} = call) do
+    Native.cancel(call.handle, call.request_id)
+
+    receive do
+      {^ref, result, worker_id} -> {result, worker_id}
+    after
+      0 -> {{:error, {:timeout, :worker_timeout, "no reply within #{call.timeout} ms", %{}}}, ""}
+    end
+  end
+
+  defp finish({result, worker_id}, call) do
     duration_us =
-      System.convert_time_unit(System.monotonic_time() - started, :native, :microsecond)
+      System.convert_time_unit(System.monotonic_time() - call.started, :native, :microsecond)
 
     Telemetry.execute([:snakepit, :request, :executed], %{duration_us: duration_us}, %{
-      pool: pool_name,
+      pool: call.pool_name,
       worker_id: worker_id,
-      command: command,
+      command: call.command,
       success: match?({:ok, _}, result)
     })
 
@@ -156,7 +233,10 @@ defmodule Snakepit do
         ok
 
       {:error, native_error} ->
-        {:error, Error.from_native(native_error, command: command, pool_name: pool_name)}
+        {:error, Error.from_native(native_error, command: call.command, pool_name: call.pool_name)}
     end
   end
+
+  defp stream_result({:ok, _}), do: :ok
+  defp stream_result(error), do: error
 end

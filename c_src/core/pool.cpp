@@ -116,7 +116,10 @@ void Pool::start() {
     started_ = true;
   }
   loop_.start();
-  loop_.post([self = shared_from_this()] { self->spawn_batch(0); });
+  loop_.post([self = shared_from_this()] {
+    self->spawn_batch(0);
+    self->sweep_sessions();
+  });
 }
 
 void Pool::emit(PoolEvent&& event) noexcept {
@@ -174,10 +177,10 @@ void Pool::spawn_worker(std::size_t slot) {
     error.reason = "spawn_failed";
     error.message = "could not start " + config_.executable + ": " + e.what();
     error.worker_id = worker->id;
-    emit(PoolEvent{PoolEvent::Type::worker_start_failed, worker->id, 0, {}, error.message, error});
     lock.lock();
-    counters_.last_start_error = error;
+    counters_.last_start_error = error;  // before the event, as in fail_start
     lock.unlock();
+    emit(PoolEvent{PoolEvent::Type::worker_start_failed, worker->id, 0, {}, error.message, error});
     schedule_respawn(slot);
     return;
   }
@@ -262,6 +265,7 @@ void Pool::on_ready_pipe(WorkerKey key) {
   worker->ready_buffer.clear();
   lock.unlock();
   loop_.unwatch(fd);
+  if (newline == std::string::npos) on_output(key, true);  // no line: its stderr says why
   lock.lock();
   worker = find_worker(key);
   if (worker == nullptr) return;
@@ -489,11 +493,22 @@ void Pool::on_exit(WorkerKey key) {
   auto inflight = std::move(owned->inflight);
   for (auto& [id, request] : inflight) requests_.erase(id);
   counters_.errors += inflight.size();
+  std::vector<std::shared_ptr<Request>> stranded;  // waited for this worker only
+  for (auto id : scheduler_.remove_required(key)) {
+    stranded.push_back(requests_.at(id));
+    requests_.erase(id);
+  }
+  counters_.errors += stranded.size();
   const bool stopping = stopping_;
   if (workers_.empty()) all_exited_.notify_all();
   lock.unlock();
 
   ::unlink(owned->socket_path.c_str());
+  for (auto& request : stranded) {
+    auto outcome = error_outcome(ErrorCategory::pool, "session_worker_unavailable",
+                                 "the worker of session " + request->call.session_id + ", " + owned->id + ", " + how);
+    request->finish(std::move(outcome));
+  }
   for (auto& [id, request] : inflight) {
     request->finish(error_outcome(ErrorCategory::worker, "worker_exited",
                                   "worker " + owned->id + " " + how + " while running the request"));
@@ -504,28 +519,63 @@ void Pool::on_exit(WorkerKey key) {
 
 // ----------------------------------------------------------------- requests
 
+namespace {
+Error pool_error(std::string reason, std::string message) {
+  Error error;
+  error.category = ErrorCategory::pool;
+  error.reason = std::move(reason);
+  error.message = std::move(message);
+  return error;
+}
+}  // namespace
+
 std::optional<Error> Pool::submit(RequestId id, CallRequest call, std::unique_ptr<Responder> responder) {
   auto request = std::make_shared<Request>();
   request->call = std::move(call);
   request->responder = std::move(responder);
   request->submitted = SteadyClock::now();
+  request->id = id;
+  const auto& session_id = request->call.session_id;
+  const auto affinity = request->call.affinity;
 
   std::unique_lock lock(mutex_);
-  if (stopping_) {
-    Error error;
-    error.category = ErrorCategory::pool;
-    error.reason = "pool_not_initialized";
-    error.message = "pool " + config_.name + " is shutting down";
-    return error;
-  }
-  request->id = id;
+  if (stopping_) return pool_error("pool_not_initialized", "pool " + config_.name + " is shutting down");
   ++counters_.requests;
 
-  if (auto key = scheduler_.acquire()) {
+  // Session affinity: the worker this session ran on before, if any.
+  WorkerKey bound = 0;
+  if (!session_id.empty()) {
+    auto it = sessions_.find(session_id);
+    if (it != sessions_.end()) {
+      it->second.last_used = request->submitted;
+      const auto* worker = find_worker(it->second.worker);
+      if (worker != nullptr && worker->state != Worker::State::draining) {
+        bound = it->second.worker;
+      } else if (affinity != Affinity::hint) {
+        ++counters_.errors;
+        const std::string lost = it->second.worker_id;
+        sessions_.erase(it);  // the next call starts the session afresh
+        return pool_error("session_worker_unavailable",
+                          "session " + session_id + " was bound to worker " + lost + ", which is gone");
+      } else {
+        sessions_.erase(it);
+      }
+    }
+  }
+
+  std::optional<WorkerKey> key;
+  if (bound != 0 && scheduler_.acquire_on(bound)) {
+    key = bound;
+  } else if (bound != 0 && affinity == Affinity::strict_fail_fast) {
+    ++counters_.errors;
+    return pool_error("worker_busy", "the worker of session " + session_id + " is busy");
+  } else if (bound == 0 || affinity == Affinity::hint) {
+    key = scheduler_.acquire();
+  }
+
+  if (key) {
     auto* worker = find_worker(*key);
-    request->worker = *key;
-    request->worker_id = worker->id;
-    worker->inflight.emplace(id, request);
+    assign(request, *worker);
     requests_.emplace(id, request);
     auto connection = worker->connection;
     const bool filled = config_.capacity_per_worker > 1 &&
@@ -538,14 +588,12 @@ std::optional<Error> Pool::submit(RequestId id, CallRequest call, std::unique_pt
   }
 
   const auto wait = std::min(config_.queue_timeout, request->call.timeout);
-  if (scheduler_.enqueue(id, request->submitted + wait) == Scheduler::EnqueueResult::full) {
+  const WorkerKey required = affinity == Affinity::strict_queue ? bound : 0;
+  if (scheduler_.enqueue(id, request->submitted + wait, required) == Scheduler::EnqueueResult::full) {
     ++counters_.saturated;
     ++counters_.errors;
-    Error error;
-    error.category = ErrorCategory::pool;
-    error.reason = "pool_saturated";
-    error.message = "pool " + config_.name + " queue is full (" + std::to_string(config_.max_queue) + " waiting)";
-    return error;
+    return pool_error("pool_saturated",
+                      "pool " + config_.name + " queue is full (" + std::to_string(config_.max_queue) + " waiting)");
   }
   requests_.emplace(id, request);
   // Per-call timeouts make deadlines non-monotonic: re-arm if this one is due first.
@@ -553,6 +601,43 @@ std::optional<Error> Pool::submit(RequestId id, CallRequest call, std::unique_pt
   lock.unlock();
   if (due_first) loop_.post([self = shared_from_this()] { self->arm_queue_timer(); });
   return std::nullopt;
+}
+
+void Pool::assign(const std::shared_ptr<Request>& request, Worker& worker) {
+  request->worker = worker.key;
+  request->worker_id = worker.id;
+  worker.inflight.emplace(request->id, request);
+  // A session's first call binds it to the worker that runs it.
+  const auto& session_id = request->call.session_id;
+  if (!session_id.empty() && sessions_.find(session_id) == sessions_.end())
+    sessions_.emplace(session_id, Session{worker.key, worker.id, request->submitted});
+}
+
+void Pool::grant(RequestId id, int credits) {
+  std::shared_ptr<Request> request;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = requests_.find(id);
+    if (it == requests_.end()) return;
+    request = it->second;
+  }
+  std::shared_ptr<CallHandle> handle;
+  {
+    std::lock_guard lock(request->handle_mutex);
+    handle = request->handle;
+  }
+  if (handle) handle->grant(credits);
+}
+
+void Pool::sweep_sessions() {
+  {
+    std::lock_guard lock(mutex_);
+    const auto oldest = SteadyClock::now() - config_.session_ttl;
+    for (auto it = sessions_.begin(); it != sessions_.end();)
+      it = it->second.last_used < oldest ? sessions_.erase(it) : std::next(it);
+  }
+  const auto period = std::clamp<Millis>(config_.session_ttl / 4, Millis(1000), Millis(60000));
+  loop_.add_timer(SteadyClock::now() + period, [self = shared_from_this()] { self->sweep_sessions(); });
 }
 
 void Pool::cancel(RequestId id) {
@@ -579,18 +664,26 @@ void Pool::cancel(RequestId id) {
 void Pool::start_call(const std::shared_ptr<Request>& request, const std::shared_ptr<WorkerConnection>& connection) {
   const auto deadline = request->submitted + request->call.timeout;
   std::weak_ptr<Pool> weak = weak_from_this();
+  auto done = [weak, request](TransportResult&& result) {
+    if (auto pool = weak.lock()) {
+      pool->on_call_done(request, std::move(result));
+    } else {
+      request->finish(error_outcome(ErrorCategory::pool, "pool_not_initialized", "pool stopped"));
+    }
+  };
   CallRequest call = std::move(request->call);
   request->call.tool = call.tool;  // still named in timeout messages
   request->call.timeout = call.timeout;
-  auto handle = connection->execute(std::move(call), deadline,
-                                    [weak, request](TransportResult&& result) {
-                                      if (auto pool = weak.lock()) {
-                                        pool->on_call_done(request, std::move(result));
-                                      } else {
-                                        request->finish(error_outcome(ErrorCategory::pool, "pool_not_initialized",
-                                                                      "pool stopped"));
-                                      }
-                                    });
+  std::shared_ptr<CallHandle> handle;
+  if (call.stream) {
+    auto on_chunk = [request](std::string&& data, bool binary, bool is_final) {
+      if (!request->finished.load()) request->responder->chunk(std::move(data), binary, is_final);
+    };
+    handle = connection->execute_stream(std::move(call), deadline, config_.stream_window, std::move(on_chunk),
+                                        std::move(done));
+  } else {
+    handle = connection->execute(std::move(call), deadline, std::move(done));
+  }
   std::lock_guard lock(request->handle_mutex);
   request->handle = handle;
   if (request->cancel_requested && handle) handle->cancel();
@@ -615,6 +708,14 @@ Outcome Pool::outcome_from(const Request& request, TransportResult&& result) con
       return outcome;
     }
     case Status::other: {
+      // A stream whose tool raised: the worker aborts with the error as JSON.
+      if (result.grpc_code == 2 && !result.grpc_message.empty() && result.grpc_message.front() == '{') {
+        Outcome outcome;
+        outcome.error.category = ErrorCategory::python_error;
+        outcome.error.reason = "python_error";
+        parse_python_error(result.grpc_message, outcome.error);
+        return outcome;
+      }
       auto outcome = error_outcome(ErrorCategory::grpc_error, "grpc_error", result.grpc_message);
       outcome.error.grpc_status = result.grpc_code;
       return outcome;
@@ -670,9 +771,7 @@ std::vector<Pool::Dispatch> Pool::take_queued_dispatches() {
   for (auto [id, key] : scheduler_.dispatch_queued()) {
     auto request = requests_.at(id);
     auto* worker = find_worker(key);
-    request->worker = key;
-    request->worker_id = worker->id;
-    worker->inflight.emplace(id, request);
+    assign(request, *worker);
     dispatches.emplace_back(std::move(request), worker->connection);
   }
   return dispatches;
@@ -772,6 +871,7 @@ PoolStats Pool::stats() const {
   std::lock_guard lock(mutex_);
   PoolStats stats = counters_;
   stats.queued = scheduler_.queue_length();
+  stats.sessions = sessions_.size();
   stats.workers = workers_.size();
   for (const auto& load : scheduler_.loads()) {
     if (!load.routable) continue;

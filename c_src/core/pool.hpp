@@ -59,6 +59,9 @@ struct PoolConfig {
   Millis worker_ttl{0};
   double ttl_jitter = 0.1;  // up to this fraction of the TTL is added at random
   std::uint64_t max_requests = 0;
+
+  Millis session_ttl{3600000};  // idle sessions are forgotten after this
+  int stream_window = 32;       // stream chunks read ahead of the consumer
 };
 
 struct PoolEvent {
@@ -95,6 +98,7 @@ struct PoolStats {
   std::uint64_t recycles = 0;
   std::uint64_t heartbeat_failures = 0;
   std::size_t queued = 0;
+  std::size_t sessions = 0;
   std::size_t workers = 0;    // processes alive, ready or not
   std::size_t ready = 0;
   std::size_t available = 0;  // ready with a free slot
@@ -130,6 +134,8 @@ class Pool : public std::enable_shared_from_this<Pool> {
   std::optional<Error> submit(RequestId id, CallRequest call, std::unique_ptr<Responder> responder);
   // The caller gave up or died. Queued: dropped; running: the call is cancelled.
   void cancel(RequestId id);
+  // A stream's consumer took `credits` more chunks.
+  void grant(RequestId id, int credits);
   PoolStats stats() const;
   std::vector<WorkerInfo> workers() const;
   // Asks every ready worker for its per-tool concurrency record. Blocks up
@@ -146,6 +152,11 @@ class Pool : public std::enable_shared_from_this<Pool> {
   struct Slot {
     WorkerKey current = 0;
     int failures = 0;
+  };
+  struct Session {
+    WorkerKey worker;
+    std::string worker_id;
+    TimePoint last_used;
   };
   using Dispatch = std::pair<std::shared_ptr<Request>, std::shared_ptr<WorkerConnection>>;
 
@@ -170,6 +181,8 @@ class Pool : public std::enable_shared_from_this<Pool> {
 
   // Any thread.
   void start_call(const std::shared_ptr<Request>& request, const std::shared_ptr<WorkerConnection>& connection);
+  void assign(const std::shared_ptr<Request>& request, Worker& worker);  // pool lock held
+  void sweep_sessions();
   void on_call_done(const std::shared_ptr<Request>& request, TransportResult&& result);
   std::vector<Dispatch> take_queued_dispatches();  // pool lock held
   Outcome outcome_from(const Request& request, TransportResult&& result) const;
@@ -188,6 +201,7 @@ class Pool : public std::enable_shared_from_this<Pool> {
   std::map<WorkerKey, std::unique_ptr<Worker>> workers_;
   std::unordered_map<RequestId, std::shared_ptr<Request>> requests_;
   std::vector<Slot> slots_;
+  std::unordered_map<std::string, Session> sessions_;
   std::atomic<RequestId> next_request_{1};
   WorkerKey next_worker_ = 1;
   bool stopping_ = false;

@@ -47,9 +47,9 @@ bool Scheduler::release(WorkerKey key) {
   return true;
 }
 
-Scheduler::EnqueueResult Scheduler::enqueue(RequestId id, TimePoint deadline) {
+Scheduler::EnqueueResult Scheduler::enqueue(RequestId id, TimePoint deadline, WorkerKey required) {
   if (queue_.size() >= max_queue_) return EnqueueResult::full;
-  queue_.push_back(Queued{id, deadline});
+  queue_.push_back(Queued{id, deadline, required});
   return EnqueueResult::queued;
 }
 
@@ -62,13 +62,35 @@ bool Scheduler::remove_queued(RequestId id) {
 
 std::vector<std::pair<RequestId, WorkerKey>> Scheduler::dispatch_queued() {
   std::vector<std::pair<RequestId, WorkerKey>> assigned;
-  while (!queue_.empty()) {
+  for (auto it = queue_.begin(); it != queue_.end();) {
+    if (it->required != 0) {
+      if (acquire_on(it->required)) {
+        assigned.emplace_back(it->id, it->required);
+        it = queue_.erase(it);
+      } else {
+        ++it;
+      }
+      continue;
+    }
     auto worker = acquire();
-    if (!worker) break;
-    assigned.emplace_back(queue_.front().id, *worker);
-    queue_.pop_front();
+    if (!worker) break;  // no free slot anywhere: nothing behind can run either
+    assigned.emplace_back(it->id, *worker);
+    it = queue_.erase(it);
   }
   return assigned;
+}
+
+std::vector<RequestId> Scheduler::remove_required(WorkerKey worker) {
+  std::vector<RequestId> removed;
+  for (auto it = queue_.begin(); it != queue_.end();) {
+    if (it->required == worker) {
+      removed.push_back(it->id);
+      it = queue_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return removed;
 }
 
 std::vector<RequestId> Scheduler::expire(TimePoint now) {

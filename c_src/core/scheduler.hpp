@@ -42,10 +42,14 @@ class Scheduler {
   bool release(WorkerKey key);
 
   enum class EnqueueResult { queued, full };
-  EnqueueResult enqueue(RequestId id, TimePoint deadline);
+  // `required`: only that worker may serve it (strict session affinity).
+  EnqueueResult enqueue(RequestId id, TimePoint deadline, WorkerKey required = 0);
   bool remove_queued(RequestId id);
-  // Pairs queued requests (FIFO) with free slots, taking the slots.
+  // Pairs queued requests (FIFO) with free slots, taking the slots. A
+  // request waiting for a busy worker does not hold up the ones behind it.
   std::vector<std::pair<RequestId, WorkerKey>> dispatch_queued();
+  // Queued requests that only `worker` could serve, removed (it is gone).
+  std::vector<RequestId> remove_required(WorkerKey worker);
   // Queued requests whose deadline has passed, removed from the queue.
   std::vector<RequestId> expire(TimePoint now);
   std::optional<TimePoint> next_deadline() const;
@@ -62,6 +66,7 @@ class Scheduler {
   struct Queued {
     RequestId id;
     TimePoint deadline;
+    WorkerKey required;
   };
   WorkerLoad* find(WorkerKey key);
   const WorkerLoad* find(WorkerKey key) const;

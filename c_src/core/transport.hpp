@@ -17,6 +17,8 @@ class CallHandle {
  public:
   virtual ~CallHandle() = default;
   virtual void cancel() noexcept = 0;
+  // Streams: the consumer took `credits` more chunks; reading resumes.
+  virtual void grant(int /*credits*/) noexcept {}
 };
 
 // One tool's line in a worker's thread-safety record.
@@ -33,6 +35,10 @@ class WorkerConnection {
   virtual ~WorkerConnection() = default;
   // Starts the call; `done` runs exactly once, on some other thread or inline.
   virtual std::shared_ptr<CallHandle> execute(CallRequest&& request, TimePoint deadline, Done done) = 0;
+  // Reads at most `window` chunks ahead of the consumer's grants.
+  using Chunk = std::function<void(std::string&& data, bool binary, bool is_final)>;
+  virtual std::shared_ptr<CallHandle> execute_stream(CallRequest&& request, TimePoint deadline, int window,
+                                                     Chunk on_chunk, Done done) = 0;
   virtual void ping(Millis timeout, std::function<void(bool ok)> done) = 0;
   // nullopt when the worker did not answer in time.
   virtual void report(Millis timeout, std::function<void(std::optional<std::vector<ToolConcurrency>>)> done) = 0;

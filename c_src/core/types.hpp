@@ -37,11 +37,20 @@ struct Param {
   bool binary = false;
 };
 
+// How strongly a session sticks to its worker.
+enum class Affinity {
+  hint,              // prefer the session's worker, else any
+  strict_queue,      // wait for the session's worker
+  strict_fail_fast,  // the session's worker or a worker_busy error
+};
+
 struct CallRequest {
   std::string tool;
   std::string session_id;
   std::vector<Param> params;
   Millis timeout{30000};
+  Affinity affinity = Affinity::hint;
+  bool stream = false;
 };
 
 // What the worker said, before it is interpreted as an outcome.
@@ -65,11 +74,13 @@ struct Outcome {
   std::string worker_id;
 };
 
-// Delivers the one outcome of a request to whoever waits for it.
+// Delivers the one outcome of a request to whoever waits for it; for a
+// stream, each chunk before that.
 class Responder {
  public:
   virtual ~Responder() = default;
   virtual void deliver(Outcome&& outcome) noexcept = 0;
+  virtual void chunk(std::string&& /*data*/, bool /*binary*/, bool /*is_final*/) noexcept {}
 };
 
 }  // namespace snakepit::core

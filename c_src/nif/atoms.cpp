@@ -5,6 +5,10 @@ namespace snakepit::nif {
 void Atoms::init(ErlNifEnv* env) {
   auto atom = [env](const char* name) { return enif_make_atom(env, name); };
   ok = atom("ok");
+  chunk = atom("chunk");
+  strict_queue = atom("strict_queue");
+  strict_fail_fast = atom("strict_fail_fast");
+  sessions = atom("sessions");
   error = atom("error");
   true_ = atom("true");
   false_ = atom("false");

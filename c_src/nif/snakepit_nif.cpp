@@ -93,8 +93,37 @@ class ProcessResponder final : public core::Responder {
   ProcessResponder(const ProcessResponder&) = delete;
   ProcessResponder& operator=(const ProcessResponder&) = delete;
 
+  // {ref, :chunk, map}: the chunk's JSON object (or %{"data" => value}) plus "is_final".
+  void chunk(std::string&& data, bool binary, bool is_final) noexcept override {
+    // Chunks and the outcome can race (a worker exit ends a stream): the
+    // lock keeps ref_ alive and the order chunk-then-outcome.
+    std::lock_guard lock(mutex_);
+    if (env_ == nullptr) return;
+    ErlNifEnv* env = enif_alloc_env();
+    const Atoms& a = nif_.atoms;
+    TermBuilder builder(env, a);
+    ERL_NIF_TERM map = enif_make_new_map(env);
+    ERL_NIF_TERM data_key = builder.string("data");
+    try {
+      if (binary) {
+        enif_make_map_put(env, map, data_key, builder.binary(data), &map);
+      } else if (!data.empty()) {
+        ERL_NIF_TERM value = codec::decode(data, builder);
+        if (enif_is_map(env, value)) map = value;
+        else enif_make_map_put(env, map, data_key, value, &map);
+      }
+    } catch (const codec::DecodeError& e) {
+      enif_make_map_put(env, map, data_key, builder.string(data), &map);
+    }
+    enif_make_map_put(env, map, builder.string("is_final"), is_final ? a.true_ : a.false_, &map);
+    ERL_NIF_TERM ref = enif_make_copy(env, ref_);
+    enif_send(nullptr, &pid_, env, enif_make_tuple3(env, ref, a.chunk, map));
+    enif_free_env(env);
+  }
+
   void deliver(core::Outcome&& outcome) noexcept override {
     forget_monitor();
+    std::lock_guard lock(mutex_);
     ERL_NIF_TERM result;
     try {
       result = enif_make_tuple2(env_, nif_.atoms.ok, decode_payload(outcome));
@@ -141,6 +170,7 @@ class ProcessResponder final : public core::Responder {
   ERL_NIF_TERM ref_;
   ErlNifMonitor monitor_{};
   bool monitored_ = false;
+  std::mutex mutex_;
 };
 
 // Pool events go to the pool's owner process (Snakepit.Pool).
@@ -327,6 +357,7 @@ ERL_NIF_TERM pool_start(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   reader.millis("worker_ttl_ms", config.worker_ttl);
   int max_requests = 0;
   reader.integer("max_requests", max_requests);
+  reader.millis("session_ttl_ms", config.session_ttl);
   config.max_requests = static_cast<std::uint64_t>(std::max(max_requests, 0));
   if (!reader.bad_key().empty()) return error_with(env, "native pool config: missing or invalid " + reader.bad_key());
   config.max_queue = static_cast<std::size_t>(std::max(max_queue, 0));
@@ -353,7 +384,7 @@ ERL_NIF_TERM submit_impl(ErlNifEnv* env, const ERL_NIF_TERM argv[], std::size_t 
 
 ERL_NIF_TERM submit_dirty(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) { return submit_impl(env, argv, 0); }
 
-// submit(pool, tool, args, timeout_ms, session_id, ref)
+// submit(pool, tool, args, {timeout_ms, session_id, affinity, stream?}, ref)
 ERL_NIF_TERM submit(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   return submit_impl(env, argv, kSchedulerEncodeBudget);
 }
@@ -363,17 +394,24 @@ ERL_NIF_TERM submit_impl(ErlNifEnv* env, const ERL_NIF_TERM argv[], std::size_t 
   auto* resource = get_pool(env, argv[0]);
   ErlNifSInt64 timeout_ms = 0;
   core::CallRequest call;
-  if (resource == nullptr || !get_string(env, argv[1], call.tool) || !enif_get_int64(env, argv[3], &timeout_ms) ||
-      !get_string(env, argv[4], call.session_id) || !enif_is_ref(env, argv[5]))
+  const ERL_NIF_TERM* opts = nullptr;
+  int arity = 0;
+  if (resource == nullptr || !get_string(env, argv[1], call.tool) || !enif_get_tuple(env, argv[3], &arity, &opts) ||
+      arity != 4 || !enif_get_int64(env, opts[0], &timeout_ms) || !get_string(env, opts[1], call.session_id) ||
+      !enif_is_ref(env, argv[4]))
     return enif_make_badarg(env);
   call.timeout = Millis(timeout_ms);
+  const auto& a = nif.atoms;
+  if (enif_is_identical(opts[2], a.strict_queue)) call.affinity = core::Affinity::strict_queue;
+  else if (enif_is_identical(opts[2], a.strict_fail_fast)) call.affinity = core::Affinity::strict_fail_fast;
+  call.stream = enif_is_identical(opts[3], a.true_);
 
   TermEncoder encoder(env, nif.atoms, budget);
   switch (encoder.encode_args(argv[2], call.params)) {
     case TermEncoder::Status::ok:
       break;
     case TermEncoder::Status::over_budget:
-      return enif_schedule_nif(env, "submit_dirty", ERL_NIF_DIRTY_JOB_CPU_BOUND, submit_dirty, 6, argv);
+      return enif_schedule_nif(env, "submit_dirty", ERL_NIF_DIRTY_JOB_CPU_BOUND, submit_dirty, 5, argv);
     case TermEncoder::Status::needs_preprocess:
       return nif.atoms.needs_preprocess;
     case TermEncoder::Status::invalid: {
@@ -395,7 +433,7 @@ ERL_NIF_TERM submit_impl(ErlNifEnv* env, const ERL_NIF_TERM argv[], std::size_t 
   ErlNifPid caller;
   enif_self(env, &caller);
   const core::RequestId id = resource->pool->new_request_id();
-  auto responder = std::make_unique<ProcessResponder>(nif, resource, caller, argv[5], env, id);
+  auto responder = std::make_unique<ProcessResponder>(nif, resource, caller, argv[4], env, id);
   if (auto error = resource->pool->submit(id, std::move(call), std::move(responder)))
     return enif_make_tuple2(env, nif.atoms.error, make_error_tuple(env, nif.atoms, *error));
   return enif_make_tuple2(env, nif.atoms.ok, enif_make_uint64(env, id));
@@ -409,18 +447,29 @@ ERL_NIF_TERM cancel(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   return state(env).atoms.ok;
 }
 
+ERL_NIF_TERM grant(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  auto* resource = get_pool(env, argv[0]);
+  ErlNifUInt64 id;
+  int credits;
+  if (resource == nullptr || !enif_get_uint64(env, argv[1], &id) || !enif_get_int(env, argv[2], &credits))
+    return enif_make_badarg(env);
+  resource->pool->grant(id, credits);
+  return state(env).atoms.ok;
+}
+
 ERL_NIF_TERM stats(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   auto* resource = get_pool(env, argv[0]);
   if (resource == nullptr) return enif_make_badarg(env);
   const auto& a = state(env).atoms;
   const auto s = resource->pool->stats();
   ERL_NIF_TERM keys[] = {a.requests, a.errors, a.queue_timeouts, a.pool_saturated, a.worker_restarts, a.recycles,
-                         a.heartbeat_failures, a.queued, a.workers, a.ready, a.available, a.busy,
+                         a.heartbeat_failures, a.sessions, a.queued, a.workers, a.ready, a.available, a.busy,
                          a.last_start_error};
   ERL_NIF_TERM values[] = {enif_make_uint64(env, s.requests), enif_make_uint64(env, s.errors),
                            enif_make_uint64(env, s.queue_timeouts), enif_make_uint64(env, s.saturated),
                            enif_make_uint64(env, s.worker_restarts), enif_make_uint64(env, s.recycles),
-                           enif_make_uint64(env, s.heartbeat_failures), enif_make_uint64(env, s.queued),
+                           enif_make_uint64(env, s.heartbeat_failures), enif_make_uint64(env, s.sessions),
+                           enif_make_uint64(env, s.queued),
                            enif_make_uint64(env, s.workers), enif_make_uint64(env, s.ready),
                            enif_make_uint64(env, s.available), enif_make_uint64(env, s.busy),
                            s.last_start_error ? make_error_tuple(env, a, *s.last_start_error) : a.nil};
@@ -534,7 +583,8 @@ int load(ErlNifEnv* env, void** priv_data, ERL_NIF_TERM) {
 ErlNifFunc nif_functions[] = {
     {"runtime_info", 0, runtime_info, 0},
     {"pool_start", 2, pool_start, 0},
-    {"submit", 6, submit, 0},
+    {"submit", 5, submit, 0},
+    {"grant", 3, grant, 0},
     {"cancel", 2, cancel, 0},
     {"stats", 1, stats, 0},
     {"workers", 1, workers, 0},

@@ -52,6 +52,9 @@ struct FakeCall {
   TimePoint deadline;
   WorkerConnection::Done done;
   std::string socket_path;
+  WorkerConnection::Chunk on_chunk;  // streams only
+  int window = 0;
+  std::atomic<int> granted{0};
   std::atomic<bool> cancelled{false};
   std::atomic<bool> completed{false};
 };
@@ -62,6 +65,9 @@ class FakeHandle : public CallHandle {
  public:
   FakeHandle(std::weak_ptr<FakeCall> call, FakeTransport* transport) : call_(std::move(call)), transport_(transport) {}
   void cancel() noexcept override;
+  void grant(int credits) noexcept override {
+    if (auto call = call_.lock()) call->granted += credits;
+  }
 
  private:
   std::weak_ptr<FakeCall> call_;
@@ -73,6 +79,8 @@ class FakeConnection : public WorkerConnection {
   FakeConnection(std::string socket_path, FakeTransport* transport)
       : socket_path_(std::move(socket_path)), transport_(transport) {}
   std::shared_ptr<CallHandle> execute(CallRequest&& request, TimePoint deadline, Done done) override;
+  std::shared_ptr<CallHandle> execute_stream(CallRequest&& request, TimePoint deadline, int window, Chunk on_chunk,
+                                             Done done) override;
   void ping(Millis, std::function<void(bool ok)> done) override { done(true); }
   void report(Millis, std::function<void(std::optional<std::vector<ToolConcurrency>>)> done) override;
 
@@ -226,6 +234,18 @@ void FakeConnection::report(Millis, std::function<void(std::optional<std::vector
   std::vector<ToolConcurrency> tools;
   tools.push_back(ToolConcurrency{"tool_for:" + socket_path_, 1, 7, false});
   transport_->post([done = std::move(done), tools = std::move(tools)]() mutable { done(std::move(tools)); });
+}
+
+std::shared_ptr<CallHandle> FakeConnection::execute_stream(CallRequest&& request, TimePoint deadline, int window,
+                                                           Chunk on_chunk, Done done) {
+  auto call = std::make_shared<FakeCall>();
+  call->request = std::move(request);
+  call->deadline = deadline;
+  call->done = std::move(done);
+  call->socket_path = socket_path_;
+  call->on_chunk = std::move(on_chunk);
+  call->window = window;
+  return transport_->started(std::move(call));
 }
 
 std::shared_ptr<CallHandle> FakeConnection::execute(CallRequest&& request, TimePoint deadline, Done done) {

@@ -322,3 +322,39 @@ TEST_CASE("loads() reflects every worker") {
   CHECK(loads[1].capacity == 3);
   CHECK_FALSE(loads[1].routable);
 }
+
+TEST_CASE("a request for one worker waits for it without holding up the rest") {
+  auto s = with_workers(10, {{1, 1}, {2, 1}});
+  REQUIRE(s.acquire_on(2));  // worker 2 busy
+  REQUIRE(s.enqueue(10, at(1000), 2) == Scheduler::EnqueueResult::queued);
+  REQUIRE(s.enqueue(11, at(1000)) == Scheduler::EnqueueResult::queued);
+  REQUIRE(s.enqueue(12, at(1000), 2) == Scheduler::EnqueueResult::queued);
+
+  auto first = s.dispatch_queued();
+  REQUIRE(first.size() == 1);
+  CHECK(first[0] == std::pair<RequestId, WorkerKey>{11, 1});
+  CHECK(s.queue_length() == 2);
+
+  REQUIRE(s.release(1));
+  CHECK(s.dispatch_queued().empty());  // a free worker 1 does not serve requests for 2
+  REQUIRE(s.release(2));
+  auto second = s.dispatch_queued();
+  REQUIRE(second.size() == 1);
+  CHECK(second[0] == std::pair<RequestId, WorkerKey>{10, 2});  // oldest first
+  REQUIRE(s.release(2));
+  auto third = s.dispatch_queued();
+  REQUIRE(third.size() == 1);
+  CHECK(third[0] == std::pair<RequestId, WorkerKey>{12, 2});
+  CHECK(s.queue_length() == 0);
+}
+
+TEST_CASE("remove_required drops what only a gone worker could serve") {
+  Scheduler s(10);
+  REQUIRE(s.enqueue(1, at(100), 7) == Scheduler::EnqueueResult::queued);
+  REQUIRE(s.enqueue(2, at(100)) == Scheduler::EnqueueResult::queued);
+  REQUIRE(s.enqueue(3, at(100), 8) == Scheduler::EnqueueResult::queued);
+  REQUIRE(s.enqueue(4, at(100), 7) == Scheduler::EnqueueResult::queued);
+  CHECK(s.remove_required(7) == std::vector<RequestId>{1, 4});
+  CHECK(s.remove_required(7).empty());
+  CHECK(s.drain_queue() == std::vector<RequestId>{2, 3});
+}

@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
+#include <mutex>
 
 #include "snakepit_bridge.grpc.pb.h"
 
@@ -30,11 +31,101 @@ TransportResult::Status classify(grpc::StatusCode code) {
   }
 }
 
+void fill_request(pb::ExecuteToolRequest& request, core::CallRequest&& call) {
+  request.set_tool_name(std::move(call.tool));
+  request.set_session_id(std::move(call.session_id));
+  request.set_stream(call.stream);
+  auto& parameters = *request.mutable_parameters();
+  auto& binaries = *request.mutable_binary_parameters();
+  for (auto& param : call.params) {
+    if (param.binary) {
+      binaries[param.name] = std::move(param.data);
+    } else {
+      auto& any = parameters[param.name];
+      any.set_type_url(kJsonType);
+      any.set_value(std::move(param.data));
+    }
+  }
+}
+
+TransportResult status_result(const grpc::Status& status) {
+  TransportResult result;
+  result.status = classify(status.error_code());
+  result.grpc_code = static_cast<int>(status.error_code());
+  result.grpc_message = status.error_message();
+  return result;
+}
+
 struct UnaryCall final : core::CallHandle {
   grpc::ClientContext context;
   pb::ExecuteToolRequest request;
   pb::ExecuteToolResponse response;
   void cancel() noexcept override { context.TryCancel(); }
+};
+
+// A server stream read under a credit window: at most `window` chunks are
+// read ahead of what the consumer granted, so a fast tool cannot flood a
+// slow caller; HTTP/2 flow control pushes back to the worker.
+class StreamCall final : public core::CallHandle, public grpc::ClientReadReactor<pb::ToolChunk> {
+ public:
+  StreamCall(int window, core::WorkerConnection::Chunk on_chunk, core::WorkerConnection::Done done)
+      : credits_(window), on_chunk_(std::move(on_chunk)), done_(std::move(done)) {}
+
+  void start(pb::BridgeService::Stub& stub, std::shared_ptr<StreamCall> self) {
+    self_ = std::move(self);
+    stub.async()->ExecuteStreamingTool(&context, &request, this);
+    StartRead(&chunk_);
+    StartCall();
+  }
+
+  void cancel() noexcept override { context.TryCancel(); }
+
+  void grant(int credits) noexcept override {
+    std::lock_guard lock(mutex_);
+    credits_ += credits;
+    if (paused_ && credits_ > 0 && !finished_) {
+      paused_ = false;
+      StartRead(&chunk_);
+    }
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return;  // OnDone follows
+    const auto& metadata = chunk_.metadata();
+    auto type = metadata.find("type_url");
+    const bool binary = type != metadata.end() && type->second == kBinaryType;
+    on_chunk_(std::move(*chunk_.mutable_data()), binary, chunk_.is_final());
+    std::lock_guard lock(mutex_);
+    if (--credits_ > 0) {
+      StartRead(&chunk_);
+    } else {
+      paused_ = true;
+    }
+  }
+
+  void OnDone(const grpc::Status& status) override {
+    {
+      std::lock_guard lock(mutex_);
+      finished_ = true;
+    }
+    auto result = status_result(status);
+    result.success = status.ok();
+    done_(std::move(result));
+    self_.reset();  // the last reference may be this one
+  }
+
+  grpc::ClientContext context;
+  pb::ExecuteToolRequest request;
+
+ private:
+  std::mutex mutex_;
+  int credits_;
+  bool paused_ = false;
+  bool finished_ = false;
+  pb::ToolChunk chunk_;
+  core::WorkerConnection::Chunk on_chunk_;
+  core::WorkerConnection::Done done_;
+  std::shared_ptr<StreamCall> self_;
 };
 
 class GrpcConnection final : public core::WorkerConnection {
@@ -53,25 +144,10 @@ class GrpcConnection final : public core::WorkerConnection {
   std::shared_ptr<core::CallHandle> execute(core::CallRequest&& call, core::TimePoint deadline, Done done) override {
     auto state = std::make_shared<UnaryCall>();
     state->context.set_deadline(to_system(deadline));
-    state->request.set_tool_name(std::move(call.tool));
-    state->request.set_session_id(std::move(call.session_id));
-    auto& parameters = *state->request.mutable_parameters();
-    auto& binaries = *state->request.mutable_binary_parameters();
-    for (auto& param : call.params) {
-      if (param.binary) {
-        binaries[param.name] = std::move(param.data);
-      } else {
-        auto& any = parameters[param.name];
-        any.set_type_url(kJsonType);
-        any.set_value(std::move(param.data));
-      }
-    }
+    fill_request(state->request, std::move(call));
     stub_->async()->ExecuteTool(&state->context, &state->request, &state->response,
                                 [state, done = std::move(done)](grpc::Status status) {
-                                  TransportResult result;
-                                  result.status = classify(status.error_code());
-                                  result.grpc_code = static_cast<int>(status.error_code());
-                                  result.grpc_message = status.error_message();
+                                  TransportResult result = status_result(status);
                                   if (status.ok()) {
                                     auto& response = state->response;
                                     result.success = response.success();
@@ -84,6 +160,15 @@ class GrpcConnection final : public core::WorkerConnection {
                                   }
                                   done(std::move(result));
                                 });
+    return state;
+  }
+
+  std::shared_ptr<core::CallHandle> execute_stream(core::CallRequest&& call, core::TimePoint deadline, int window,
+                                                   Chunk on_chunk, Done done) override {
+    auto state = std::make_shared<StreamCall>(window, std::move(on_chunk), std::move(done));
+    state->context.set_deadline(to_system(deadline));
+    fill_request(state->request, std::move(call));
+    state->start(*stub_, state);
     return state;
   }
 

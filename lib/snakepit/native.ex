@@ -12,13 +12,11 @@ defmodule Snakepit.Native do
 
   def runtime_info, do: :erlang.nif_error(:nif_not_loaded)
   def pool_start(_config, _owner), do: :erlang.nif_error(:nif_not_loaded)
-
-  def submit(_pool, _tool, _args, _timeout_ms, _session_id, _ref),
-    do: :erlang.nif_error(:nif_not_loaded)
-
+  def submit(_pool, _tool, _args, _opts, _ref), do: :erlang.nif_error(:nif_not_loaded)
+  def grant(_pool, _request_id, _credits), do: :erlang.nif_error(:nif_not_loaded)
   def cancel(_pool, _request_id), do: :erlang.nif_error(:nif_not_loaded)
   def stats(_pool), do: :erlang.nif_error(:nif_not_loaded)
   def workers(_pool), do: :erlang.nif_error(:nif_not_loaded)
-  def pool_stop(_pool), do: :erlang.nif_error(:nif_not_loaded)
   def reports(_pool, _timeout_ms), do: :erlang.nif_error(:nif_not_loaded)
+  def pool_stop(_pool), do: :erlang.nif_error(:nif_not_loaded)
 end

@@ -33,6 +33,12 @@ defmodule Snakepit.Pool do
   @doc "The native handle of a running pool, for the hot path."
   @spec lookup(atom()) :: {:ok, reference()} | {:error, Error.t()}
   def lookup(pool_name) do
+    with {:ok, handle, _affinity} <- route(pool_name), do: {:ok, handle}
+  end
+
+  @doc "The native handle of a running pool and its default session affinity."
+  @spec route(atom()) :: {:ok, reference(), atom()} | {:error, Error.t()}
+  def route(pool_name) do
     case :persistent_term.get({__MODULE__, pool_name}, nil) do
       nil ->
         {:error,
@@ -40,8 +46,8 @@ defmodule Snakepit.Pool do
            pool_name: pool_name
          )}
 
-      handle ->
-        {:ok, handle}
+      {handle, affinity} ->
+        {:ok, handle, affinity}
     end
   end
 
@@ -112,7 +118,7 @@ defmodule Snakepit.Pool do
     Process.flag(:trap_exit, true)
     python = Python.executable!(config.python_executable)
     {:ok, handle} = config |> native_config(python) |> Native.pool_start(self())
-    :persistent_term.put({__MODULE__, config.name}, handle)
+    :persistent_term.put({__MODULE__, config.name}, {handle, config.affinity})
     :persistent_term.put({__MODULE__, :names}, Enum.uniq(names() ++ [config.name]))
 
     {:ok,
@@ -309,6 +315,7 @@ defmodule Snakepit.Pool do
       max_missed_heartbeats: config.heartbeat.max_missed_heartbeats,
       heartbeat_dependent: config.heartbeat.dependent,
       worker_ttl_ms: config.worker_ttl_ms || 0,
+      session_ttl_ms: config.session_ttl_ms,
       max_requests: max_requests(config.worker_max_requests)
     }
   end
