@@ -62,7 +62,13 @@ defmodule Snakepit do
   end
 
   @doc "Like `execute_stream/4`, in session `session_id`."
-  @spec execute_in_session_stream(String.t(), String.t() | atom(), map(), stream_callback(), keyword()) ::
+  @spec execute_in_session_stream(
+          String.t(),
+          String.t() | atom(),
+          map(),
+          stream_callback(),
+          keyword()
+        ) ::
           :ok | {:error, Error.t()}
   def execute_in_session_stream(session_id, command, args, callback, opts \\ []) do
     execute_stream(command, args, callback, Keyword.put(opts, :session_id, session_id))
@@ -146,7 +152,8 @@ defmodule Snakepit do
         {:ok, Map.merge(call, %{request_id: request_id, ref: ref})}
 
       {:error, native_error} ->
-        {:error, Error.from_native(native_error, command: call.command, pool_name: call.pool_name)}
+        {:error,
+         Error.from_native(native_error, command: call.command, pool_name: call.pool_name)}
 
       :needs_preprocess ->
         case Args.prepare(args) do
@@ -157,7 +164,10 @@ defmodule Snakepit do
   end
 
   defp validation_error(call, message) do
-    Error.new(:validation, :invalid_args, message, command: call.command, pool_name: call.pool_name)
+    Error.new(:validation, :invalid_args, message,
+      command: call.command,
+      pool_name: call.pool_name
+    )
   end
 
   defp await_reply(%{ref: ref} = call) do
@@ -193,7 +203,9 @@ defmodule Snakepit do
   end
 
   defp remaining(call) do
-    elapsed = System.convert_time_unit(System.monotonic_time() - call.started, :native, :millisecond)
+    elapsed =
+      System.convert_time_unit(System.monotonic_time() - call.started, :native, :millisecond)
+
     max(call.timeout + @reply_margin_ms - elapsed, 0)
   end
 
@@ -233,7 +245,8 @@ defmodule Snakepit do
         ok
 
       {:error, native_error} ->
-        {:error, Error.from_native(native_error, command: call.command, pool_name: call.pool_name)}
+        {:error,
+         Error.from_native(native_error, command: call.command, pool_name: call.pool_name)}
     end
   end
 
