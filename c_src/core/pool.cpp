@@ -207,7 +207,11 @@ void Pool::spawn_worker(std::size_t slot) {
   loop_.watch(ready_fd, [self, key](std::uint32_t) { self->on_ready_pipe(key); });
   loop_.watch(out_fd, [self, key](std::uint32_t) { self->on_output(key, false); });
   loop_.watch(err_fd, [self, key](std::uint32_t) { self->on_output(key, true); });
-  loop_.watch(pidfd, [self, key](std::uint32_t) { self->on_exit(key); });
+  if (pidfd >= 0) {
+    loop_.watch(pidfd, [self, key](std::uint32_t) { self->on_exit(key); });
+  } else {
+    loop_.post([self, key] { self->on_exit(key); });  // exited before we could watch it
+  }
   const auto timer = loop_.add_timer(SteadyClock::now() + config_.startup_timeout,
                                      [self, key] { self->on_startup_timeout(key); });
   lock.lock();
@@ -463,7 +467,7 @@ void Pool::on_exit(WorkerKey key) {
   std::unique_lock lock(mutex_);
   auto* worker = find_worker(key);
   if (worker == nullptr) return;
-  const auto status = try_reap(worker->pidfd.get());
+  const auto status = worker->pidfd.valid() ? try_reap(worker->pidfd.get()) : std::optional<int>(kStatusUnknown);
   if (!status) return;
   lock.unlock();
   // Whatever the worker printed last is often why it died.

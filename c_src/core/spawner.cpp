@@ -125,7 +125,9 @@ SpawnedProcess spawn_process(const SpawnSpec& spec) {
   SpawnedProcess process;
   process.pid = pid;
   process.pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
-  if (!process.pidfd.valid()) {
+  // ESRCH: the child already exited and, SIGCHLD being ignored, was reaped;
+  // the caller sees an invalid pidfd and treats the process as gone.
+  if (!process.pidfd.valid() && errno != ESRCH) {
     const int saved = errno;
     ::kill(pid, SIGKILL);
     fail(saved, "pidfd_open");

@@ -30,7 +30,8 @@ struct SpawnedProcess {
   UniqueFd err;     // read end
 };
 
-// Throws std::system_error.
+// Throws std::system_error. `pidfd` is invalid when the child was gone (and
+// reaped by the kernel) before it could be opened.
 SpawnedProcess spawn_process(const SpawnSpec& spec);
 
 inline constexpr int kStatusUnknown = -1;

@@ -68,7 +68,11 @@ defmodule Snakepit.SessionAffinityTest do
     {:ok, %{"pid" => home}} = whoami(pool, "d")
     {:ok, %{"pid" => _}} = whoami(pool, "d2")
     System.cmd("kill", ["-KILL", Integer.to_string(home)])
-    assert eventually(fn -> Snakepit.get_stats(pool).workers == 2 and not os_alive?(home) end)
+
+    assert eventually(fn ->
+             {:ok, workers} = Snakepit.Pool.workers(pool)
+             length(workers) == 2 and not Enum.any?(workers, &(&1.os_pid == home))
+           end)
 
     assert {:error,
             %Snakepit.Error{category: :pool, details: %{reason: :session_worker_unavailable}}} =
