@@ -15,6 +15,7 @@
 
 #include "../codec/json.hpp"
 #include "../core/pool.hpp"
+#include "../transport/elixir_tool_server.hpp"
 #include "../transport/grpc_transport.hpp"
 #include "atoms.hpp"
 #include "term_builder.hpp"
@@ -49,6 +50,11 @@ struct NifState {
   // Workers hold the read end; when this process dies they see EOF.
   core::UniqueFd lifeline_read;
   core::UniqueFd lifeline_write;
+
+  // Python -> Elixir tool calls: started by the tool registry, never stopped.
+  std::mutex elixir_tools_mutex;
+  std::unique_ptr<transport::ElixirToolServer> elixir_tools;
+  std::optional<ErlNifPid> elixir_tools_handler;
 };
 
 NifState& state(ErlNifEnv* env) { return *static_cast<NifState*>(enif_priv_data(env)); }
@@ -527,6 +533,105 @@ ERL_NIF_TERM reports(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   return list;
 }
 
+// Hands a Python -> Elixir call to the registry process as
+// {:snakepit_elixir_call, id, :execute | :list, session_id, tool, params}.
+bool dispatch_elixir_call(NifState& nif, transport::ElixirToolCall&& call) {
+  std::optional<ErlNifPid> handler;
+  {
+    std::lock_guard lock(nif.elixir_tools_mutex);
+    handler = nif.elixir_tools_handler;
+  }
+  if (!handler) return false;
+  ErlNifEnv* env = enif_alloc_env();
+  TermBuilder builder(env, nif.atoms);
+  ERL_NIF_TERM params = enif_make_new_map(env);
+  for (auto& [name, json] : call.params_json) {
+    ERL_NIF_TERM value;
+    try {
+      value = json.empty() ? nif.atoms.nil : codec::decode(json, builder);
+    } catch (const codec::DecodeError&) {
+      value = builder.string(json);
+    }
+    enif_make_map_put(env, params, builder.string(name), value, &params);
+  }
+  const bool execute = call.kind == transport::ElixirToolCall::Kind::execute;
+  ERL_NIF_TERM message = enif_make_tuple6(
+      env, enif_make_atom(env, "snakepit_elixir_call"), enif_make_uint64(env, call.id),
+      enif_make_atom(env, execute ? "execute" : "list"), make_binary(env, call.session_id),
+      make_binary(env, call.tool), params);
+  const bool sent = enif_send(nullptr, &*handler, env, message);
+  enif_free_env(env);
+  return sent;
+}
+
+// Once created the server lives as long as the library: the pointer stays valid.
+transport::ElixirToolServer* elixir_tool_server(NifState& nif) {
+  std::lock_guard lock(nif.elixir_tools_mutex);
+  return nif.elixir_tools.get();
+}
+
+// elixir_tools_start(handler_pid) -> {:ok, socket_path}
+ERL_NIF_TERM elixir_tools_start(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  auto& nif = state(env);
+  ErlNifPid handler;
+  if (!enif_get_local_pid(env, argv[0], &handler)) return enif_make_badarg(env);
+  const std::string socket = nif.runtime_dir + "/elixir_tools.sock";
+  std::lock_guard lock(nif.elixir_tools_mutex);
+  nif.elixir_tools_handler = handler;
+  if (!nif.elixir_tools) {
+    try {
+      nif.elixir_tools = std::make_unique<transport::ElixirToolServer>(
+          socket, [&nif](transport::ElixirToolCall&& call) { return dispatch_elixir_call(nif, std::move(call)); });
+    } catch (const std::exception& e) {
+      return error_with(env, e.what());
+    }
+  }
+  return enif_make_tuple2(env, nif.atoms.ok, make_binary(env, socket));
+}
+
+// elixir_tool_reply(id, {:ok, value} | {:error, message}) for an :execute call.
+ERL_NIF_TERM elixir_tool_reply(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  auto& nif = state(env);
+  ErlNifUInt64 id;
+  int arity;
+  const ERL_NIF_TERM* reply;
+  if (!enif_get_uint64(env, argv[0], &id) || !enif_get_tuple(env, argv[1], &arity, &reply) || arity != 2)
+    return enif_make_badarg(env);
+  bool ok = enif_is_identical(reply[0], nif.atoms.ok);
+  std::string payload;
+  if (ok) {
+    TermEncoder encoder(env, nif.atoms, 0);
+    if (encoder.encode_value(reply[1], payload) != TermEncoder::Status::ok) {
+      ok = false;
+      payload = encoder.error_message();
+    }
+  } else if (!get_string(env, reply[1], payload)) {
+    return enif_make_badarg(env);
+  }
+  if (auto* server = elixir_tool_server(nif)) server->reply_execute(id, ok, std::move(payload));
+  return nif.atoms.ok;
+}
+
+// elixir_tools_list_reply(id, [{name, description}]) for a :list call.
+ERL_NIF_TERM elixir_tools_list_reply(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  auto& nif = state(env);
+  ErlNifUInt64 id;
+  if (!enif_get_uint64(env, argv[0], &id)) return enif_make_badarg(env);
+  std::vector<transport::ElixirToolSpec> tools;
+  ERL_NIF_TERM list = argv[1], head;
+  while (enif_get_list_cell(env, list, &head, &list)) {
+    int arity;
+    const ERL_NIF_TERM* pair;
+    transport::ElixirToolSpec spec;
+    if (!enif_get_tuple(env, head, &arity, &pair) || arity != 2 || !get_string(env, pair[0], spec.name) ||
+        !get_string(env, pair[1], spec.description))
+      return enif_make_badarg(env);
+    tools.push_back(std::move(spec));
+  }
+  if (auto* server = elixir_tool_server(nif)) server->reply_list(id, std::move(tools));
+  return nif.atoms.ok;
+}
+
 // Blocks for up to the grace period: registered as a dirty I/O NIF.
 ERL_NIF_TERM pool_stop(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   auto* resource = get_pool(env, argv[0]);
@@ -590,6 +695,9 @@ ErlNifFunc nif_functions[] = {
     {"workers", 1, workers, 0},
     {"pool_stop", 1, pool_stop, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"reports", 2, reports, ERL_NIF_DIRTY_JOB_IO_BOUND},
+    {"elixir_tools_start", 1, elixir_tools_start, ERL_NIF_DIRTY_JOB_IO_BOUND},
+    {"elixir_tool_reply", 2, elixir_tool_reply, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"elixir_tools_list_reply", 2, elixir_tools_list_reply, 0},
 };
 
 }  // namespace

@@ -19,7 +19,7 @@ const char* describe_type(ErlNifTermType type) {
 }  // namespace
 
 std::string TermEncoder::path() const {
-  std::string text = "args";
+  std::string text = root_;
   for (const auto& segment : path_) text += segment;
   return text;
 }
@@ -120,6 +120,12 @@ TermEncoder::Status TermEncoder::encode_args(ERL_NIF_TERM args, std::vector<core
     enif_map_iterator_next(env_, &it);
   }
   enif_map_iterator_destroy(env_, &it);
+  return status_;
+}
+
+TermEncoder::Status TermEncoder::encode_value(ERL_NIF_TERM value, std::string& out) {
+  root_ = "result";
+  encode(value, out, 0);
   return status_;
 }
 

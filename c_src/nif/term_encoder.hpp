@@ -23,6 +23,8 @@ class TermEncoder {
 
   // Encodes a map of arguments into one Param per key.
   Status encode_args(ERL_NIF_TERM args, std::vector<core::Param>& params);
+  // Encodes any one value (a reply to Python); the path reads "result...".
+  Status encode_value(ERL_NIF_TERM value, std::string& out);
   const std::string& error_message() const { return error_; }
   const std::string& error_path() const { return error_path_; }
 
@@ -44,6 +46,7 @@ class TermEncoder {
   std::string error_;
   std::string error_path_;
   std::vector<std::string> path_;
+  std::string root_ = "args";
 };
 
 }  // namespace snakepit::nif

@@ -7,7 +7,13 @@ defmodule Snakepit.Application do
     env = Application.get_all_env(:snakepit)
     globals = Snakepit.Config.globals(env)
     pools = if Keyword.get(env, :pooling_enabled, true), do: Snakepit.Config.pools(env), else: []
-    children = Enum.map(pools, &{Snakepit.Pool, &1})
+
+    children =
+      [
+        {Task.Supervisor, name: Snakepit.Bridge.TaskSupervisor},
+        Snakepit.Bridge.ToolRegistry
+      ] ++ Enum.map(pools, &{Snakepit.Pool, &1})
+
     {run_id, _runtime_dir} = Snakepit.Native.runtime_info()
     Snakepit.Orphans.sweep(run_id)
 

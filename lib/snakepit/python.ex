@@ -47,7 +47,14 @@ defmodule Snakepit.Python do
     |> Map.merge(pool_env)
     |> Map.put("PYTHONPATH", python_path)
     |> Map.put("PYTHONUNBUFFERED", "1")
+    |> Map.put("SNAKEPIT_ELIXIR_SOCKET", elixir_tools_socket())
     |> Enum.map(fn {name, value} -> name <> "=" <> value end)
+  end
+
+  # Where Python reaches Elixir tools (see Snakepit.Bridge.ToolRegistry).
+  defp elixir_tools_socket do
+    {_run_id, runtime_dir} = Snakepit.Native.runtime_info()
+    Path.join(runtime_dir, "elixir_tools.sock")
   end
 
   defp check_explicit!(name) do

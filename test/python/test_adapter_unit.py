@@ -10,6 +10,7 @@ from typing import Any, Dict
 import pytest
 
 from snakepit_bridge import (
+    ElixirToolError,
     BaseAdapter,
     SessionContext,
     ThreadSafeAdapter,
@@ -157,13 +158,18 @@ def test_session_context_is_per_thread() -> None:
     assert a.session_context.session_id is None  # main thread never set one
 
 
-def test_elixir_tools_not_yet_supported() -> None:
+def test_elixir_tools_outside_a_worker_say_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    import snakepit_bridge.elixir_tools as elixir_tools
+
+    monkeypatch.delenv("SNAKEPIT_ELIXIR_SOCKET", raising=False)
+    monkeypatch.setattr(elixir_tools, "_stub", None)
     a = Calc()
-    with pytest.raises(NotImplementedError, match="not yet supported"):
-        a.call_elixir_tool("x", y=1)
-    with pytest.raises(NotImplementedError, match="not yet supported"):
-        a.elixir_tools()
-    with pytest.raises(NotImplementedError, match="not yet supported"):
+    # A keyword called "name" does not clash with the tool name.
+    with pytest.raises(ElixirToolError, match="SNAKEPIT_ELIXIR_SOCKET is not set"):
+        a.call_elixir_tool("x", name="y")
+    with pytest.raises(ElixirToolError, match="only reachable inside a Snakepit worker"):
+        a.elixir_tools
+    with pytest.raises(ElixirToolError):
         a.session_context.call_elixir_tool("x")
 
 

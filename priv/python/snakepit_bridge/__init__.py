@@ -8,9 +8,11 @@ from .base_adapter import (
     tool,
 )
 from .base_adapter_threaded import ThreadSafeAdapter, thread_safe_method
+from .elixir_tools import ElixirToolError
 
 __all__ = [
     "BaseAdapter",
+    "ElixirToolError",
     "SessionContext",
     "ThreadSafeAdapter",
     "ToolNotFoundError",

@@ -53,13 +53,22 @@ class SessionContext:
     def __init__(self, session_id: Optional[str] = None) -> None:
         self.session_id = session_id
 
-    def call_elixir_tool(self, name: str, **kwargs: Any) -> Any:
-        raise NotImplementedError(
-            f"call_elixir_tool({name!r}) is not yet supported by Snakepit native"
-        )
+    def call_elixir_tool(self, name: str, /, **kwargs: Any) -> Any:
+        """Runs the Elixir tool ``name`` registered for this session.
 
-    def elixir_tools(self) -> Dict[str, Any]:
-        raise NotImplementedError("elixir_tools is not yet supported by Snakepit native")
+        Raises ``ElixirToolError`` with the Elixir side's message when the
+        tool raises, times out or is unknown.
+        """
+        from .elixir_tools import call
+
+        return call(self.session_id or "", name, kwargs)
+
+    @property
+    def elixir_tools(self) -> Dict[str, Dict[str, str]]:
+        """The Elixir tools exposed to this session, by name."""
+        from .elixir_tools import list_tools
+
+        return {tool["name"]: tool for tool in list_tools(self.session_id or "")}
 
     def __repr__(self) -> str:
         return f"SessionContext(session_id={self.session_id!r})"
@@ -228,8 +237,9 @@ class BaseAdapter:
 
     # --- Elixir-side tools (later issue) -----------------------------------
 
-    def call_elixir_tool(self, name: str, **kwargs: Any) -> Any:
+    def call_elixir_tool(self, name: str, /, **kwargs: Any) -> Any:
         return self.session_context.call_elixir_tool(name, **kwargs)
 
+    @property
     def elixir_tools(self) -> Dict[str, Any]:
-        return self.session_context.elixir_tools()
+        return self.session_context.elixir_tools

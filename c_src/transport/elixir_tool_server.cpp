@@ -1,0 +1,121 @@
+#include "elixir_tool_server.hpp"
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <unordered_map>
+#include <variant>
+
+#include "snakepit_bridge.grpc.pb.h"
+
+namespace snakepit::transport {
+namespace pb = ::snakepit::bridge;
+
+namespace {
+constexpr const char* kJsonType = "type.googleapis.com/snakepit.json";
+}
+
+struct ElixirToolServer::Impl final : pb::BridgeService::CallbackService {
+  struct Pending {
+    grpc::ServerUnaryReactor* reactor;
+    std::variant<pb::ExecuteElixirToolResponse*, pb::GetExposedElixirToolsResponse*> response;
+  };
+
+  Dispatch dispatch;
+  std::atomic<std::uint64_t> next_id{1};
+  std::mutex mutex;
+  std::unordered_map<std::uint64_t, Pending> pending;
+  std::unique_ptr<grpc::Server> server;
+
+  std::optional<Pending> take(std::uint64_t id) {
+    std::lock_guard lock(mutex);
+    auto it = pending.find(id);
+    if (it == pending.end()) return std::nullopt;
+    Pending found = it->second;
+    pending.erase(it);
+    return found;
+  }
+
+  grpc::ServerUnaryReactor* park(grpc::CallbackServerContext* context, ElixirToolCall&& call, Pending pending_call) {
+    auto* reactor = context->DefaultReactor();
+    pending_call.reactor = reactor;
+    const auto id = call.id;
+    {
+      std::lock_guard lock(mutex);
+      pending.emplace(id, pending_call);
+    }
+    if (!dispatch(std::move(call)) && take(id))
+      reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the Elixir tool registry is not running"));
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* ExecuteElixirTool(grpc::CallbackServerContext* context,
+                                              const pb::ExecuteElixirToolRequest* request,
+                                              pb::ExecuteElixirToolResponse* response) override {
+    ElixirToolCall call;
+    call.id = next_id++;
+    call.kind = ElixirToolCall::Kind::execute;
+    call.session_id = request->session_id();
+    call.tool = request->tool_name();
+    for (const auto& [name, any] : request->parameters()) call.params_json.emplace_back(name, any.value());
+    return park(context, std::move(call), Pending{nullptr, response});
+  }
+
+  grpc::ServerUnaryReactor* GetExposedElixirTools(grpc::CallbackServerContext* context,
+                                                  const pb::GetExposedElixirToolsRequest* request,
+                                                  pb::GetExposedElixirToolsResponse* response) override {
+    ElixirToolCall call;
+    call.id = next_id++;
+    call.kind = ElixirToolCall::Kind::list;
+    call.session_id = request->session_id();
+    return park(context, std::move(call), Pending{nullptr, response});
+  }
+};
+
+ElixirToolServer::ElixirToolServer(const std::string& socket_path, Dispatch dispatch) : impl_(std::make_unique<Impl>()) {
+  impl_->dispatch = std::move(dispatch);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("unix:" + socket_path, grpc::InsecureServerCredentials());
+  builder.SetMaxReceiveMessageSize(-1);
+  builder.SetMaxSendMessageSize(-1);
+  builder.RegisterService(impl_.get());
+  impl_->server = builder.BuildAndStart();
+  if (!impl_->server) throw std::runtime_error("cannot listen on unix:" + socket_path);
+}
+
+ElixirToolServer::~ElixirToolServer() {
+  if (impl_->server) impl_->server->Shutdown();
+}
+
+void ElixirToolServer::reply_execute(std::uint64_t id, bool ok, std::string result_json_or_message) {
+  auto pending = impl_->take(id);
+  if (!pending) return;
+  auto** response = std::get_if<pb::ExecuteElixirToolResponse*>(&pending->response);
+  if (response == nullptr) return pending->reactor->Finish(grpc::Status(grpc::StatusCode::INTERNAL, "wrong reply kind"));
+  (*response)->set_success(ok);
+  if (ok) {
+    (*response)->mutable_result()->set_type_url(kJsonType);
+    (*response)->mutable_result()->set_value(std::move(result_json_or_message));
+  } else {
+    (*response)->set_error_message(std::move(result_json_or_message));
+  }
+  pending->reactor->Finish(grpc::Status::OK);
+}
+
+void ElixirToolServer::reply_list(std::uint64_t id, std::vector<ElixirToolSpec> tools) {
+  auto pending = impl_->take(id);
+  if (!pending) return;
+  auto** response = std::get_if<pb::GetExposedElixirToolsResponse*>(&pending->response);
+  if (response == nullptr) return pending->reactor->Finish(grpc::Status(grpc::StatusCode::INTERNAL, "wrong reply kind"));
+  for (auto& tool : tools) {
+    auto* spec = (*response)->add_tools();
+    spec->set_name(std::move(tool.name));
+    spec->set_description(std::move(tool.description));
+  }
+  pending->reactor->Finish(grpc::Status::OK);
+}
+
+}  // namespace snakepit::transport

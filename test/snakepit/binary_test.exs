@@ -1,0 +1,20 @@
+defmodule Snakepit.BinaryTest do
+  use Snakepit.PoolCase, async: false
+
+  test "a binary that is not UTF-8 arrives in Python as bytes and comes back as a binary" do
+    bytes = <<0, 255, 1, 254, 128>>
+    assert {:ok, ^bytes} = Snakepit.execute("echo_bytes", %{data: bytes})
+  end
+
+  test "{:binary, bin} sends even valid UTF-8 as bytes" do
+    assert {:ok, "plain text"} = Snakepit.execute("echo_bytes", %{data: {:binary, "plain text"}})
+    # Without the wrapper the same text is a str, which echo_bytes refuses.
+    assert {:error, %Snakepit.Error{category: :python_error}} =
+             Snakepit.execute("echo_bytes", %{data: "plain text"})
+  end
+
+  test "a 50 MB binary round-trips" do
+    big = :crypto.strong_rand_bytes(50_000_000)
+    assert {:ok, ^big} = Snakepit.execute("echo_bytes", %{data: big}, timeout: 120_000)
+  end
+end

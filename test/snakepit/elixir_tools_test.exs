@@ -1,0 +1,121 @@
+defmodule Snakepit.ElixirToolsTest do
+  use Snakepit.PoolCase, async: false
+
+  alias Snakepit.Bridge.ToolRegistry
+
+  @fixtures Path.expand("../fixtures/python", __DIR__)
+
+  setup do
+    pool =
+      start_pool!(
+        name: :elixir_tools,
+        worker_profile: :thread,
+        threads_per_worker: 4,
+        pool_size: 1,
+        adapter_args: ["--adapter", "snakepit_exunit_adapters.ElixirCallerAdapter"],
+        adapter_env: [{"PYTHONPATH", @fixtures}]
+      )
+
+    session = "tools-#{System.unique_integer([:positive])}"
+    %{pool: pool, session: session}
+  end
+
+  defp call_elixir(ctx, name, arguments) do
+    Snakepit.execute_in_session(ctx.session, "call_elixir", %{name: name, arguments: arguments},
+      pool_name: ctx.pool
+    )
+  end
+
+  test "Python calls an Elixir tool with a string, an integer and a map; types round-trip", ctx do
+    parent = self()
+
+    :ok =
+      ToolRegistry.register_elixir_tool(ctx.session, "describe", fn args ->
+        send(parent, {:ran_in, self()})
+
+        %{
+          "name" => String.upcase(args["name"]),
+          "count" => args["count"] * 2,
+          "meta" => args["meta"]
+        }
+      end)
+
+    assert {:ok, %{"result" => result, "type" => "dict"}} =
+             call_elixir(ctx, "describe", %{
+               name: "snake",
+               count: 21,
+               meta: %{"k" => [1, 2.5, nil]}
+             })
+
+    assert result == %{"name" => "SNAKE", "count" => 42, "meta" => %{"k" => [1, 2.5, nil]}}
+    assert_receive {:ran_in, pid}
+    assert is_pid(pid) and pid != self()
+  end
+
+  test "strings, numbers, lists come back with their Python types", ctx do
+    ToolRegistry.register_elixir_tool(ctx.session, "identity", fn %{"v" => v} -> v end)
+
+    assert {:ok, %{"result" => "text", "type" => "str"}} =
+             call_elixir(ctx, "identity", %{v: "text"})
+
+    assert {:ok, %{"result" => 7, "type" => "int"}} = call_elixir(ctx, "identity", %{v: 7})
+    assert {:ok, %{"result" => 1.5, "type" => "float"}} = call_elixir(ctx, "identity", %{v: 1.5})
+
+    assert {:ok, %{"result" => [1, "a"], "type" => "list"}} =
+             call_elixir(ctx, "identity", %{v: [1, "a"]})
+  end
+
+  test "an Elixir raise becomes a Python exception with the message", ctx do
+    ToolRegistry.register_elixir_tool(ctx.session, "explode", fn _ ->
+      raise ArgumentError, "no such sku"
+    end)
+
+    assert {:ok, %{"raised" => "ElixirToolError", "message" => message}} =
+             call_elixir(ctx, "explode", %{})
+
+    assert message =~ "ArgumentError"
+    assert message =~ "no such sku"
+  end
+
+  test "an unknown tool and a timeout are clear errors", ctx do
+    assert {:ok, %{"raised" => "ElixirToolError", "message" => unknown}} =
+             call_elixir(ctx, "nope", %{})
+
+    assert unknown =~ "unknown Elixir tool \"nope\""
+
+    ToolRegistry.register_elixir_tool(ctx.session, "slow", fn _ -> Process.sleep(5_000) end, %{
+      timeout: 200
+    })
+
+    assert {:ok, %{"raised" => "ElixirToolError", "message" => slow}} =
+             call_elixir(ctx, "slow", %{})
+
+    assert slow =~ "timed out after 200 ms"
+  end
+
+  test "a result Python cannot take is a clear error", ctx do
+    ToolRegistry.register_elixir_tool(ctx.session, "leaky", fn _ -> %{"owner" => self()} end)
+
+    assert {:ok, %{"raised" => "ElixirToolError", "message" => message}} =
+             call_elixir(ctx, "leaky", %{})
+
+    assert message =~ "result.owner is a pid"
+  end
+
+  test "elixir_tools lists the session's exposed tools", ctx do
+    ToolRegistry.register_elixir_tool(ctx.session, "visible", fn _ -> 1 end, %{
+      description: "shown"
+    })
+
+    ToolRegistry.register_elixir_tool(ctx.session, "hidden", fn _ -> 1 end, %{
+      exposed_to_python: false
+    })
+
+    assert {:ok, %{"visible" => %{"name" => "visible", "description" => "shown"}} = tools} =
+             Snakepit.execute_in_session(ctx.session, "list_elixir_tools", %{},
+               pool_name: ctx.pool
+             )
+
+    refute Map.has_key?(tools, "hidden")
+  end
+end
