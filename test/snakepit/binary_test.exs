@@ -8,9 +8,11 @@ defmodule Snakepit.BinaryTest do
 
   test "{:binary, bin} sends even valid UTF-8 as bytes" do
     assert {:ok, "plain text"} = Snakepit.execute("echo_bytes", %{data: {:binary, "plain text"}})
-    # Without the wrapper the same text is a str, which echo_bytes refuses.
-    assert {:error, %Snakepit.Error{category: :python_error}} =
-             Snakepit.execute("echo_bytes", %{data: "plain text"})
+    # echo returns its arguments as JSON: a str passes, bytes cannot.
+    assert {:ok, %{"data" => "plain text"}} = Snakepit.execute("echo", %{data: "plain text"})
+
+    assert {:error, %Snakepit.Error{category: :python_error, details: %{python_type: "TypeError"}}} =
+             Snakepit.execute("echo", %{data: {:binary, "plain text"}})
   end
 
   test "a 50 MB binary round-trips" do
