@@ -11,7 +11,8 @@ defmodule Snakepit.BinaryTest do
     # echo returns its arguments as JSON: a str passes, bytes cannot.
     assert {:ok, %{"data" => "plain text"}} = Snakepit.execute("echo", %{data: "plain text"})
 
-    assert {:error, %Snakepit.Error{category: :python_error, details: %{python_type: "TypeError"}}} =
+    assert {:error,
+            %Snakepit.Error{category: :python_error, details: %{python_type: "TypeError"}}} =
              Snakepit.execute("echo", %{data: {:binary, "plain text"}})
   end
 

@@ -1,0 +1,42 @@
+defmodule Snakepit.SchedulerBlockingTest do
+  use Snakepit.PoolCase, async: false
+
+  # The BEAM reports every time a process holds a normal scheduler longer
+  # than the threshold (never for the monitoring process itself, so the
+  # calls run in a task). Encoding a 50 MB argument takes far longer than
+  # the threshold, so it must happen on a dirty scheduler to pass. The
+  # threshold leaves room for a loaded 2-core machine; the rule is ~1 ms.
+  @threshold_ms 40
+
+  test "no call holds a normal scheduler, whatever the payload size" do
+    previous = :erlang.system_monitor(self(), [{:long_schedule, @threshold_ms}])
+    on_exit(fn -> restore(previous) end)
+
+    big = String.duplicate("0123456789", 5_000_000)
+    nested = %{rows: for(i <- 1..100_000, do: %{id: i, name: "row #{i}", tags: ["a", "b"]})}
+
+    caller =
+      Task.async(fn ->
+        {:ok, %{"text" => text}} = Snakepit.execute("echo", %{text: big}, timeout: 60_000)
+        {:ok, %{"rows" => rows}} = Snakepit.execute("echo", nested, timeout: 60_000)
+        for _ <- 1..200, do: {:ok, _} = Snakepit.execute("ping", %{})
+        {byte_size(text), length(rows)}
+      end)
+
+    assert Task.await(caller, 120_000) == {50_000_000, 100_000}
+    :erlang.system_monitor(self(), [])
+    assert long_schedules(caller.pid, []) == []
+  end
+
+  defp long_schedules(pid, acc) do
+    receive do
+      {:monitor, ^pid, :long_schedule, info} -> long_schedules(pid, [info | acc])
+      {:monitor, _other, :long_schedule, _info} -> long_schedules(pid, acc)
+    after
+      0 -> acc
+    end
+  end
+
+  defp restore({pid, options}), do: :erlang.system_monitor(pid, options)
+  defp restore(:undefined), do: :erlang.system_monitor(:undefined)
+end
