@@ -33,8 +33,13 @@ CORE_OBJ := $(CORE_SRC:%.cpp=$(OBJ)/%.o)
 NIF_OBJ := $(NIF_SRC:%.cpp=$(OBJ)/%.o) $(GEN_SRC:$(GEN)/%.cc=$(OBJ)/gen/%.o)
 TEST_OBJ := $(TEST_SRC:%.cpp=$(OBJ)/%.o)
 UNIT_TESTS := $(BUILD)/unit_tests
+# The same unit tests under AddressSanitizer and UBSan.
+SAN := $(BUILD)/sanitize
+SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+SAN_OBJ := $(CORE_SRC:%.cpp=$(SAN)/%.o) $(TEST_SRC:%.cpp=$(SAN)/%.o)
+SAN_TESTS := $(SAN)/unit_tests
 
-.PHONY: all native deps test unit-test python-test elixir-test demo bench clean format
+.PHONY: all native deps test unit-test sanitize-test python-test elixir-test demo bench clean format
 
 all: native
 
@@ -76,10 +81,20 @@ $(NIF): $(CORE_OBJ) $(NIF_OBJ)
 $(UNIT_TESTS): $(CORE_OBJ) $(TEST_OBJ)
 	$(CXX) -o $@ $^ $(LDLIBS)
 
--include $(shell find $(OBJ) -name '*.d' 2>/dev/null)
+$(SAN)/%.o: %.cpp $(GEN_SRC)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) $(SAN_FLAGS) -MMD -MP -c $< -o $@
+
+$(SAN_TESTS): $(SAN_OBJ)
+	$(CXX) $(SAN_FLAGS) -o $@ $^ $(LDLIBS)
+
+-include $(shell find $(OBJ) $(SAN) -name '*.d' 2>/dev/null)
 
 unit-test: $(UNIT_TESTS)
 	$(UNIT_TESTS)
+
+sanitize-test: $(SAN_TESTS)
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(SAN_TESTS)
 
 python-test: $(PY_STUBS)
 	$(PYTHON) -m pytest -q test/python
@@ -88,8 +103,9 @@ elixir-test: native
 	mix test
 
 test: deps
-	$(MAKE) native
-	$(MAKE) unit-test
+	$(MAKE) -j2 native
+	$(MAKE) -j2 unit-test
+	$(MAKE) -j2 sanitize-test
 	$(MAKE) python-test
 	$(MAKE) elixir-test
 

@@ -234,7 +234,9 @@ TEST_CASE("decode strings with escapes") {
   CHECK(as<std::string>(decode(R"("\u00e9\u20ac")")) == "\xc3\xa9\xe2\x82\xac");
   CHECK(as<std::string>(decode(R"("\ud83d\udc0d")")) == "\xf0\x9f\x90\x8d");  // surrogate pair
   CHECK(as<std::string>(decode("\"\xf0\x9f\x90\x8d raw\"")) == "\xf0\x9f\x90\x8d raw");
-  const auto& with_nul = as<std::string>(decode(R"("a\u0000b")"));
+  // Keep the decoded tree alive: `as` returns a reference into it.
+  const auto tree = decode(R"("a\u0000b")");
+  const auto& with_nul = as<std::string>(tree);
   CHECK(with_nul.size() == 3);
   CHECK(with_nul == std::string("a\0b", 3));
 }

@@ -189,11 +189,15 @@ defmodule Snakepit.Pool do
   end
 
   defp handle_event(:worker_spawned, worker_id, os_pid, state) do
-    Telemetry.execute([:snakepit, :pool, :worker, :spawned], %{count: 1}, %{
-      pool: state.config.name,
-      worker_id: worker_id,
-      os_pid: os_pid
-    })
+    Telemetry.execute(
+      [:snakepit, :pool, :worker, :spawned],
+      %{count: 1, monotonic_ms: System.monotonic_time(:millisecond)},
+      %{
+        pool: state.config.name,
+        worker_id: worker_id,
+        os_pid: os_pid
+      }
+    )
 
     state
   end

@@ -179,4 +179,24 @@ defmodule Snakepit.LifecycleTest do
     # Our own workers are untouched.
     assert {:ok, _} = Snakepit.execute("ping", %{})
   end
+
+  test "startup in batches of startup_batch_size, startup_batch_delay_ms apart" do
+    pool =
+      start_pool!(
+        name: :batches,
+        pool_size: 4,
+        startup_batch_size: 2,
+        startup_batch_delay_ms: 600
+      )
+
+    spawned =
+      for {%{monotonic_ms: at}, %{pool: ^pool}} <-
+            drain_events([:snakepit, :pool, :worker, :spawned]),
+          do: at
+
+    assert length(spawned) == 4
+    [a, b, c, d] = Enum.sort(spawned)
+    assert b - a < 300 and d - c < 300
+    assert c - b >= 550
+  end
 end
