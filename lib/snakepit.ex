@@ -117,6 +117,31 @@ defmodule Snakepit do
     end
   end
 
+  @doc """
+  Runs `fun` with Snakepit started and its pools ready, then stops Snakepit
+  so no worker outlives the script. Returns what `fun` returns. Option
+  `:timeout` bounds the wait for readiness (default 30 s).
+  """
+  @spec run_as_script((() -> result), keyword()) :: result when result: term()
+  def run_as_script(fun, opts \\ []) when is_function(fun, 0) do
+    {:ok, _} = Application.ensure_all_started(:snakepit)
+
+    try do
+      :ok = Pool.await_ready(:all, Keyword.get(opts, :timeout, 30_000))
+      fun.()
+    after
+      Application.stop(:snakepit)
+    end
+  end
+
+  @doc "Kills worker processes left behind by BEAMs that are gone. Returns `:ok`."
+  @spec cleanup() :: :ok
+  def cleanup do
+    {run_id, _runtime_dir} = Native.runtime_info()
+    Snakepit.Orphans.sweep(run_id)
+    :ok
+  end
+
   # ------------------------------------------------------------ internals
 
   defp submit(command, args, opts, stream?) do

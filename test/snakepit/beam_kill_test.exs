@@ -39,6 +39,37 @@ defmodule Snakepit.BeamKillTest do
     assert processes_in_groups(groups) == []
   end
 
+  @script_helper """
+  Application.put_env(:snakepit, :pools, [%{name: :default, pool_size: 2, startup_batch_delay_ms: 0}])
+
+  {:ok, pong} =
+    Snakepit.run_as_script(fn ->
+      {:ok, workers} = Snakepit.Pool.workers(:default)
+      IO.puts("PIDS=\#{Enum.map_join(workers, ",", & &1.os_pid)}")
+      Snakepit.execute("ping", %{})
+    end)
+
+  IO.puts("RESULT=\#{pong["message"]}")
+  """
+
+  test "run_as_script runs the function with ready pools, then stops every worker" do
+    script =
+      Path.join(System.tmp_dir!(), "snakepit_script_#{System.unique_integer([:positive])}.exs")
+
+    File.write!(script, @script_helper)
+    on_exit(fn -> File.rm(script) end)
+    ebin = :snakepit |> :code.lib_dir() |> Path.join("ebin")
+
+    {output, 0} =
+      System.cmd(System.find_executable("elixir"), ["-pa", ebin, script], stderr_to_stdout: true)
+
+    assert output =~ "RESULT=pong"
+    [_, pids] = Regex.run(~r/PIDS=([\d,]+)/, output)
+    workers = pids |> String.split(",") |> Enum.map(&String.to_integer/1)
+    assert length(workers) == 2
+    assert Enum.all?(workers, &(not os_alive?(&1)))
+  end
+
   defp await_report(port, seen) do
     receive do
       {^port, {:data, {:eol, "BEAM=" <> rest}}} ->

@@ -95,4 +95,11 @@ defmodule Snakepit.ExecuteTest do
   test "session_id reaches the adapter's session context" do
     assert {:ok, _} = Snakepit.execute_in_session("s-1", "ping", %{})
   end
+
+  test "cleanup/0 leaves this BEAM's workers alone" do
+    workers = Snakepit.list_workers()
+    assert Snakepit.cleanup() == :ok
+    assert Snakepit.list_workers() == workers
+    assert {:ok, _} = Snakepit.execute("ping", %{})
+  end
 end
