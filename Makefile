@@ -113,9 +113,12 @@ demo: deps
 	$(MAKE) native
 	mix run --no-start scripts/demo.exs
 
+# Benchmarks (about 5 minutes; see bench/README.md). Helpers go to
+# _build/bench/bin, raw results to bench/results/latest.json.
 bench: deps
 	$(MAKE) native
-	MIX_ENV=bench mix run bench/run.exs
+	$(MAKE) -f bench/Makefile
+	MIX_ENV=bench mix run --no-start bench/run.exs
 
 format:
 	mix format

@@ -1,0 +1,510 @@
+// The "limit" side of the benchmarks: a small C++ gRPC client that calls
+// Python workers (priv/python/grpc_server.py) directly, with no BEAM and no
+// pool in between.
+//
+//   direct_client run --python PY --server grpc_server.py --workers N
+//                     [--adapter CLASS] [--case SPEC]...
+//     Starts N workers (same command line as the pool's process profile,
+//     ready line on fd 3, lifeline on fd 4, unix sockets in a private
+//     directory), then runs every --case in order and prints one line per
+//     case:  RESULT name=... calls=... calls_per_s=... p50_us=... ...
+//
+//     SPEC is comma-separated key=value: name, tool (ping), concurrency (1),
+//     cap (calls in flight per worker, 0 = unlimited; default 1 like the
+//     process profile), warmup (s, 1), duration (s, 3), bytes (0: no
+//     parameters; n: parameter "data" = a JSON string of n 'x').
+//
+//     C callers each loop on one call at a time. A caller's call goes to the
+//     least-loaded worker that has a free slot, or waits in one FIFO queue
+//     until a slot frees: the dispatch the pool does. Latency runs from the
+//     moment the caller issues the call to its reply, queueing included.
+//
+//   direct_client startup --python PY --server grpc_server.py [--adapter CLASS]
+//                         [--repeat N]
+//     Spawns one worker N times, one after the other, and prints the time
+//     from spawn to its ready line:  RESULT name=startup run=i ms=...
+//
+// Workers inherit this process's environment (the bench sets PYTHONPATH and
+// friends). They die with this process: the lifeline pipe's write end is
+// only held here.
+#include <fcntl.h>
+#include <grpcpp/grpcpp.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "snakepit_bridge.grpc.pb.h"
+
+extern char** environ;
+
+namespace {
+
+namespace pb = ::snakepit::bridge;
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kJsonType = "type.googleapis.com/snakepit.json";
+constexpr const char* kShowcase = "snakepit_bridge.adapters.showcase.ShowcaseAdapter";
+
+[[noreturn]] void die(const std::string& message) {
+  std::fprintf(stderr, "direct_client: %s\n", message.c_str());
+  std::exit(1);
+}
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// ------------------------------------------------------------------ workers
+
+// An fd number >= 10, close-on-exec, so the dup2 onto 3 and 4 in the child
+// cannot clobber one another.
+int high_fd(int fd) {
+  int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, 10);
+  if (moved < 0) die(std::string("fcntl: ") + std::strerror(errno));
+  ::close(fd);
+  return moved;
+}
+
+struct Worker {
+  pid_t pid = -1;
+  int lifeline_write = -1;
+  std::string socket;
+  double ready_ms = 0;
+};
+
+struct WorkerSpec {
+  std::string python, server, adapter = kShowcase, dir;
+};
+
+Worker spawn_worker(const WorkerSpec& spec, const std::string& id) {
+  int ready[2], lifeline[2];
+  if (::pipe(ready) != 0 || ::pipe(lifeline) != 0) die(std::string("pipe: ") + std::strerror(errno));
+  const int ready_read = high_fd(ready[0]), ready_write = high_fd(ready[1]);
+  const int lifeline_read = high_fd(lifeline[0]), lifeline_write = high_fd(lifeline[1]);
+
+  Worker worker;
+  worker.socket = spec.dir + "/" + id + ".sock";
+  std::vector<std::string> args = {spec.python, "-u",      spec.server,  "--adapter",     spec.adapter,
+                                   "--profile", "process", "--threads",  "1",             "--socket",
+                                   worker.socket, "--worker-id", id, "--ready-fd", "3",
+                                   "--lifeline-fd", "4"};
+  std::vector<char*> argv;
+  for (auto& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, ready_write, 3);
+  posix_spawn_file_actions_adddup2(&actions, lifeline_read, 4);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+  posix_spawnattr_setpgroup(&attr, 0);
+
+  const auto started = Clock::now();
+  const int rc = ::posix_spawn(&worker.pid, spec.python.c_str(), &actions, &attr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  ::close(ready_write);
+  ::close(lifeline_read);
+  if (rc != 0) die("cannot spawn " + spec.python + ": " + std::strerror(rc));
+  worker.lifeline_write = lifeline_write;
+
+  // Wait for the ready line (60 s at most).
+  std::string line;
+  char buffer[4096];
+  while (line.find('\n') == std::string::npos) {
+    pollfd pfd{ready_read, POLLIN, 0};
+    const int remaining = 60000 - static_cast<int>(seconds_since(started) * 1000);
+    if (remaining <= 0 || ::poll(&pfd, 1, remaining) <= 0) die("worker " + id + " did not report ready in 60 s");
+    const ssize_t n = ::read(ready_read, buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    line.append(buffer, static_cast<std::size_t>(n));
+  }
+  worker.ready_ms = seconds_since(started) * 1000;
+  ::close(ready_read);
+  if (line.find("\"status\":\"ready\"") == std::string::npos)
+    die("worker " + id + " failed to start: " + (line.empty() ? "ready pipe closed" : line));
+  return worker;
+}
+
+// Closing the lifeline makes the worker kill its own process group.
+void stop_worker(Worker& worker) {
+  if (worker.lifeline_write >= 0) ::close(worker.lifeline_write);
+  worker.lifeline_write = -1;
+  if (worker.pid > 0) {
+    const auto started = Clock::now();
+    while (::waitpid(worker.pid, nullptr, WNOHANG) == 0) {
+      if (seconds_since(started) > 5) {
+        ::kill(worker.pid, SIGKILL);
+        ::waitpid(worker.pid, nullptr, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+  worker.pid = -1;
+  ::unlink(worker.socket.c_str());
+}
+
+// utime + stime of a process, in microseconds.
+double process_cpu_us(pid_t pid) {
+  std::ifstream file("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  const auto close_paren = text.rfind(')');
+  if (close_paren == std::string::npos) return 0;
+  std::istringstream fields(text.substr(close_paren + 2));
+  std::string field;
+  // Fields after "pid (comm) ": state is field 3; utime and stime are 14, 15.
+  unsigned long long utime = 0, stime = 0;
+  for (int index = 3; index <= 15 && fields >> field; ++index) {
+    if (index == 14) utime = std::stoull(field);
+    if (index == 15) stime = std::stoull(field);
+  }
+  return static_cast<double>(utime + stime) * 1e6 / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+// Busy time of the whole machine (all cores) from /proc/stat, in microseconds.
+double machine_busy_us() {
+  std::ifstream file("/proc/stat");
+  std::string label;
+  unsigned long long user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
+  file >> label >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal;
+  return static_cast<double>(user + nice + system + irq + softirq + steal) * 1e6 /
+         static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+double self_cpu_us() {
+  rusage usage{};
+  ::getrusage(RUSAGE_SELF, &usage);
+  auto us = [](const timeval& tv) { return static_cast<double>(tv.tv_sec) * 1e6 + static_cast<double>(tv.tv_usec); };
+  return us(usage.ru_utime) + us(usage.ru_stime);
+}
+
+// ------------------------------------------------------------------- load
+
+struct CaseSpec {
+  std::string name = "case", tool = "ping";
+  int concurrency = 1, cap = 1;
+  double warmup = 1, duration = 3;
+  std::size_t bytes = 0;
+};
+
+CaseSpec parse_case(const std::string& text) {
+  CaseSpec spec;
+  std::stringstream items(text);
+  std::string item;
+  while (std::getline(items, item, ',')) {
+    const auto eq = item.find('=');
+    if (eq == std::string::npos) die("bad --case item: " + item);
+    const std::string key = item.substr(0, eq), value = item.substr(eq + 1);
+    try {
+      if (key == "name") spec.name = value;
+      else if (key == "tool") spec.tool = value;
+      else if (key == "concurrency") spec.concurrency = std::stoi(value);
+      else if (key == "cap") spec.cap = std::stoi(value);
+      else if (key == "warmup") spec.warmup = std::stod(value);
+      else if (key == "duration") spec.duration = std::stod(value);
+      else if (key == "bytes") spec.bytes = std::stoull(value);
+      else die("unknown --case key: " + key);
+    } catch (const std::logic_error&) {
+      die("bad --case value: " + item);
+    }
+  }
+  if (spec.concurrency < 1 || spec.cap < 0 || spec.duration <= 0 || spec.warmup < 0) die("bad --case: " + text);
+  return spec;
+}
+
+struct Target {
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<pb::BridgeService::Stub> stub;
+  int inflight = 0;
+};
+
+class LoadRun {
+ public:
+  LoadRun(std::vector<Target>& targets, const CaseSpec& spec, const pb::ExecuteToolRequest& request)
+      : targets_(targets), spec_(spec), request_(request), issued_(static_cast<std::size_t>(spec.concurrency)) {
+    // The measurement window is fixed up front: warmup, then duration.
+    auto secs = [](double s) { return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s)); };
+    window_start_ = Clock::now() + secs(spec.warmup);
+    window_end_ = window_start_ + secs(spec.duration);
+  }
+
+  struct Result {
+    std::uint64_t calls = 0, errors = 0, bytes = 0;
+    double seconds = 0;
+    std::vector<double> latencies_us;
+  };
+
+  Result run() {
+    std::vector<std::pair<int, int>> starts;
+    {
+      std::lock_guard lock(mutex_);
+      for (int caller = 0; caller < spec_.concurrency; ++caller) {
+        issued_[static_cast<std::size_t>(caller)] = Clock::now();
+        queue_.push_back(caller);
+      }
+      dispatch(Clock::now(), starts);
+    }
+    for (auto [target, caller] : starts) start_call(target, caller);
+    std::unique_lock lock(mutex_);
+    while (Clock::now() < window_end_ || outstanding_ > 0) done_.wait_for(lock, std::chrono::milliseconds(50));
+    result_.seconds = std::chrono::duration<double>(window_end_ - window_start_).count();
+    return std::move(result_);
+  }
+
+  Clock::time_point window_start() const { return window_start_; }
+  Clock::time_point window_end() const { return window_end_; }
+
+ private:
+  struct Call {
+    grpc::ClientContext context;
+    pb::ExecuteToolResponse response;
+    int target = 0, caller = 0;
+  };
+
+  // Under the lock: pair waiting callers with free slots.
+  void dispatch(Clock::time_point now, std::vector<std::pair<int, int>>& starts) {
+    if (now >= window_end_) {
+      queue_.clear();
+      return;
+    }
+    while (!queue_.empty()) {
+      int best = -1;
+      const int n = static_cast<int>(targets_.size());
+      for (int i = 0; i < n; ++i) {
+        const int index = (rotation_ + i) % n;
+        const auto& target = targets_[static_cast<std::size_t>(index)];
+        if (spec_.cap > 0 && target.inflight >= spec_.cap) continue;
+        if (best < 0 || target.inflight < targets_[static_cast<std::size_t>(best)].inflight) best = index;
+        if (target.inflight == 0) break;
+      }
+      if (best < 0) return;
+      ++rotation_;
+      ++targets_[static_cast<std::size_t>(best)].inflight;
+      ++outstanding_;
+      starts.emplace_back(best, queue_.front());
+      queue_.pop_front();
+    }
+  }
+
+  void start_call(int target, int caller) {
+    auto* call = new Call;
+    call->target = target;
+    call->caller = caller;
+    call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+    targets_[static_cast<std::size_t>(target)].stub->async()->ExecuteTool(
+        &call->context, &request_, &call->response, [this, call](grpc::Status status) { finish(call, status); });
+  }
+
+  void finish(Call* call, const grpc::Status& status) {
+    const auto now = Clock::now();
+    const bool ok = status.ok() && call->response.success() &&
+                    call->response.result().value().size() >= spec_.bytes;
+    if (!ok && errors_reported_++ < 3)
+      std::fprintf(stderr, "direct_client: call failed: %s %s\n", status.error_message().c_str(),
+                   call->response.error_message().c_str());
+    std::vector<std::pair<int, int>> starts;
+    {
+      std::lock_guard lock(mutex_);
+      --targets_[static_cast<std::size_t>(call->target)].inflight;
+      --outstanding_;
+      if (now >= window_start_ && now < window_end_) {
+        const auto caller = static_cast<std::size_t>(call->caller);
+        result_.latencies_us.push_back(std::chrono::duration<double, std::micro>(now - issued_[caller]).count());
+        if (ok) {
+          ++result_.calls;
+          result_.bytes += spec_.bytes;
+        } else {
+          ++result_.errors;
+        }
+      }
+      if (now < window_end_) {
+        issued_[static_cast<std::size_t>(call->caller)] = now;
+        queue_.push_back(call->caller);
+      }
+      dispatch(now, starts);
+      if (outstanding_ == 0) done_.notify_all();
+    }
+    delete call;
+    for (auto [target, caller] : starts) start_call(target, caller);
+  }
+
+  std::vector<Target>& targets_;
+  const CaseSpec spec_;
+  const pb::ExecuteToolRequest& request_;
+  std::mutex mutex_;
+  std::condition_variable done_;
+  std::deque<int> queue_;
+  std::vector<Clock::time_point> issued_;
+  Clock::time_point window_start_, window_end_;
+  int outstanding_ = 0;
+  int rotation_ = 0;
+  std::atomic<int> errors_reported_{0};
+  Result result_;
+};
+
+double percentile(const std::vector<double>& sorted, double p) {
+  if (sorted.empty()) return 0;
+  const auto rank = static_cast<std::size_t>(std::ceil(p * static_cast<double>(sorted.size())));
+  return sorted[std::min(sorted.size() - 1, rank == 0 ? 0 : rank - 1)];
+}
+
+pb::ExecuteToolRequest make_request(const CaseSpec& spec) {
+  pb::ExecuteToolRequest request;
+  request.set_tool_name(spec.tool);
+  if (spec.bytes > 0) {
+    auto& any = (*request.mutable_parameters())["data"];
+    any.set_type_url(kJsonType);
+    std::string json;
+    json.reserve(spec.bytes + 2);
+    json.push_back('"');
+    json.append(spec.bytes, 'x');
+    json.push_back('"');
+    any.set_value(std::move(json));
+  }
+  return request;
+}
+
+std::string make_runtime_dir() {
+  char pattern[] = "/tmp/snakepit-bench-XXXXXX";
+  if (::mkdtemp(pattern) == nullptr) die(std::string("mkdtemp: ") + std::strerror(errno));
+  return pattern;
+}
+
+int run_command(const WorkerSpec& base, int worker_count, const std::vector<CaseSpec>& cases) {
+  WorkerSpec spec = base;
+  spec.dir = make_runtime_dir();
+  std::vector<Worker> workers;
+  for (int i = 0; i < worker_count; ++i) workers.push_back(spawn_worker(spec, "direct_" + std::to_string(i + 1)));
+
+  std::vector<Target> targets;
+  for (const auto& worker : workers) {
+    grpc::ChannelArguments arguments;
+    arguments.SetMaxReceiveMessageSize(-1);
+    arguments.SetMaxSendMessageSize(-1);
+    Target target;
+    target.channel =
+        grpc::CreateCustomChannel("unix:" + worker.socket, grpc::InsecureChannelCredentials(), arguments);
+    if (!target.channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10)))
+      die("cannot connect to " + worker.socket);
+    target.stub = pb::BridgeService::NewStub(target.channel);
+    targets.push_back(std::move(target));
+  }
+
+  for (const auto& spec_case : cases) {
+    const auto request = make_request(spec_case);
+    LoadRun run(targets, spec_case, request);
+    // CPU is sampled by this thread at the window's edges.
+    struct Sample {
+      double client = 0, workers = 0, machine = 0;
+    } first, last;
+    auto sample = [&](Sample& out) {
+      out.client = self_cpu_us();
+      for (const auto& worker : workers) out.workers += process_cpu_us(worker.pid);
+      out.machine = machine_busy_us();
+    };
+    std::thread sampler([&] {
+      std::this_thread::sleep_until(run.window_start());
+      sample(first);
+      std::this_thread::sleep_until(run.window_end());
+      sample(last);
+    });
+    auto result = run.run();
+    sampler.join();
+    std::sort(result.latencies_us.begin(), result.latencies_us.end());
+    double mean = 0;
+    for (double value : result.latencies_us) mean += value;
+    if (!result.latencies_us.empty()) mean /= static_cast<double>(result.latencies_us.size());
+    std::printf(
+        "RESULT name=%s tool=%s concurrency=%d cap=%d bytes=%zu calls=%llu errors=%llu seconds=%.3f "
+        "calls_per_s=%.1f mb_per_s=%.3f p50_us=%.1f p99_us=%.1f mean_us=%.1f client_cpu_us=%.0f "
+        "workers_cpu_us=%.0f machine_cpu_us=%.0f\n",
+        spec_case.name.c_str(), spec_case.tool.c_str(), spec_case.concurrency, spec_case.cap, spec_case.bytes,
+        static_cast<unsigned long long>(result.calls), static_cast<unsigned long long>(result.errors),
+        result.seconds, static_cast<double>(result.calls) / result.seconds,
+        static_cast<double>(result.bytes) / result.seconds / 1e6, percentile(result.latencies_us, 0.50),
+        percentile(result.latencies_us, 0.99), mean, last.client - first.client, last.workers - first.workers,
+        last.machine - first.machine);
+    std::fflush(stdout);
+  }
+
+  // The channels stay alive until the process exits. A call's ClientContext
+  // also holds its channel, and the context is deleted in the completion
+  // callback on one of gRPC's callback threads; if that dropped the last
+  // reference, the channel (and with the last channel gRPC's callback
+  // completion queue and its threads) would be torn down from one of those
+  // very threads, which gRPC 1.51 does not survive (grpc/grpc PR #32584).
+  for (auto& worker : workers) stop_worker(worker);
+  ::rmdir(spec.dir.c_str());
+  return 0;
+}
+
+int startup_command(const WorkerSpec& base, int repeat) {
+  WorkerSpec spec = base;
+  spec.dir = make_runtime_dir();
+  for (int run = 1; run <= repeat; ++run) {
+    Worker worker = spawn_worker(spec, "startup_" + std::to_string(run));
+    std::printf("RESULT name=startup run=%d ms=%.1f\n", run, worker.ready_ms);
+    std::fflush(stdout);
+    stop_worker(worker);
+  }
+  ::rmdir(spec.dir.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) die("usage: direct_client run|startup --python PY --server PATH [options]");
+  const std::string command = argv[1];
+  WorkerSpec spec;
+  int workers = 2, repeat = 3;
+  std::vector<CaseSpec> cases;
+  for (int i = 2; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) die("missing value for " + arg);
+      return argv[++i];
+    };
+    if (arg == "--python") spec.python = value();
+    else if (arg == "--server") spec.server = value();
+    else if (arg == "--adapter") spec.adapter = value();
+    else if (arg == "--workers") workers = std::stoi(value());
+    else if (arg == "--repeat") repeat = std::stoi(value());
+    else if (arg == "--case") cases.push_back(parse_case(value()));
+    else die("unknown argument " + arg);
+  }
+  if (spec.python.empty() || spec.server.empty()) die("--python and --server are required");
+  ::signal(SIGPIPE, SIG_IGN);
+  int status = 0;
+  if (command == "run") status = run_command(spec, std::max(workers, 1), cases);
+  else if (command == "startup") status = startup_command(spec, std::max(repeat, 1));
+  else die("unknown command " + command);
+  // Skip static destructors: gRPC's internal threads may still be winding
+  // down, and tearing the library down under them can crash at exit.
+  std::fflush(stdout);
+  std::_Exit(status);
+}

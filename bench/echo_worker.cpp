@@ -1,0 +1,182 @@
+// A C++ stand-in for the Python worker, used to measure the native runtime
+// alone (bench case 2). It speaks the worker protocol the pool expects:
+//
+//   * `<binary> -c ...` exits 0 at once (the pool probes an explicit
+//     interpreter with `-c "import grpc, google.protobuf"`);
+//   * `--socket PATH` names the unix socket to serve on; every other
+//     argument (the Python command line the pool builds) is ignored, except
+//     `--ready-fd N` and `--lifeline-fd N` (defaults 3 and 4);
+//   * once the server listens it writes {"status":"ready","pid":N} and a
+//     newline to the ready fd and closes it;
+//   * it exits when the lifeline fd reaches EOF or on SIGTERM / SIGINT.
+//
+// ExecuteTool answers success with the request's JSON parameters gathered
+// into one JSON object ({"name": <value>, ...}); Ping answers "pong".
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "snakepit_bridge.grpc.pb.h"
+
+namespace {
+
+namespace pb = ::snakepit::bridge;
+
+constexpr const char* kJsonType = "type.googleapis.com/snakepit.json";
+
+void append_json_string(std::string& out, const std::string& text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out.push_back('"');
+  for (unsigned char c : text) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          out += "\\u00";
+          out.push_back(kHex[c >> 4]);
+          out.push_back(kHex[c & 0xF]);
+        } else {
+          out.push_back(static_cast<char>(c));
+        }
+    }
+  }
+  out.push_back('"');
+}
+
+// Ping and ExecuteTool on the callback API; every other method keeps the
+// generated synchronous default (UNIMPLEMENTED).
+using EchoBase = pb::BridgeService::WithCallbackMethod_Ping<
+    pb::BridgeService::WithCallbackMethod_ExecuteTool<pb::BridgeService::Service>>;
+
+class EchoService final : public EchoBase {
+ public:
+  grpc::ServerUnaryReactor* Ping(grpc::CallbackServerContext* context, const pb::PingRequest* request,
+                                 pb::PingResponse* response) override {
+    response->set_message(request->message().empty() ? "pong" : request->message());
+    auto* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* ExecuteTool(grpc::CallbackServerContext* context, const pb::ExecuteToolRequest* request,
+                                        pb::ExecuteToolResponse* response) override {
+    const auto& parameters = request->parameters();
+    std::size_t size = 2;
+    for (const auto& [name, value] : parameters) size += name.size() + value.value().size() + 4;
+    std::string json;
+    json.reserve(size);
+    json.push_back('{');
+    bool first = true;
+    for (const auto& [name, value] : parameters) {
+      if (!first) json.push_back(',');
+      first = false;
+      append_json_string(json, name);
+      json.push_back(':');
+      json += value.value().empty() ? std::string("null") : value.value();
+    }
+    json.push_back('}');
+    response->set_success(true);
+    auto* result = response->mutable_result();
+    result->set_type_url(kJsonType);
+    result->set_value(std::move(json));
+    auto* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+};
+
+int parse_fd(const char* text, int fallback) {
+  char* end = nullptr;
+  errno = 0;
+  long value = std::strtol(text, &end, 10);
+  if (errno != 0 || end == text || *end != '\0' || value < -1 || value > 1 << 20) return fallback;
+  return static_cast<int>(value);
+}
+
+void write_all(int fd, const std::string& data) {
+  std::size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    done += static_cast<std::size_t>(n);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "-c") == 0) return 0;  // interpreter probe
+
+  std::string socket_path;
+  int ready_fd = 3, lifeline_fd = 4;
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (std::strcmp(argv[i], "--socket") == 0) socket_path = argv[++i];
+    else if (std::strcmp(argv[i], "--ready-fd") == 0) ready_fd = parse_fd(argv[++i], 3);
+    else if (std::strcmp(argv[i], "--lifeline-fd") == 0) lifeline_fd = parse_fd(argv[++i], 4);
+  }
+  if (socket_path.empty()) {
+    std::fprintf(stderr, "echo_worker: --socket PATH is required\n");
+    return 2;
+  }
+
+  // Block the stop signals in every thread (gRPC's included); the main
+  // thread takes them with sigwait.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  ::unlink(socket_path.c_str());
+  EchoService service;
+  grpc::ServerBuilder builder;
+  builder.SetMaxReceiveMessageSize(-1);
+  builder.SetMaxSendMessageSize(-1);
+  builder.AddListeningPort("unix:" + socket_path, grpc::InsecureServerCredentials());
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server) {
+    std::string error = "{\"status\":\"error\",\"type\":\"BindError\",\"message\":\"cannot bind unix:" + socket_path +
+                        "\",\"traceback\":\"\"}\n";
+    if (ready_fd >= 0) write_all(ready_fd, error);
+    return 1;
+  }
+
+  if (ready_fd >= 0) {
+    write_all(ready_fd, "{\"status\":\"ready\",\"pid\":" + std::to_string(::getpid()) + "}\n");
+    ::close(ready_fd);
+  }
+
+  if (lifeline_fd >= 0) {
+    // EOF (or an error) on the lifeline: the parent is gone.
+    std::thread([lifeline_fd] {
+      char buffer[256];
+      for (;;) {
+        ssize_t n = ::read(lifeline_fd, buffer, sizeof buffer);
+        if (n > 0 || (n < 0 && errno == EINTR)) continue;
+        break;
+      }
+      ::kill(::getpid(), SIGTERM);
+    }).detach();
+  }
+
+  int signal_number = 0;
+  while (sigwait(&stop_signals, &signal_number) != 0) {
+  }
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  ::unlink(socket_path.c_str());
+  std::_Exit(0);
+}
