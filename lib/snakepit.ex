@@ -248,7 +248,7 @@ defmodule Snakepit do
     Native.cancel(call.handle, call.request_id)
 
     receive do
-      {^ref, result, worker_id} -> {result, worker_id}
+      {^ref, result, worker_id} when result != :chunk -> {result, worker_id}
     after
       0 -> {{:error, {:timeout, :worker_timeout, "no reply within #{call.timeout} ms", %{}}}, ""}
     end

@@ -78,6 +78,8 @@ void EventLoop::cancel_timer(TimerId id) {
 void EventLoop::post(Task task) {
   {
     std::lock_guard lock(posted_mutex_);
+    // After stop nothing runs it; keeping it would hold what it captured.
+    if (stop_requested_) return;
     posted_.push_back(std::move(task));
   }
   wake();

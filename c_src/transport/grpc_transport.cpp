@@ -74,23 +74,40 @@ class StreamCall final : public core::CallHandle, public grpc::ClientReadReactor
   void start(pb::BridgeService::Stub& stub, std::shared_ptr<StreamCall> self) {
     self_ = std::move(self);
     stub.async()->ExecuteStreamingTool(&context, &request, this);
+    // grant() and cancel() start reads from outside reactions: the hold
+    // keeps the reader alive until a read has failed (gRPC's contract).
+    AddHold();
     StartRead(&chunk_);
     StartCall();
   }
 
-  void cancel() noexcept override { context.TryCancel(); }
+  void cancel() noexcept override {
+    context.TryCancel();
+    std::lock_guard lock(mutex_);
+    if (paused_ && !hold_released_) {
+      paused_ = false;
+      StartRead(&chunk_);  // fails at once and releases the hold
+    }
+  }
 
   void grant(int credits) noexcept override {
     std::lock_guard lock(mutex_);
     credits_ += credits;
-    if (paused_ && credits_ > 0 && !finished_) {
+    if (paused_ && credits_ > 0 && !hold_released_) {
       paused_ = false;
       StartRead(&chunk_);
     }
   }
 
   void OnReadDone(bool ok) override {
-    if (!ok) return;  // OnDone follows
+    if (!ok) {
+      {
+        std::lock_guard lock(mutex_);
+        hold_released_ = true;
+      }
+      RemoveHold();  // OnDone follows
+      return;
+    }
     const auto& metadata = chunk_.metadata();
     auto type = metadata.find("type_url");
     const bool binary = type != metadata.end() && type->second == kBinaryType;
@@ -104,13 +121,12 @@ class StreamCall final : public core::CallHandle, public grpc::ClientReadReactor
   }
 
   void OnDone(const grpc::Status& status) override {
-    {
-      std::lock_guard lock(mutex_);
-      finished_ = true;
-    }
+    // Moved out so the request they capture does not keep this call alive.
+    auto done = std::move(done_);
+    on_chunk_ = nullptr;
     auto result = status_result(status);
     result.success = status.ok();
-    done_(std::move(result));
+    done(std::move(result));
     self_.reset();  // the last reference may be this one
   }
 
@@ -121,7 +137,7 @@ class StreamCall final : public core::CallHandle, public grpc::ClientReadReactor
   std::mutex mutex_;
   int credits_;
   bool paused_ = false;
-  bool finished_ = false;
+  bool hold_released_ = false;
   pb::ToolChunk chunk_;
   core::WorkerConnection::Chunk on_chunk_;
   core::WorkerConnection::Done done_;
