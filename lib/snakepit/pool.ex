@@ -336,8 +336,10 @@ defmodule Snakepit.Pool do
     ]
 
     checks = if config.thread_safety_checks, do: ["--thread-safety-checks"], else: []
+    # Lets the boot-time sweep of another BEAM tell our live workers from orphans.
+    owner = ["--snakepit-owner-pid", System.pid()]
 
     ["-u", Path.join(Python.bridge_dir(), "grpc_server.py")] ++
-      config.adapter_args ++ profile_args ++ checks
+      config.adapter_args ++ profile_args ++ owner ++ checks
   end
 end

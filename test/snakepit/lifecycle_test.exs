@@ -174,8 +174,25 @@ defmodule Snakepit.LifecycleTest do
     assert eventually(fn -> Enum.any?(Snakepit.Orphans.workers(), &(elem(&1, 1) == marker)) end)
     [{orphan, ^marker, _}] = Enum.filter(Snakepit.Orphans.workers(), &(elem(&1, 1) == marker))
 
+    # Our own live workers carry this BEAM as owner: a sweep run with another
+    # run id (as a second BEAM would) must leave them alone.
+    {:ok, ours} = Snakepit.Pool.workers(:default)
+
+    assert Enum.all?(ours, fn w ->
+             Enum.any?(
+               Snakepit.Orphans.workers(),
+               &(elem(&1, 0) == w.os_pid and elem(&1, 2) == System.pid())
+             )
+           end)
+
     assert orphan in Snakepit.Orphans.sweep(run_id)
     assert eventually(fn -> not os_alive?(orphan) end, 2_000)
+
+    refute Enum.any?(
+             Snakepit.Orphans.sweep("another-beam"),
+             &(&1 in Enum.map(ours, fn w -> w.os_pid end))
+           )
+
     # Our own workers are untouched.
     assert {:ok, _} = Snakepit.execute("ping", %{})
   end
