@@ -196,7 +196,6 @@ void Pool::spawn_worker(std::size_t slot) {
   const int out_fd = worker->out_fd.get(), err_fd = worker->err_fd.get();
 
   lock.lock();
-  slots_[slot].current = key;
   scheduler_.add_worker(key, config_.capacity_per_worker);
   workers_.emplace(key, std::move(worker));
   lock.unlock();

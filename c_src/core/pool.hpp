@@ -150,7 +150,6 @@ class Pool : public std::enable_shared_from_this<Pool> {
   struct Request;
   struct Worker;
   struct Slot {
-    WorkerKey current = 0;
     int failures = 0;
   };
   struct Session {

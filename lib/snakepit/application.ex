@@ -5,7 +5,6 @@ defmodule Snakepit.Application do
   @impl Application
   def start(_type, _args) do
     env = Application.get_all_env(:snakepit)
-    globals = Snakepit.Config.globals(env)
     pools = if Keyword.get(env, :pooling_enabled, true), do: Snakepit.Config.pools(env), else: []
 
     children =
@@ -19,14 +18,14 @@ defmodule Snakepit.Application do
 
     with {:ok, sup} <-
            Supervisor.start_link(children, strategy: :one_for_one, name: Snakepit.Supervisor),
-         :ok <- await_pools(pools, globals) do
+         :ok <- await_pools(pools) do
       {:ok, sup}
     end
   end
 
   # An adapter that cannot even be imported fails the application start with
   # its traceback, instead of leaving callers to time out.
-  defp await_pools(pools, _globals) do
+  defp await_pools(pools) do
     Enum.reduce_while(pools, :ok, fn pool, :ok ->
       case Snakepit.Pool.await_ready(pool.name, 60_000) do
         :ok ->
