@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -38,6 +40,44 @@ class DecodeError : public std::runtime_error {
 //   Value object(std::vector<Value>& keys, std::vector<Value>& values);
 template <class Builder>
 typename Builder::Value decode(std::string_view json, Builder& builder);
+// Same, reusing `parser`'s buffers.
+template <class Builder>
+typename Builder::Value decode(std::string_view json, Builder& builder, simdjson::dom::parser& parser);
+
+// Idle simdjson parsers to reuse: a parser keeps its buffers between
+// documents (as simdjson advises), so a reply parses without allocating and
+// page-faulting fresh buffers. Thread-safe. A parser grown past
+// kMaxRetainedCapacity is freed on return rather than kept, so one huge
+// reply does not pin its buffers.
+class ParserCache {
+ public:
+  static constexpr std::size_t kMaxRetainedCapacity = 4 * 1024 * 1024;
+  static constexpr std::size_t kMaxIdle = 8;
+
+  class Lease {
+   public:
+    Lease(ParserCache& cache, std::unique_ptr<simdjson::dom::parser> parser)
+        : cache_(&cache), parser_(std::move(parser)) {}
+    Lease(Lease&&) noexcept = default;
+    Lease& operator=(Lease&&) = delete;
+    ~Lease() {
+      if (parser_) cache_->give_back(std::move(parser_));
+    }
+    simdjson::dom::parser& operator*() const { return *parser_; }
+
+   private:
+    ParserCache* cache_;
+    std::unique_ptr<simdjson::dom::parser> parser_;
+  };
+
+  Lease acquire();
+
+ private:
+  void give_back(std::unique_ptr<simdjson::dom::parser> parser) noexcept;
+
+  std::mutex mutex_;
+  std::vector<std::unique_ptr<simdjson::dom::parser>> idle_;
+};
 
 namespace detail {
 
@@ -85,6 +125,11 @@ typename Builder::Value build(simdjson::dom::element element, Builder& builder) 
 template <class Builder>
 typename Builder::Value decode(std::string_view json, Builder& builder) {
   simdjson::dom::parser parser;
+  return decode(json, builder, parser);
+}
+
+template <class Builder>
+typename Builder::Value decode(std::string_view json, Builder& builder, simdjson::dom::parser& parser) {
   simdjson::dom::element root;
   auto error = parser.parse(json.data(), json.size(), true).get(root);
   if (error) throw DecodeError(std::string("invalid JSON from worker: ") + simdjson::error_message(error));

@@ -45,6 +45,7 @@ struct NifState {
   Atoms atoms;
   ErlNifResourceType* pool_type = nullptr;
   std::shared_ptr<core::Transport> transport;
+  codec::ParserCache parsers;
   std::string run_id;
   std::string runtime_dir;
   // Workers hold the read end; when this process dies they see EOF.
@@ -114,7 +115,7 @@ class ProcessResponder final : public core::Responder {
       if (binary) {
         enif_make_map_put(env, map, data_key, builder.binary(data), &map);
       } else if (!data.empty()) {
-        ERL_NIF_TERM value = codec::decode(data, builder);
+        ERL_NIF_TERM value = codec::decode(data, builder, *nif_.parsers.acquire());
         if (enif_is_map(env, value)) map = value;
         else enif_make_map_put(env, map, data_key, value, &map);
       }
@@ -156,7 +157,7 @@ class ProcessResponder final : public core::Responder {
     TermBuilder builder(env_, nif_.atoms);
     if (outcome.payload_binary) return builder.binary(outcome.payload);
     if (outcome.payload.empty()) return nif_.atoms.nil;
-    return codec::decode(outcome.payload, builder);
+    return codec::decode(outcome.payload, builder, *nif_.parsers.acquire());
   }
 
   void forget_monitor() {
@@ -548,7 +549,7 @@ bool dispatch_elixir_call(NifState& nif, transport::ElixirToolCall&& call) {
   for (auto& [name, json] : call.params_json) {
     ERL_NIF_TERM value;
     try {
-      value = json.empty() ? nif.atoms.nil : codec::decode(json, builder);
+      value = json.empty() ? nif.atoms.nil : codec::decode(json, builder, *nif.parsers.acquire());
     } catch (const codec::DecodeError&) {
       value = builder.string(json);
     }

@@ -103,11 +103,16 @@ TermEncoder::Status TermEncoder::encode_args(ERL_NIF_TERM args, std::vector<core
     int arity = 0;
     const ERL_NIF_TERM* elements = nullptr;
     // Raw bytes travel as bytes: a binary that is not UTF-8, or {:binary, bin}.
-    if (enif_is_binary(env_, value) && enif_inspect_binary(env_, value, &bin) &&
-        !codec::valid_utf8({reinterpret_cast<const char*>(bin.data), bin.size})) {
-      if (!check_budget(bin.size)) break;
-      param.binary = true;
-      param.data.assign(reinterpret_cast<const char*>(bin.data), bin.size);
+    // The budget goes first, so a big binary is validated on the dirty scheduler.
+    if (enif_is_binary(env_, value) && enif_inspect_binary(env_, value, &bin)) {
+      if (!check_budget(bin.size + 2)) break;
+      const std::string_view text(reinterpret_cast<const char*>(bin.data), bin.size);
+      if (codec::valid_utf8(text)) {
+        codec::append_string(param.data, text);
+      } else {
+        param.binary = true;
+        param.data.assign(text);
+      }
     } else if (enif_get_tuple(env_, value, &arity, &elements) && arity == 2 &&
                enif_is_identical(elements[0], atoms_.binary) && enif_inspect_binary(env_, elements[1], &bin)) {
       if (!check_budget(bin.size)) break;

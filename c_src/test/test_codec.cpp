@@ -123,6 +123,86 @@ TEST_CASE("append_string output decodes back to the input") {
   CHECK(as<std::string>(node) == all);
 }
 
+// One byte at a time, the obvious way: what the word-at-a-time escaper must match.
+std::string reference_escaped(std::string_view text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out = "\"";
+  for (unsigned char c : text) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      default:
+        if (c < 0x20) {
+          out += "\\u00";
+          out += kHex[c >> 4];
+          out += kHex[c & 0xF];
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out + "\"";
+}
+
+TEST_CASE("append_string finds a byte to escape at every offset of a word") {
+  // Each byte that needs escaping, and neighbours that must not trip the
+  // word test (0x20, 0x21, '#', '[', ']', 0x7f, 0x80, 0xff), at every
+  // position of strings 1..24 bytes long, so words, tails and mixes are covered.
+  std::vector<char> probes = {'"', '\\', '\0', '\x01', '\x1f', '\n', ' ', '!', '#', '[', ']', '\x7f', '\x80', '\xff'};
+  for (std::size_t length = 1; length <= 24; ++length) {
+    for (std::size_t at = 0; at < length; ++at) {
+      for (char probe : probes) {
+        std::string text(length, 'a');
+        text[at] = probe;
+        CAPTURE(length);
+        CAPTURE(at);
+        CAPTURE(static_cast<int>(static_cast<unsigned char>(probe)));
+        REQUIRE(escaped(text) == reference_escaped(text));
+      }
+    }
+  }
+  // Many escapes in a row and long clean runs around them.
+  std::string mixed = std::string(37, 'x') + "\"\\\n\x02" + std::string(19, 'y') + "\x1f" + std::string(8, 'z');
+  CHECK(escaped(mixed) == reference_escaped(mixed));
+}
+
+TEST_CASE("ParserCache hands back a reused parser and drops an oversized one") {
+  codec::ParserCache cache;
+  simdjson::dom::parser* first = nullptr;
+  {
+    auto lease = cache.acquire();
+    first = &*lease;
+    TreeBuilder builder;
+    CHECK(as<std::int64_t>(codec::decode("7", builder, *lease)) == 7);
+  }
+  {
+    auto lease = cache.acquire();
+    CHECK(&*lease == first);  // the idle one, with its buffers
+    auto other = cache.acquire();
+    CHECK(&*other != first);  // two at once: a second parser
+  }
+  {
+    auto lease = cache.acquire();
+    // A document bigger than the retained capacity grows the parser ...
+    std::string big = "\"" + std::string(codec::ParserCache::kMaxRetainedCapacity + 1, 'b') + "\"";
+    TreeBuilder builder;
+    CHECK(as<std::string>(codec::decode(big, builder, *lease)).size() == codec::ParserCache::kMaxRetainedCapacity + 1);
+    CHECK((*lease).capacity() > codec::ParserCache::kMaxRetainedCapacity);
+  }
+  // ... so it was freed on return, not kept: every idle parser is small.
+  auto a = cache.acquire();
+  auto b = cache.acquire();
+  auto c = cache.acquire();
+  CHECK((*a).capacity() <= codec::ParserCache::kMaxRetainedCapacity);
+  CHECK((*b).capacity() <= codec::ParserCache::kMaxRetainedCapacity);
+  CHECK((*c).capacity() <= codec::ParserCache::kMaxRetainedCapacity);
+}
+
 TEST_CASE("valid_utf8") {
   CHECK(codec::valid_utf8(""));
   CHECK(codec::valid_utf8("ascii"));

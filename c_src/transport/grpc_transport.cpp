@@ -227,9 +227,41 @@ class GrpcConnection final : public core::WorkerConnection {
 
 class GrpcTransport final : public core::Transport {
  public:
+  // gRPC 1.51 runs callbacks on a shared completion queue whose threads are
+  // joined when the last channel using it goes away. A worker's channel can
+  // be released inside one of its own callbacks (the call context holds it),
+  // which would join the running thread (grpc/grpc#32584). The anchor is a
+  // channel that takes a reference on that queue with one call whose
+  // deadline has passed, and lives as long as the transport (the NIF).
+  // Its one failed connect is not retried for a day.
+  GrpcTransport() : anchor_(make_anchor_channel()), anchor_stub_(pb::BridgeService::NewStub(anchor_)) {
+    struct AnchorCall {
+      grpc::ClientContext context;
+      pb::PingRequest request;
+      pb::PingResponse response;
+    };
+    auto call = std::make_shared<AnchorCall>();
+    call->context.set_deadline(std::chrono::system_clock::now());
+    anchor_stub_->async()->Ping(&call->context, &call->request, &call->response, [call](grpc::Status) {});
+  }
+
   std::shared_ptr<core::WorkerConnection> connect(const std::string& socket_path) override {
     return std::make_shared<GrpcConnection>(socket_path);
   }
+
+ private:
+  static std::shared_ptr<grpc::Channel> make_anchor_channel() {
+    constexpr int kDayMs = 24 * 60 * 60 * 1000;
+    grpc::ChannelArguments arguments;
+    arguments.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, kDayMs);
+    arguments.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, kDayMs);
+    arguments.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kDayMs);
+    return grpc::CreateCustomChannel("unix:/nonexistent/snakepit-anchor", grpc::InsecureChannelCredentials(),
+                                     arguments);
+  }
+
+  std::shared_ptr<grpc::Channel> anchor_;
+  std::unique_ptr<pb::BridgeService::Stub> anchor_stub_;
 };
 
 }  // namespace
