@@ -4,6 +4,7 @@
 #include <sys/eventfd.h>
 
 #include <cerrno>
+#include <exception>
 #include <system_error>
 
 namespace snakepit::core {
@@ -90,6 +91,19 @@ void EventLoop::wake() {
   [[maybe_unused]] auto written = ::write(wake_fd_.get(), &one, sizeof one);
 }
 
+// An exception must not leave the loop thread (it would terminate the
+// process, here the BEAM): report it and carry on with the next event.
+template <class F>
+void EventLoop::guarded(F&& callback) noexcept {
+  try {
+    callback();
+  } catch (const std::exception& e) {
+    if (error_handler_) error_handler_(e.what());
+  } catch (...) {
+    if (error_handler_) error_handler_("unknown exception");
+  }
+}
+
 void EventLoop::run_posted() {
   std::vector<Task> tasks;
   {
@@ -97,7 +111,7 @@ void EventLoop::run_posted() {
     tasks.swap(posted_);
     stopping_ = stop_requested_;
   }
-  for (auto& task : tasks) task();
+  for (auto& task : tasks) guarded(task);
 }
 
 void EventLoop::run_due_timers() {
@@ -105,7 +119,7 @@ void EventLoop::run_due_timers() {
   while (!timers_.empty() && timers_.begin()->first <= now) {
     auto node = timers_.extract(timers_.begin());
     timer_index_.erase(node.mapped().first);
-    node.mapped().second();
+    guarded(node.mapped().second);
   }
 }
 
@@ -131,7 +145,7 @@ void EventLoop::run() {
       auto it = handlers_.find(fd);
       if (it == handlers_.end()) continue;
       auto handler = it->second;  // the handler may unwatch itself
-      handler(events[i].events);
+      guarded([&] { handler(events[i].events); });
     }
     run_posted();
     run_due_timers();

@@ -6,6 +6,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -20,6 +21,8 @@ class EventLoop {
   using FdHandler = std::function<void(std::uint32_t events)>;
   using Task = std::function<void()>;
   using TimerId = std::uint64_t;
+  // Told what a handler, timer or task threw; the loop keeps running.
+  using ErrorHandler = std::function<void(const std::string& what)>;
 
   EventLoop();
   ~EventLoop();
@@ -34,6 +37,8 @@ class EventLoop {
 
   // Any thread.
   void post(Task task);
+  // Before start().
+  void set_error_handler(ErrorHandler handler) { error_handler_ = std::move(handler); }
   void start();
   // Stops and joins; must not be called from the loop thread.
   void stop();
@@ -47,6 +52,8 @@ class EventLoop {
   void run_posted();
   void run_due_timers();
   int poll_timeout_ms() const;
+  template <class F>
+  void guarded(F&& callback) noexcept;
 
   UniqueFd epoll_;
   UniqueFd wake_fd_;
@@ -61,6 +68,7 @@ class EventLoop {
   std::multimap<TimePoint, std::pair<TimerId, Task>> timers_;
   std::unordered_map<TimerId, std::multimap<TimePoint, std::pair<TimerId, Task>>::iterator> timer_index_;
   TimerId next_timer_ = 1;
+  ErrorHandler error_handler_;
 };
 
 }  // namespace snakepit::core

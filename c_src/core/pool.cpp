@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <functional>
 #include <system_error>
 
 #include <simdjson.h>
@@ -50,7 +51,9 @@ struct Pool::Worker {
   std::unordered_map<RequestId, std::shared_ptr<Request>> inflight;
   std::uint64_t served = 0;
   bool start_reported = false;  // a ready line or a start error arrived
-  bool replaced = false;        // recycled: its slot already has a successor
+  bool replaced = false;        // recycled: its slot's successor is on its way
+  bool killed = false;          // SIGKILLed by the pool: its exit is coming
+  bool probing = false;         // a call saw UNAVAILABLE: out of routing until a ping answers
   int missed_heartbeats = 0;
   std::optional<EventLoop::TimerId> startup_timer, heartbeat_timer, ttl_timer, kill_timer;
 
@@ -115,6 +118,10 @@ void Pool::start() {
     if (started_) return;
     started_ = true;
   }
+  // The loop runs only while this pool exists (it is a member).
+  loop_.set_error_handler([this](const std::string& what) {
+    emit(PoolEvent{PoolEvent::Type::internal_error, {}, 0, {}, "pool " + config_.name + ": " + what, {}});
+  });
   loop_.start();
   loop_.post([self = shared_from_this()] {
     self->spawn_batch(0);
@@ -201,16 +208,28 @@ void Pool::spawn_worker(std::size_t slot) {
   lock.unlock();
 
   auto self = shared_from_this();
-  // The pidfd last: a worker that already wrote its ready line (or error)
-  // and exited has both ready now, and epoll reports them in this order.
-  loop_.watch(ready_fd, [self, key](std::uint32_t) { self->on_ready_pipe(key); });
-  loop_.watch(out_fd, [self, key](std::uint32_t) { self->on_output(key, false); });
-  loop_.watch(err_fd, [self, key](std::uint32_t) { self->on_output(key, true); });
-  if (pidfd >= 0) {
-    loop_.watch(pidfd, [self, key](std::uint32_t) { self->on_exit(key); });
-  } else {
-    loop_.post([self, key] { self->on_exit(key); });  // exited before we could watch it
+  try {
+    // The pidfd last: a worker that already wrote its ready line (or error)
+    // and exited has both ready now, and epoll reports them in this order.
+    loop_.watch(ready_fd, [self, key](std::uint32_t) { self->on_ready_pipe(key); });
+    loop_.watch(out_fd, [self, key](std::uint32_t) { self->on_output(key, false); });
+    loop_.watch(err_fd, [self, key](std::uint32_t) { self->on_output(key, true); });
+    if (pidfd >= 0) loop_.watch(pidfd, [self, key](std::uint32_t) { self->on_exit(key); });
+  } catch (const std::system_error& e) {
+    // A worker the loop cannot watch could never be tracked: end it, forget
+    // it and start another, as for a failed spawn.
+    signal_group(pid, SIGKILL);
+    for (int fd : {ready_fd, out_fd, err_fd, pidfd}) loop_.unwatch(fd);
+    lock.lock();
+    scheduler_.remove_worker(key);
+    auto owned = std::move(workers_.at(key));
+    workers_.erase(key);
+    lock.unlock();
+    emit(PoolEvent{PoolEvent::Type::internal_error, id, pid, {}, std::string("cannot watch worker: ") + e.what(), {}});
+    schedule_respawn(slot);
+    return;
   }
+  if (pidfd < 0) loop_.post([self, key] { self->on_exit(key); });  // exited before we could watch it
   const auto timer = loop_.add_timer(SteadyClock::now() + config_.startup_timeout,
                                      [self, key] { self->on_startup_timeout(key); });
   lock.lock();
@@ -281,8 +300,15 @@ void Pool::on_ready_pipe(WorkerKey key) {
   const bool parsed = !line.empty() && !parser.parse(line.data(), line.size(), true).get(root) &&
                       !root["status"].get(status);
   if (parsed && status == "ready") {
+    // Channel creation stays outside the pool lock that every call takes.
+    const std::string socket_path = worker->socket_path;
+    lock.unlock();
+    auto connection = transport_->connect(socket_path);
+    lock.lock();
+    worker = find_worker(key);
+    if (worker == nullptr) return;
     std::vector<Dispatch> dispatches;
-    mark_ready(*worker, dispatches);
+    mark_ready(*worker, std::move(connection), dispatches);
     const std::string id = worker->id;
     const int pid = worker->pid;
     lock.unlock();
@@ -313,16 +339,22 @@ void Pool::on_ready_pipe(WorkerKey key) {
   });
 }
 
-void Pool::mark_ready(Worker& worker, std::vector<Dispatch>& dispatches) {
+void Pool::mark_ready(Worker& worker, std::shared_ptr<WorkerConnection> connection,
+                      std::vector<Dispatch>& dispatches) {
   worker.state = Worker::State::ready;
   worker.start_reported = true;
   if (worker.startup_timer) {
     loop_.cancel_timer(*worker.startup_timer);
     worker.startup_timer.reset();
   }
-  worker.connection = transport_->connect(worker.socket_path);
-  slots_[worker.slot].failures = 0;
+  worker.connection = std::move(connection);
+  auto& slot = slots_[worker.slot];
+  slot.failures = 0;
   scheduler_.set_routable(worker.key, true);
+  if (slot.retiring != 0) {
+    retire(slot.retiring, worker);
+    slot.retiring = 0;
+  }
   dispatches = take_queued_dispatches();
   auto self = shared_from_this();
   const WorkerKey key = worker.key;
@@ -359,7 +391,7 @@ void Pool::send_heartbeat(WorkerKey key) {
 void Pool::on_heartbeat(WorkerKey key, bool ok) {
   std::unique_lock lock(mutex_);
   auto* worker = find_worker(key);
-  if (worker == nullptr) return;
+  if (worker == nullptr || worker->killed) return;  // pings still in flight after a kill
   if (ok) {
     worker->missed_heartbeats = 0;
     return;
@@ -370,11 +402,8 @@ void Pool::on_heartbeat(WorkerKey key, bool ok) {
   const std::string missed = std::to_string(worker->missed_heartbeats);
   const pid_t pid = worker->pid;
   worker->missed_heartbeats = 0;
-  if (config_.heartbeat_dependent) {
-    // Out of routing now; its exit fails what it was running and respawns it.
-    scheduler_.set_routable(key, false);
-    signal_group(pid, SIGKILL);
-  }
+  // Its exit fails what it was running and respawns it.
+  if (config_.heartbeat_dependent) kill_worker(*worker);
   lock.unlock();
   emit(PoolEvent{PoolEvent::Type::heartbeat_timeout, id, pid, {}, missed, {}});
 }
@@ -382,22 +411,80 @@ void Pool::on_heartbeat(WorkerKey key, bool ok) {
 void Pool::recycle(WorkerKey key, const char* reason) {
   std::unique_lock lock(mutex_);
   auto* worker = find_worker(key);
-  if (worker == nullptr || worker->state != Worker::State::ready || stopping_) return;
-  // Stop routing to it, start its successor, let its calls finish.
-  worker->state = Worker::State::draining;
+  if (worker == nullptr || worker->state != Worker::State::ready || worker->replaced || worker->killed ||
+      stopping_)
+    return;
+  // Start its successor; it keeps serving until that one is ready (retire),
+  // so a slow model load never leaves the slot without a worker.
   worker->replaced = true;
   if (worker->ttl_timer) loop_.cancel_timer(*worker->ttl_timer);
   worker->ttl_timer.reset();
-  scheduler_.set_routable(key, false);
+  slots_[worker->slot].retiring = key;
   ++counters_.recycles;
-  const bool idle = worker->inflight.empty();
   const std::size_t slot = worker->slot;
   const std::string id = worker->id;
   const pid_t pid = worker->pid;
   lock.unlock();
   emit(PoolEvent{PoolEvent::Type::worker_recycled, id, pid, {}, reason, {}});
   spawn_worker(slot);
-  if (idle) terminate_drained(key);
+}
+
+void Pool::retire(WorkerKey key, const Worker& successor) {
+  auto* worker = find_worker(key);
+  if (worker == nullptr) return;
+  // Out of routing; its sessions and the calls waiting for it move to the
+  // successor; its running calls finish, then it is terminated.
+  worker->state = Worker::State::draining;
+  scheduler_.set_routable(key, false);
+  for (auto& [session_id, session] : sessions_) {
+    if (session.worker != key) continue;
+    session.worker = successor.key;
+    session.worker_id = successor.id;
+  }
+  scheduler_.retarget_required(key, successor.key);
+  if (worker->inflight.empty())
+    loop_.post([self = shared_from_this(), key] { self->terminate_drained(key); });
+}
+
+void Pool::kill_worker(Worker& worker) {
+  worker.killed = true;
+  scheduler_.set_routable(worker.key, false);
+  signal_group(worker.pid, SIGKILL);
+}
+
+void Pool::probe_unavailable(WorkerKey key) {
+  std::shared_ptr<WorkerConnection> connection;
+  {
+    std::lock_guard lock(mutex_);
+    auto* worker = find_worker(key);
+    if (worker == nullptr || worker->killed || !worker->connection) return;
+    connection = worker->connection;
+  }
+  std::weak_ptr<Pool> weak = weak_from_this();
+  connection->ping(config_.ping_timeout, [weak, key](bool ok) {
+    if (auto pool = weak.lock()) pool->loop_.post([pool, key, ok] { pool->on_probe(key, ok); });
+  });
+}
+
+void Pool::on_probe(WorkerKey key, bool ok) {
+  std::vector<Dispatch> dispatches;
+  std::string message;
+  {
+    std::lock_guard lock(mutex_);
+    auto* worker = find_worker(key);
+    if (worker == nullptr || worker->killed) return;
+    worker->probing = false;
+    if (!ok) {
+      // Dead or wedged: its exit fails what it runs and brings a replacement.
+      kill_worker(*worker);
+      message = "worker " + worker->id + " refused a call and does not answer a ping; killing it";
+    } else if (worker->state == Worker::State::ready) {
+      scheduler_.set_routable(key, true);  // a passing fault: back in service
+      dispatches = take_queued_dispatches();
+    }
+  }
+  if (!message.empty()) emit(PoolEvent{PoolEvent::Type::internal_error, {}, 0, {}, std::move(message), {}});
+  for (auto& [request, connection] : dispatches) start_call(request, connection);
 }
 
 void Pool::terminate_drained(WorkerKey key) {
@@ -426,19 +513,27 @@ void Pool::on_output(WorkerKey key, bool is_stderr) {
   std::vector<std::string> lines;
   std::string id;
   int fd = -1;
-  bool closed = false;
+  {
+    std::lock_guard lock(mutex_);
+    auto* worker = find_worker(key);
+    if (worker == nullptr) return;
+    const auto& pipe = is_stderr ? worker->err_fd : worker->out_fd;
+    if (!pipe.valid()) return;
+    fd = pipe.get();
+  }
+  // Read without the pool lock (calls take it); only this thread closes the fd.
+  std::string received;
+  char chunk[8192];
+  ssize_t n;
+  while ((n = ::read(fd, chunk, sizeof chunk)) > 0) received.append(chunk, static_cast<std::size_t>(n));
+  const bool closed = n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR);
   {
     std::lock_guard lock(mutex_);
     auto* worker = find_worker(key);
     if (worker == nullptr) return;
     auto& pipe = is_stderr ? worker->err_fd : worker->out_fd;
     auto& buffer = is_stderr ? worker->err_buffer : worker->out_buffer;
-    if (!pipe.valid()) return;
-    fd = pipe.get();
-    char chunk[8192];
-    ssize_t n;
-    while ((n = ::read(fd, chunk, sizeof chunk)) > 0) buffer.append(chunk, n);
-    closed = n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR);
+    buffer += received;
     std::size_t start = 0, newline;
     while ((newline = buffer.find('\n', start)) != std::string::npos) {
       lines.emplace_back(buffer, start, newline - start);
@@ -468,6 +563,11 @@ void Pool::on_exit(WorkerKey key) {
   if (worker == nullptr) return;
   const auto status = worker->pidfd.valid() ? try_reap(worker->pidfd.get()) : std::optional<int>(kStatusUnknown);
   if (!status) return;
+  // Whatever it started (its process group) goes with it, now, not when the
+  // lifeline closes. The group id cannot have been reused this soon.
+  signal_group(worker->pid, SIGKILL);
+  auto& slot = slots_[worker->slot];
+  if (slot.retiring == key) slot.retiring = 0;  // died before its successor was ready
   lock.unlock();
   // Whatever the worker printed last is often why it died.
   on_output(key, true);
@@ -566,13 +666,19 @@ std::optional<Error> Pool::submit(RequestId id, CallRequest call, std::unique_pt
     }
   }
 
+  // A strict session not bound yet whose earlier calls all wait in the
+  // queue: this call waits with them, for whichever worker they get.
+  const bool strict = !session_id.empty() && affinity != Affinity::hint;
+  const std::uint64_t group = strict && bound == 0 ? (std::hash<std::string>{}(session_id) | 1) : 0;
+  const bool group_waiting = group != 0 && scheduler_.group_waiting(group);
+
   std::optional<WorkerKey> key;
   if (bound != 0 && scheduler_.acquire_on(bound)) {
     key = bound;
   } else if (bound != 0 && affinity == Affinity::strict_fail_fast) {
     ++counters_.errors;
     return pool_error("worker_busy", "the worker of session " + session_id + " is busy");
-  } else if (bound == 0 || affinity == Affinity::hint) {
+  } else if ((bound == 0 && !group_waiting) || affinity == Affinity::hint) {
     key = scheduler_.acquire();
   }
 
@@ -592,7 +698,7 @@ std::optional<Error> Pool::submit(RequestId id, CallRequest call, std::unique_pt
 
   const auto wait = std::min(config_.queue_timeout, request->call.timeout);
   const WorkerKey required = affinity == Affinity::strict_queue ? bound : 0;
-  if (scheduler_.enqueue(id, request->submitted + wait, required) == Scheduler::EnqueueResult::full) {
+  if (scheduler_.enqueue(id, request->submitted + wait, required, group) == Scheduler::EnqueueResult::full) {
     ++counters_.saturated;
     ++counters_.errors;
     return pool_error("pool_saturated",
@@ -751,15 +857,15 @@ void Pool::on_call_done(const std::shared_ptr<Request>& request, TransportResult
       if (worker->state == Worker::State::draining && worker->inflight.empty()) {
         loop_.post([self = shared_from_this(), key = worker->key] { self->terminate_drained(key); });
       } else if (config_.max_requests > 0 && worker->served >= config_.max_requests &&
-                 worker->state == Worker::State::ready) {
-        scheduler_.set_routable(worker->key, false);
+                 worker->state == Worker::State::ready && !worker->replaced) {
         loop_.post([self = shared_from_this(), key = worker->key] { self->recycle(key, "max_requests"); });
       }
-      if (result_status == TransportResult::Status::unavailable) {
-        // A worker whose socket refuses calls is dead or broken: take it out
-        // of routing now and let its exit bring the replacement.
+      if (result_status == TransportResult::Status::unavailable && !worker->probing && !worker->killed) {
+        // Its socket refused the call: dead, wedged or a passing fault. Out
+        // of routing until a ping tells which (an exit comes first if dead).
+        worker->probing = true;
         scheduler_.set_routable(worker->key, false);
-        signal_group(worker->pid, SIGKILL);
+        loop_.post([self = shared_from_this(), key = worker->key] { self->probe_unavailable(key); });
       }
       dispatches = take_queued_dispatches();
     }

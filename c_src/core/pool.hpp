@@ -74,6 +74,7 @@ struct PoolEvent {
     capacity_reached,
     heartbeat_timeout,  // text: missed count
     worker_recycled,    // text: "ttl_expired" | "max_requests"
+    internal_error,     // text: what went wrong on the pool's own thread
   };
   Type type;
   std::string worker_id;
@@ -151,6 +152,8 @@ class Pool : public std::enable_shared_from_this<Pool> {
   struct Worker;
   struct Slot {
     int failures = 0;
+    // A recycled worker that keeps serving until the slot's next worker is ready.
+    WorkerKey retiring = 0;
   };
   struct Session {
     WorkerKey worker;
@@ -170,7 +173,12 @@ class Pool : public std::enable_shared_from_this<Pool> {
   void arm_queue_timer();
   void expire_queue();
   void begin_shutdown();
-  void mark_ready(Worker& worker, std::vector<Dispatch>& dispatches);
+  void mark_ready(Worker& worker, std::shared_ptr<WorkerConnection> connection,
+                  std::vector<Dispatch>& dispatches);  // pool lock held
+  void retire(WorkerKey key, const Worker& successor);  // pool lock held
+  void probe_unavailable(WorkerKey key);
+  void on_probe(WorkerKey key, bool ok);
+  void kill_worker(Worker& worker);  // pool lock held
   void schedule_heartbeat(WorkerKey key);
   void send_heartbeat(WorkerKey key);
   void on_heartbeat(WorkerKey key, bool ok);

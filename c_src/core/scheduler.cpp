@@ -47,9 +47,10 @@ bool Scheduler::release(WorkerKey key) {
   return true;
 }
 
-Scheduler::EnqueueResult Scheduler::enqueue(RequestId id, TimePoint deadline, WorkerKey required) {
+Scheduler::EnqueueResult Scheduler::enqueue(RequestId id, TimePoint deadline, WorkerKey required,
+                                            std::uint64_t group) {
   if (queue_.size() >= max_queue_) return EnqueueResult::full;
-  queue_.push_back(Queued{id, deadline, required});
+  queue_.push_back(Queued{id, deadline, required, required == 0 ? group : 0});
   return EnqueueResult::queued;
 }
 
@@ -58,6 +59,10 @@ bool Scheduler::remove_queued(RequestId id) {
   if (it == queue_.end()) return false;
   queue_.erase(it);
   return true;
+}
+
+bool Scheduler::group_waiting(std::uint64_t group) const {
+  return group != 0 && std::any_of(queue_.begin(), queue_.end(), [group](const Queued& q) { return q.group == group; });
 }
 
 std::vector<std::pair<RequestId, WorkerKey>> Scheduler::dispatch_queued() {
@@ -75,9 +80,24 @@ std::vector<std::pair<RequestId, WorkerKey>> Scheduler::dispatch_queued() {
     auto worker = acquire();
     if (!worker) break;  // no free slot anywhere: nothing behind can run either
     assigned.emplace_back(it->id, *worker);
+    const auto group = it->group;
     it = queue_.erase(it);
+    if (group != 0) bind_group(group, *worker);  // only touches entries still queued
   }
   return assigned;
+}
+
+void Scheduler::bind_group(std::uint64_t group, WorkerKey key) {
+  for (auto& queued : queue_) {
+    if (queued.group != group) continue;
+    queued.required = key;
+    queued.group = 0;
+  }
+}
+
+void Scheduler::retarget_required(WorkerKey from, WorkerKey to) {
+  for (auto& queued : queue_)
+    if (queued.required == from) queued.required = to;
 }
 
 std::vector<RequestId> Scheduler::remove_required(WorkerKey worker) {

@@ -43,13 +43,20 @@ class Scheduler {
 
   enum class EnqueueResult { queued, full };
   // `required`: only that worker may serve it (strict session affinity).
-  EnqueueResult enqueue(RequestId id, TimePoint deadline, WorkerKey required = 0);
+  // `group` (non-zero): requests that must all land on one worker, not yet
+  // chosen (a strict session whose first calls all wait); the first of the
+  // group to be dispatched picks the worker for the rest.
+  EnqueueResult enqueue(RequestId id, TimePoint deadline, WorkerKey required = 0, std::uint64_t group = 0);
   bool remove_queued(RequestId id);
+  // Some request of `group` waits and none has been dispatched yet.
+  bool group_waiting(std::uint64_t group) const;
   // Pairs queued requests (FIFO) with free slots, taking the slots. A
   // request waiting for a busy worker does not hold up the ones behind it.
   std::vector<std::pair<RequestId, WorkerKey>> dispatch_queued();
   // Queued requests that only `worker` could serve, removed (it is gone).
   std::vector<RequestId> remove_required(WorkerKey worker);
+  // Queued requests for `from` wait for `to` instead (a planned replacement).
+  void retarget_required(WorkerKey from, WorkerKey to);
   // Queued requests whose deadline has passed, removed from the queue.
   std::vector<RequestId> expire(TimePoint now);
   std::optional<TimePoint> next_deadline() const;
@@ -67,7 +74,9 @@ class Scheduler {
     RequestId id;
     TimePoint deadline;
     WorkerKey required;
+    std::uint64_t group;
   };
+  void bind_group(std::uint64_t group, WorkerKey key);
   WorkerLoad* find(WorkerKey key);
   const WorkerLoad* find(WorkerKey key) const;
 

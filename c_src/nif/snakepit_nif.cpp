@@ -222,6 +222,10 @@ class ProcessEventSink final : public core::EventSink {
         type = a.worker_recycled;
         data = enif_make_atom(env, event.text.c_str());
         break;
+      case Type::internal_error:
+        type = a.internal_error;
+        data = make_binary(env, event.text);
+        break;
     }
     ERL_NIF_TERM message = enif_make_tuple4(env, a.snakepit_event, type, make_binary(env, event.worker_id), data);
     enif_send(nullptr, &owner_, env, message);

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -338,4 +339,30 @@ TEST_CASE("destroying a running loop stops it") {
     loop.post([&] { ran = true; });
   }
   CHECK(ran.load());
+}
+
+TEST_CASE("a throwing task, timer or handler is reported and the loop keeps running") {
+  EventLoop loop;
+  Recorder rec;
+  loop.set_error_handler([&](const std::string& what) { rec.add("error:" + what); });
+  loop.start();
+  auto pipe = make_pipe();
+  loop.post([] { throw std::runtime_error("from task"); });
+  loop.post([&] {
+    loop.add_timer(SteadyClock::now(), [] { throw std::runtime_error("from timer"); });
+    loop.watch(pipe.read.get(), [&](std::uint32_t) {
+      char byte;
+      while (::read(pipe.read.get(), &byte, 1) > 0) {
+      }
+      throw std::runtime_error("from handler");
+    });
+  });
+  REQUIRE(rec.wait_for_count(2));
+  REQUIRE(::write(pipe.write.get(), "x", 1) == 1);
+  REQUIRE(rec.wait_for_count(3));
+  loop.post([&] { rec.add("still running"); });
+  REQUIRE(rec.wait_for_count(4));
+  CHECK(rec.joined() == "error:from task,error:from timer,error:from handler,still running");
+  loop.post([&] { loop.unwatch(pipe.read.get()); });
+  loop.stop();
 }

@@ -12,6 +12,8 @@
 #include <cstdlib>
 #include <deque>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -44,6 +46,15 @@ bool wait_until(Pred pred, std::chrono::milliseconds timeout = kWait) {
 }
 
 bool pid_gone(pid_t pid) { return ::kill(pid, 0) == -1 && errno == ESRCH; }
+
+// Gone or a zombie: an orphan's reaping is up to whoever adopted it.
+bool pid_dead(pid_t pid) {
+  if (pid_gone(pid)) return true;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  const auto paren = text.rfind(')');
+  return paren != std::string::npos && paren + 2 < text.size() && text[paren + 2] == 'Z';
+}
 
 // ------------------------------------------------------------ fake transport
 
@@ -81,7 +92,7 @@ class FakeConnection : public WorkerConnection {
   std::shared_ptr<CallHandle> execute(CallRequest&& request, TimePoint deadline, Done done) override;
   std::shared_ptr<CallHandle> execute_stream(CallRequest&& request, TimePoint deadline, int window, Chunk on_chunk,
                                              Done done) override;
-  void ping(Millis, std::function<void(bool ok)> done) override { done(true); }
+  void ping(Millis, std::function<void(bool ok)> done) override;
   void report(Millis, std::function<void(std::optional<std::vector<ToolConcurrency>>)> done) override;
 
  private:
@@ -105,6 +116,8 @@ class FakeTransport : public Transport {
   }
 
   void set_answers_reports(bool answers) { answers_reports_ = answers; }
+  void set_ping_ok(bool ok) { ping_ok_ = ok; }
+  bool ping_ok() const { return ping_ok_; }
   bool answers_reports() const { return answers_reports_; }
 
   void set_mode(Mode mode) {
@@ -215,6 +228,7 @@ class FakeTransport : public Transport {
   std::condition_variable cv_;
   Mode mode_ = Mode::hold;
   std::atomic<bool> answers_reports_{true};
+  std::atomic<bool> ping_ok_{true};
   std::vector<std::shared_ptr<FakeCall>> calls_;
   std::vector<std::string> connected_;
 
@@ -227,6 +241,10 @@ class FakeTransport : public Transport {
 
 void FakeHandle::cancel() noexcept {
   if (auto call = call_.lock()) transport_->on_cancel(call);
+}
+
+void FakeConnection::ping(Millis, std::function<void(bool ok)> done) {
+  transport_->post([done = std::move(done), ok = transport_->ping_ok()] { done(ok); });
 }
 
 void FakeConnection::report(Millis, std::function<void(std::optional<std::vector<ToolConcurrency>>)> done) {
@@ -400,10 +418,13 @@ struct PoolFixture {
     for (const auto& w : pool->workers()) seen_pids.insert(w.os_pid);
   }
 
-  Submitted submit(std::string tool, Millis timeout = 30s) {
+  Submitted submit(std::string tool, Millis timeout = 30s, std::string session_id = {},
+                   Affinity affinity = Affinity::hint) {
     CallRequest call;
     call.tool = std::move(tool);
     call.timeout = timeout;
+    call.session_id = std::move(session_id);
+    call.affinity = affinity;
     call.params.push_back(Param{"x", "1", false});
     Submitted s;
     s.id = pool->new_request_id();
@@ -880,19 +901,26 @@ TEST_CASE("pool: a killed worker fails its request and is replaced") {
   CHECK(after.inbox->first().ok);
 }
 
-TEST_CASE("pool: an unavailable worker is taken out and replaced") {
+namespace {
+TransportResult unavailable_result() {
+  TransportResult result;
+  result.status = TransportResult::Status::unavailable;
+  result.grpc_code = 14;
+  result.grpc_message = "connection refused";
+  return result;
+}
+}  // namespace
+
+TEST_CASE("pool: an unavailable worker that does not answer a ping is killed and replaced") {
   PoolFixture f;
   f.config.pool_size = 1;
   f.start();
   REQUIRE(f.wait_ready(1));
   const pid_t pid = f.pool->workers().at(0).os_pid;
+  f.transport->set_ping_ok(false);
   auto s = f.submit("x");
   REQUIRE(f.transport->wait_calls(1));
-  TransportResult result;
-  result.status = TransportResult::Status::unavailable;
-  result.grpc_code = 14;
-  result.grpc_message = "connection refused";
-  f.transport->complete(f.transport->call(0), std::move(result));
+  f.transport->complete(f.transport->call(0), unavailable_result());
   REQUIRE(s.inbox->wait());
   auto outcome = s.inbox->first();
   CHECK(outcome.error.category == ErrorCategory::worker);
@@ -900,8 +928,33 @@ TEST_CASE("pool: an unavailable worker is taken out and replaced") {
   CHECK(outcome.error.grpc_status == 14);
   REQUIRE(f.sink->wait_count(PoolEvent::Type::worker_exited, 1));
   CHECK(f.sink->of(PoolEvent::Type::worker_exited)[0].os_pid == pid);
+  CHECK(f.sink->count(PoolEvent::Type::internal_error) == 1);  // says why it was killed
   REQUIRE(f.sink->wait_count(PoolEvent::Type::worker_ready, 2));
   f.remember_pids();
+}
+
+TEST_CASE("pool: a worker that refused one call but answers a ping stays in service") {
+  PoolFixture f;
+  f.config.pool_size = 1;
+  f.start();
+  REQUIRE(f.wait_ready(1));
+  const pid_t pid = f.pool->workers().at(0).os_pid;
+  auto s = f.submit("x");
+  REQUIRE(f.transport->wait_calls(1));
+  // While the probe runs, the worker takes no calls: this one waits.
+  f.transport->complete(f.transport->call(0), unavailable_result());
+  auto waiting = f.submit("after");
+  REQUIRE(s.inbox->wait());
+  CHECK(s.inbox->first().error.reason == "worker_unavailable");
+  // The ping answers: the same process serves the waiting call.
+  REQUIRE(f.transport->wait_calls(2));
+  CHECK(f.transport->call(1)->request.tool == "after");
+  f.transport->complete_ok(f.transport->call(1), "1");
+  REQUIRE(waiting.inbox->wait());
+  CHECK(waiting.inbox->first().ok);
+  CHECK(f.pool->workers().at(0).os_pid == pid);
+  CHECK(f.sink->count(PoolEvent::Type::worker_exited) == 0);
+  CHECK(f.pool->stats().ready == 1);
 }
 
 TEST_CASE("pool: a worker reporting a start error; restarts back off") {
@@ -1143,4 +1196,134 @@ TEST_CASE("pool: reports asks every ready worker") {
   REQUIRE(reports.size() == 2);
   CHECK_FALSE(reports[0].tools.has_value());
   CHECK_FALSE(reports[1].tools.has_value());
+}
+
+TEST_CASE("pool: a recycled worker serves until its successor is ready, then drains") {
+  PoolFixture f;
+  f.config.pool_size = 1;
+  f.config.max_requests = 2;
+  // Workers after the first take 400 ms to get ready (a slow model load).
+  const std::string marker = f.runtime_dir + "/slow";
+  f.config.worker_argv = {"-c", "[ -e " + marker + " ] && sleep 0.4; " + kReadyScript};
+  f.start();
+  REQUIRE(f.wait_ready(1));
+  const auto first = f.pool->workers().at(0);
+  { std::ofstream(marker.c_str()) << "1"; }
+
+  f.transport->set_mode(FakeTransport::Mode::thread_ok);
+  for (int i = 0; i < 2; ++i) {
+    auto s = f.submit("warm");
+    REQUIRE(s.inbox->wait());
+  }
+  REQUIRE(f.sink->wait_count(PoolEvent::Type::worker_recycled, 1));
+  REQUIRE(f.sink->wait_count(PoolEvent::Type::worker_spawned, 2));
+  // The successor is still loading: the recycled worker keeps serving, at once.
+  auto during = f.submit("during");
+  REQUIRE(during.inbox->wait(200ms));
+  CHECK(during.inbox->first().ok);
+  CHECK(during.inbox->first().worker_id == first.id);
+  CHECK(f.sink->count(PoolEvent::Type::worker_ready) == 1);
+  CHECK(f.pool->stats().recycles == 1);  // one recycle, however many calls passed the limit
+
+  // Once the successor is ready the old one is terminated; calls go to the new one.
+  REQUIRE(f.sink->wait_count(PoolEvent::Type::worker_ready, 2));
+  f.remember_pids();
+  REQUIRE(f.sink->wait_count(PoolEvent::Type::worker_exited, 1));
+  CHECK(f.sink->of(PoolEvent::Type::worker_exited)[0].worker_id == first.id);
+  CHECK(f.pool->stats().worker_restarts == 0);  // a replacement, not a crash restart
+  auto after = f.submit("after");
+  REQUIRE(after.inbox->wait());
+  CHECK(after.inbox->first().worker_id != first.id);
+  CHECK(f.pool->workers().size() == 1);
+}
+
+TEST_CASE("pool: a strict session moves with its recycled worker to the successor") {
+  PoolFixture f;
+  f.config.pool_size = 1;
+  f.config.max_requests = 1;
+  f.start();
+  REQUIRE(f.wait_ready(1));
+  const auto first = f.pool->workers().at(0);
+  f.transport->set_mode(FakeTransport::Mode::thread_ok);
+  auto bind = f.submit("bind", 30s, "s1", Affinity::strict_fail_fast);
+  REQUIRE(bind.inbox->wait());
+  CHECK(bind.inbox->first().worker_id == first.id);
+  REQUIRE(f.sink->wait_count(PoolEvent::Type::worker_ready, 2));
+  f.remember_pids();
+  REQUIRE(f.sink->wait_count(PoolEvent::Type::worker_exited, 1));
+  auto next = f.submit("next", 30s, "s1", Affinity::strict_fail_fast);
+  REQUIRE(next.inbox->wait());
+  CHECK(next.inbox->first().ok);  // not session_worker_unavailable
+  CHECK(next.inbox->first().worker_id != first.id);
+}
+
+TEST_CASE("pool: a strict session whose first calls all queue runs them on one worker") {
+  PoolFixture f;
+  f.config.pool_size = 2;
+  f.start();
+  REQUIRE(f.wait_ready(2));
+  auto busy_a = f.submit("busy_a");
+  auto busy_b = f.submit("busy_b");
+  REQUIRE(f.transport->wait_calls(2));
+  std::vector<Submitted> session;
+  for (int i = 0; i < 3; ++i) session.push_back(f.submit("s" + std::to_string(i), 30s, "s1", Affinity::strict_queue));
+  CHECK(f.pool->stats().queued == 3);
+
+  // The second worker frees up first: the session's first call lands there ...
+  f.transport->complete_ok(f.transport->call(1), "b");
+  REQUIRE(f.transport->wait_calls(3));
+  const std::string session_socket = f.transport->call(2)->socket_path;
+  CHECK(f.transport->call(2)->request.tool == "s0");
+  // ... so when the first worker frees up, the rest keep waiting for that one.
+  f.transport->complete_ok(f.transport->call(0), "a");
+  std::this_thread::sleep_for(50ms);
+  CHECK(f.transport->call_count() == 3);
+  for (int i = 1; i < 3; ++i) {
+    f.transport->complete_ok(f.transport->call(static_cast<std::size_t>(i) + 1), "ok");
+    REQUIRE(f.transport->wait_calls(static_cast<std::size_t>(i) + 3));
+    CHECK(f.transport->call(static_cast<std::size_t>(i) + 2)->socket_path == session_socket);
+  }
+  f.transport->complete_ok(f.transport->call(4), "ok");
+  for (auto& s : session) REQUIRE(s.inbox->wait());
+}
+
+TEST_CASE("pool: heartbeats still in flight after a kill report the timeout once") {
+  PoolFixture f;
+  f.config.pool_size = 1;
+  f.config.heartbeat_enabled = true;
+  f.config.ping_interval = 10ms;
+  f.config.max_missed_heartbeats = 1;
+  f.config.restart_backoff = 300ms;
+  f.start();
+  REQUIRE(f.wait_ready(1));
+  f.transport->set_ping_ok(false);
+  REQUIRE(f.sink->wait_count(PoolEvent::Type::worker_exited, 1));
+  f.transport->set_ping_ok(true);
+  std::this_thread::sleep_for(100ms);
+  CHECK(f.sink->count(PoolEvent::Type::heartbeat_timeout) == 1);
+  REQUIRE(f.sink->wait_count(PoolEvent::Type::worker_ready, 2));
+  f.remember_pids();
+}
+
+TEST_CASE("pool: a worker's own children die with it") {
+  PoolFixture f;
+  f.config.pool_size = 1;
+  const std::string child_pid_file = f.runtime_dir + "/child.pid";
+  // The worker starts a long-lived child in its process group, then dies.
+  f.config.worker_argv = {"-c", "sleep 30 & echo $! > " + child_pid_file + "; " +
+                                    "printf '{\"status\":\"ready\"}\\n' >&3; exec sleep 30"};
+  f.start();
+  REQUIRE(f.wait_ready(1));
+  pid_t child = 0;
+  REQUIRE(wait_until([&] {
+    std::ifstream in(child_pid_file);
+    return static_cast<bool>(in >> child) && child > 0;
+  }));
+  f.seen_pids.insert(child);
+  CHECK_FALSE(pid_gone(child));
+  REQUIRE(::kill(f.pool->workers().at(0).os_pid, SIGKILL) == 0);
+  REQUIRE(f.sink->wait_count(PoolEvent::Type::worker_exited, 1));
+  CHECK(wait_until([&] { return pid_dead(child); }, 1s));
+  REQUIRE(f.sink->wait_count(PoolEvent::Type::worker_ready, 2));
+  f.remember_pids();
 }

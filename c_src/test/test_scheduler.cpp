@@ -358,3 +358,74 @@ TEST_CASE("remove_required drops what only a gone worker could serve") {
   CHECK(s.remove_required(7).empty());
   CHECK(s.drain_queue() == std::vector<RequestId>{2, 3});
 }
+
+TEST_CASE("a group's queued requests follow the first one to the worker it lands on") {
+  auto s = with_workers(10, {{1, 1}, {2, 1}});
+  REQUIRE(s.acquire_on(1));
+  REQUIRE(s.acquire_on(2));  // both busy: everything queues
+  REQUIRE(s.enqueue(10, at(1000), 0, 77) == Scheduler::EnqueueResult::queued);
+  REQUIRE(s.enqueue(11, at(1000), 0, 77) == Scheduler::EnqueueResult::queued);
+  REQUIRE(s.enqueue(12, at(1000)) == Scheduler::EnqueueResult::queued);
+  REQUIRE(s.enqueue(13, at(1000), 0, 77) == Scheduler::EnqueueResult::queued);
+
+  REQUIRE(s.release(2));
+  auto first = s.dispatch_queued();
+  REQUIRE(first.size() == 1);
+  CHECK(first[0] == std::pair<RequestId, WorkerKey>{10, 2});
+
+  // Worker 1 frees up first, but 11 and 13 now wait for worker 2; 12 takes 1.
+  REQUIRE(s.release(1));
+  auto second = s.dispatch_queued();
+  REQUIRE(second.size() == 1);
+  CHECK(second[0] == std::pair<RequestId, WorkerKey>{12, 1});
+  REQUIRE(s.release(1));
+  CHECK(s.dispatch_queued().empty());
+
+  REQUIRE(s.release(2));
+  auto third = s.dispatch_queued();
+  REQUIRE(third.size() == 1);
+  CHECK(third[0] == std::pair<RequestId, WorkerKey>{11, 2});
+  REQUIRE(s.release(2));
+  auto fourth = s.dispatch_queued();
+  REQUIRE(fourth.size() == 1);
+  CHECK(fourth[0] == std::pair<RequestId, WorkerKey>{13, 2});
+}
+
+TEST_CASE("group_waiting is true until the group's first request is dispatched") {
+  auto s = with_workers(10, {{1, 1}});
+  REQUIRE(s.acquire_on(1));
+  CHECK_FALSE(s.group_waiting(9));
+  REQUIRE(s.enqueue(10, at(1000), 0, 9) == Scheduler::EnqueueResult::queued);
+  CHECK(s.group_waiting(9));
+  CHECK_FALSE(s.group_waiting(8));
+  CHECK_FALSE(s.group_waiting(0));
+  REQUIRE(s.release(1));
+  REQUIRE(s.dispatch_queued().size() == 1);
+  CHECK_FALSE(s.group_waiting(9));
+}
+
+TEST_CASE("two free workers in one dispatch round still keep a group together") {
+  auto s = with_workers(10, {{1, 1}, {2, 1}});
+  REQUIRE(s.enqueue(10, at(1000), 0, 5) == Scheduler::EnqueueResult::queued);
+  REQUIRE(s.enqueue(11, at(1000), 0, 5) == Scheduler::EnqueueResult::queued);
+  auto round = s.dispatch_queued();
+  REQUIRE(round.size() == 1);  // 11 waits for 10's worker even though the other is free
+  CHECK(round[0].first == 10);
+  REQUIRE(s.release(round[0].second));
+  auto next = s.dispatch_queued();
+  REQUIRE(next.size() == 1);
+  CHECK(next[0] == std::pair<RequestId, WorkerKey>{11, round[0].second});
+}
+
+TEST_CASE("retarget_required hands a worker's waiting requests to its replacement") {
+  auto s = with_workers(10, {{1, 1}, {2, 1}, {3, 1}});
+  REQUIRE(s.acquire_on(1));
+  REQUIRE(s.enqueue(10, at(1000), 1) == Scheduler::EnqueueResult::queued);
+  REQUIRE(s.enqueue(11, at(1000), 2) == Scheduler::EnqueueResult::queued);
+  s.retarget_required(1, 3);
+  auto round = s.dispatch_queued();
+  REQUIRE(round.size() == 2);
+  CHECK(round[0] == std::pair<RequestId, WorkerKey>{10, 3});
+  CHECK(round[1] == std::pair<RequestId, WorkerKey>{11, 2});
+  CHECK(s.remove_required(1).empty());
+}

@@ -279,6 +279,11 @@ defmodule Snakepit.Pool do
     %{state | ready: MapSet.delete(state.ready, worker_id)}
   end
 
+  defp handle_event(:internal_error, worker_id, message, state) do
+    Logger.error(message, worker_id: worker_id)
+    state
+  end
+
   defp output_level(line) do
     cond do
       String.contains?(line, ["ERROR", "CRITICAL", "Traceback"]) -> :error
