@@ -56,6 +56,24 @@ struct NifState {
   std::mutex elixir_tools_mutex;
   std::unique_ptr<transport::ElixirToolServer> elixir_tools;
   std::optional<ErlNifPid> elixir_tools_handler;
+  // Calls with ids from here on were handed to the current handler.
+  std::uint64_t elixir_tools_handler_first_id = 0;
+  // Monitors the handler (its `down` fails the calls a dead handler held).
+  // A monitor ends with its object, so the current one is kept here.
+  ErlNifResourceType* handler_watch_type = nullptr;
+  void* handler_watch = nullptr;
+
+  NifState() = default;
+  NifState(const NifState&) = delete;
+  NifState& operator=(const NifState&) = delete;
+  ~NifState() {
+    if (handler_watch != nullptr) enif_release_resource(handler_watch);
+  }
+};
+
+// The object a tool-registry monitor hangs on.
+struct HandlerWatch {
+  NifState* nif;
 };
 
 NifState& state(ErlNifEnv* env) { return *static_cast<NifState*>(enif_priv_data(env)); }
@@ -257,6 +275,24 @@ void pool_down(ErlNifEnv*, void* object, ErlNifPid*, ErlNifMonitor* monitor) {
     resource->monitors.erase(it);
   }
   if (resource->pool) resource->pool->cancel(id);
+}
+
+// The tool registry died: the calls it was handed (in its mailbox or its
+// tasks) will never be answered, so Python gets an error now, not at its timeout.
+void handler_down(ErlNifEnv*, void* object, ErlNifPid* pid, ErlNifMonitor*) {
+  NifState& nif = *static_cast<HandlerWatch*>(object)->nif;
+  std::uint64_t below_id = UINT64_MAX;
+  transport::ElixirToolServer* server = nullptr;
+  {
+    std::lock_guard lock(nif.elixir_tools_mutex);
+    server = nif.elixir_tools.get();
+    if (nif.elixir_tools_handler && enif_compare_pids(&*nif.elixir_tools_handler, pid) == 0) {
+      nif.elixir_tools_handler.reset();
+    } else {
+      below_id = nif.elixir_tools_handler_first_id;  // a successor already took over from here
+    }
+  }
+  if (server != nullptr) server->fail_pending(below_id, "the Elixir tool registry stopped before answering");
 }
 
 PoolResource* get_pool(ErlNifEnv* env, ERL_NIF_TERM term) {
@@ -582,7 +618,6 @@ ERL_NIF_TERM elixir_tools_start(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) 
   if (!enif_get_local_pid(env, argv[0], &handler)) return enif_make_badarg(env);
   const std::string socket = nif.runtime_dir + "/elixir_tools.sock";
   std::lock_guard lock(nif.elixir_tools_mutex);
-  nif.elixir_tools_handler = handler;
   if (!nif.elixir_tools) {
     try {
       nif.elixir_tools = std::make_unique<transport::ElixirToolServer>(
@@ -591,6 +626,17 @@ ERL_NIF_TERM elixir_tools_start(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) 
       return error_with(env, e.what());
     }
   }
+  auto* watch = static_cast<HandlerWatch*>(enif_alloc_resource(nif.handler_watch_type, sizeof(HandlerWatch)));
+  watch->nif = &nif;
+  if (enif_monitor_process(env, watch, &handler, nullptr) != 0) {
+    enif_release_resource(watch);
+    return error_with(env, "the tool registry process is not alive");
+  }
+  // Replacing the watch ends the previous handler's monitor with it.
+  if (nif.handler_watch != nullptr) enif_release_resource(nif.handler_watch);
+  nif.handler_watch = watch;
+  nif.elixir_tools_handler = handler;
+  nif.elixir_tools_handler_first_id = nif.elixir_tools->next_call_id();
   return enif_make_tuple2(env, nif.atoms.ok, make_binary(env, socket));
 }
 
@@ -669,6 +715,12 @@ int load(ErlNifEnv* env, void** priv_data, ERL_NIF_TERM) {
   init.members = 3;
   nif->pool_type = enif_open_resource_type_x(env, "snakepit_pool", &init, ERL_NIF_RT_CREATE, nullptr);
   if (nif->pool_type == nullptr) return 1;
+  ErlNifResourceTypeInit watch_init{};
+  watch_init.down = handler_down;
+  watch_init.members = 3;
+  nif->handler_watch_type =
+      enif_open_resource_type_x(env, "snakepit_handler_watch", &watch_init, ERL_NIF_RT_CREATE, nullptr);
+  if (nif->handler_watch_type == nullptr) return 1;
 
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return 2;

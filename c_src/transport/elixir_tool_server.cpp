@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <unordered_map>
 #include <variant>
+#include <vector>
 
 #include "snakepit_bridge.grpc.pb.h"
 
@@ -117,5 +118,25 @@ void ElixirToolServer::reply_list(std::uint64_t id, std::vector<ElixirToolSpec> 
   }
   pending->reactor->Finish(grpc::Status::OK);
 }
+
+
+std::size_t ElixirToolServer::fail_pending(std::uint64_t below_id, const std::string& message) {
+  std::vector<grpc::ServerUnaryReactor*> reactors;
+  {
+    std::lock_guard lock(impl_->mutex);
+    for (auto it = impl_->pending.begin(); it != impl_->pending.end();) {
+      if (it->first < below_id) {
+        reactors.push_back(it->second.reactor);
+        it = impl_->pending.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto* reactor : reactors) reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, message));
+  return reactors.size();
+}
+
+std::uint64_t ElixirToolServer::next_call_id() const { return impl_->next_id.load(); }
 
 }  // namespace snakepit::transport

@@ -42,6 +42,11 @@ class ElixirToolServer {
   // Each pending call is answered once; unknown ids are ignored.
   void reply_execute(std::uint64_t id, bool ok, std::string result_json_or_message);
   void reply_list(std::uint64_t id, std::vector<ElixirToolSpec> tools);
+  // Ends every pending call with an id below `below_id` with UNAVAILABLE
+  // (whoever was to answer them is gone). Returns how many.
+  std::size_t fail_pending(std::uint64_t below_id, const std::string& message);
+  // The id the next call will get.
+  std::uint64_t next_call_id() const;
 
  private:
   struct Impl;

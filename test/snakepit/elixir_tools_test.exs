@@ -93,6 +93,33 @@ defmodule Snakepit.ElixirToolsTest do
     assert slow =~ "timed out after 200 ms"
   end
 
+  test "calls parked with a registry that dies fail at once; its restart serves again", ctx do
+    :ok = ToolRegistry.register_elixir_tool(ctx.session, "echo", fn args -> args end)
+    registry = Process.whereis(ToolRegistry)
+    # Suspended, the registry leaves the call in its mailbox: it dies holding it.
+    :ok = :sys.suspend(registry)
+
+    task = Task.async(fn -> call_elixir(ctx, "echo", %{"x" => 1}) end)
+    Process.sleep(300)
+    started = System.monotonic_time(:millisecond)
+    Process.exit(registry, :kill)
+
+    assert {:ok, %{"raised" => "ElixirToolError", "message" => message}} =
+             Task.await(task, 10_000)
+
+    assert message =~ "the Elixir tool registry stopped before answering"
+    # Well before Python's own deadline for the call (60 s).
+    assert System.monotonic_time(:millisecond) - started < 5_000
+
+    assert eventually(fn ->
+             restarted = Process.whereis(ToolRegistry)
+             is_pid(restarted) and restarted != registry
+           end)
+
+    :ok = ToolRegistry.register_elixir_tool(ctx.session, "echo", fn args -> args end)
+    assert {:ok, %{"result" => %{"x" => 1}}} = call_elixir(ctx, "echo", %{"x" => 1})
+  end
+
   test "a result Python cannot take is a clear error", ctx do
     ToolRegistry.register_elixir_tool(ctx.session, "leaky", fn _ -> %{"owner" => self()} end)
 
