@@ -166,7 +166,7 @@ defmodule Snakepit do
   end
 
   defp submit_native(call, args, _native_opts) when not is_map(args) do
-    {:error, validation_error(call, "args must be a map, got: #{inspect(args, limit: 5)}")}
+    rejected(call, "args must be a map, got: #{inspect(args, limit: 5)}")
   end
 
   defp submit_native(call, args, native_opts) do
@@ -183,16 +183,20 @@ defmodule Snakepit do
       :needs_preprocess ->
         case Args.prepare(args) do
           {:ok, prepared} -> submit_native(call, prepared, native_opts)
-          {:error, message} -> {:error, validation_error(call, message)}
+          {:error, message} -> rejected(call, message)
         end
     end
   end
 
-  defp validation_error(call, message) do
-    Error.new(:validation, :invalid_args, message,
-      command: call.command,
-      pool_name: call.pool_name
-    )
+  # Refused here, before the pool saw it: still a request and an error in its stats.
+  defp rejected(call, message) do
+    Native.count_rejected(call.handle)
+
+    {:error,
+     Error.new(:validation, :invalid_args, message,
+       command: call.command,
+       pool_name: call.pool_name
+     )}
   end
 
   defp await_reply(%{ref: ref} = call) do

@@ -712,6 +712,12 @@ std::optional<Error> Pool::submit(RequestId id, CallRequest call, std::unique_pt
   return std::nullopt;
 }
 
+void Pool::count_rejected() {
+  std::lock_guard lock(mutex_);
+  ++counters_.requests;
+  ++counters_.errors;
+}
+
 void Pool::assign(const std::shared_ptr<Request>& request, Worker& worker) {
   request->worker = worker.key;
   request->worker_id = worker.id;

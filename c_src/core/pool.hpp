@@ -135,6 +135,9 @@ class Pool : public std::enable_shared_from_this<Pool> {
   std::optional<Error> submit(RequestId id, CallRequest call, std::unique_ptr<Responder> responder);
   // The caller gave up or died. Queued: dropped; running: the call is cancelled.
   void cancel(RequestId id);
+  // A request refused before it reached submit (its arguments could not be
+  // encoded): counted as a request and an error.
+  void count_rejected();
   // A stream's consumer took `credits` more chunks.
   void grant(RequestId id, int credits);
   PoolStats stats() const;

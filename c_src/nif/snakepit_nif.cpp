@@ -462,6 +462,7 @@ ERL_NIF_TERM submit_impl(ErlNifEnv* env, const ERL_NIF_TERM argv[], std::size_t 
     case TermEncoder::Status::needs_preprocess:
       return nif.atoms.needs_preprocess;
     case TermEncoder::Status::invalid: {
+      resource->pool->count_rejected();
       core::Error error;
       error.category = core::ErrorCategory::validation;
       error.reason = "invalid_args";
@@ -491,6 +492,14 @@ ERL_NIF_TERM cancel(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   ErlNifUInt64 id;
   if (resource == nullptr || !enif_get_uint64(env, argv[1], &id)) return enif_make_badarg(env);
   resource->pool->cancel(id);
+  return state(env).atoms.ok;
+}
+
+// count_rejected(pool): a call refused in Elixir before submit.
+ERL_NIF_TERM count_rejected(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  auto* resource = get_pool(env, argv[0]);
+  if (resource == nullptr) return enif_make_badarg(env);
+  resource->pool->count_rejected();
   return state(env).atoms.ok;
 }
 
@@ -748,6 +757,7 @@ ErlNifFunc nif_functions[] = {
     {"submit", 5, submit, 0},
     {"grant", 3, grant, 0},
     {"cancel", 2, cancel, 0},
+    {"count_rejected", 1, count_rejected, 0},
     {"stats", 1, stats, 0},
     {"workers", 1, workers, 0},
     {"pool_stop", 1, pool_stop, ERL_NIF_DIRTY_JOB_IO_BOUND},

@@ -15,6 +15,7 @@ defmodule Snakepit.Native do
   def submit(_pool, _tool, _args, _opts, _ref), do: :erlang.nif_error(:nif_not_loaded)
   def grant(_pool, _request_id, _credits), do: :erlang.nif_error(:nif_not_loaded)
   def cancel(_pool, _request_id), do: :erlang.nif_error(:nif_not_loaded)
+  def count_rejected(_pool), do: :erlang.nif_error(:nif_not_loaded)
   def stats(_pool), do: :erlang.nif_error(:nif_not_loaded)
   def workers(_pool), do: :erlang.nif_error(:nif_not_loaded)
   def reports(_pool, _timeout_ms), do: :erlang.nif_error(:nif_not_loaded)

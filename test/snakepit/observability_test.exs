@@ -28,6 +28,26 @@ defmodule Snakepit.ObservabilityTest do
                    5_000
   end
 
+  test "arguments refused before reaching a worker count as requests and errors" do
+    pool = start_pool!(name: :rejected_pool, pool_size: 1)
+    before = Snakepit.get_stats(pool)
+
+    # Refused in Elixir (not a map, an unencodable struct field), then in the NIF (a pid).
+    assert {:error, %Snakepit.Error{category: :validation}} =
+             Snakepit.execute("echo", [1, 2], pool_name: pool)
+
+    assert {:error, %Snakepit.Error{category: :validation}} =
+             Snakepit.execute("echo", %{at: %URI{host: self()}}, pool_name: pool)
+
+    assert {:error, %Snakepit.Error{category: :validation}} =
+             Snakepit.execute("echo", %{owner: self()}, pool_name: pool)
+
+    assert {:ok, _} = Snakepit.execute("ping", %{}, pool_name: pool)
+    stats = Snakepit.get_stats(pool)
+    assert stats.requests - before.requests == 4
+    assert stats.errors - before.errors == 3
+  end
+
   test "worker stdout and stderr reach Logger tagged with the worker id" do
     pool = start_pool!(name: :logging_pool, pool_size: 1)
     level = Logger.level()
