@@ -877,8 +877,9 @@ void Pool::on_call_done(const std::shared_ptr<Request>& request, TransportResult
     }
     if (!outcome.ok && !request->finished.load()) ++counters_.errors;
   }
-  request->finish(std::move(outcome));
+  // The freed worker gets its next call before this reply is decoded and sent.
   for (auto& [next, connection] : dispatches) start_call(next, connection);
+  request->finish(std::move(outcome));
 }
 
 std::vector<Pool::Dispatch> Pool::take_queued_dispatches() {
