@@ -138,8 +138,7 @@ defmodule Bench.Run do
     }
   end
 
-  # A pool of the bench. `--snakepit-owner-pid` marks its workers as ours, so
-  # another BEAM's boot-time orphan sweep on this machine leaves them alone.
+  # A pool of the bench.
   defp pool(name, adapter, extra) do
     Map.merge(
       %{
@@ -147,7 +146,7 @@ defmodule Bench.Run do
         worker_profile: :process,
         pool_size: 2,
         startup_batch_delay_ms: 0,
-        adapter_args: ["--adapter", adapter, "--snakepit-owner-pid", System.pid()]
+        adapter_args: ["--adapter", adapter]
       },
       extra
     )
