@@ -52,7 +52,7 @@ struct Pool::Worker {
   std::uint64_t served = 0;
   bool start_reported = false;  // a ready line or a start error arrived
   bool replaced = false;        // recycled: its slot's successor is on its way
-  bool killed = false;          // SIGKILLed by the pool: its exit is coming
+  bool ending = false;          // signalled by the pool (retired, killed, shutdown): its exit is coming
   bool probing = false;         // a call saw UNAVAILABLE: out of routing until a ping answers
   int missed_heartbeats = 0;
   std::optional<EventLoop::TimerId> startup_timer, heartbeat_timer, ttl_timer, kill_timer;
@@ -376,14 +376,14 @@ void Pool::send_heartbeat(WorkerKey key) {
   {
     std::lock_guard lock(mutex_);
     auto* worker = find_worker(key);
-    if (worker == nullptr || stopping_) return;
+    if (worker == nullptr || worker->ending || stopping_) return;
     worker->heartbeat_timer = loop_.add_timer(SteadyClock::now() + config_.ping_interval,
                                               [self = shared_from_this(), key] { self->send_heartbeat(key); });
     connection = worker->connection;
   }
   if (!connection) return;
   std::weak_ptr<Pool> weak = weak_from_this();
-  connection->ping(config_.ping_timeout, [weak, key](bool ok) {
+  connection->ping(config_.ping_timeout, false, [weak, key](bool ok) {
     if (auto pool = weak.lock()) pool->loop_.post([pool, key, ok] { pool->on_heartbeat(key, ok); });
   });
 }
@@ -391,7 +391,7 @@ void Pool::send_heartbeat(WorkerKey key) {
 void Pool::on_heartbeat(WorkerKey key, bool ok) {
   std::unique_lock lock(mutex_);
   auto* worker = find_worker(key);
-  if (worker == nullptr || worker->killed) return;  // pings still in flight after a kill
+  if (worker == nullptr || worker->ending || stopping_) return;  // pings in flight when it was signalled
   if (ok) {
     worker->missed_heartbeats = 0;
     return;
@@ -411,7 +411,7 @@ void Pool::on_heartbeat(WorkerKey key, bool ok) {
 void Pool::recycle(WorkerKey key, const char* reason) {
   std::unique_lock lock(mutex_);
   auto* worker = find_worker(key);
-  if (worker == nullptr || worker->state != Worker::State::ready || worker->replaced || worker->killed ||
+  if (worker == nullptr || worker->state != Worker::State::ready || worker->replaced || worker->ending ||
       stopping_)
     return;
   // Start its successor; it keeps serving until that one is ready (retire),
@@ -447,7 +447,7 @@ void Pool::retire(WorkerKey key, const Worker& successor) {
 }
 
 void Pool::kill_worker(Worker& worker) {
-  worker.killed = true;
+  worker.ending = true;
   scheduler_.set_routable(worker.key, false);
   signal_group(worker.pid, SIGKILL);
 }
@@ -457,11 +457,11 @@ void Pool::probe_unavailable(WorkerKey key) {
   {
     std::lock_guard lock(mutex_);
     auto* worker = find_worker(key);
-    if (worker == nullptr || worker->killed || !worker->connection) return;
+    if (worker == nullptr || worker->ending || stopping_ || !worker->connection) return;
     connection = worker->connection;
   }
   std::weak_ptr<Pool> weak = weak_from_this();
-  connection->ping(config_.ping_timeout, [weak, key](bool ok) {
+  connection->ping(config_.ping_timeout, true, [weak, key](bool ok) {
     if (auto pool = weak.lock()) pool->loop_.post([pool, key, ok] { pool->on_probe(key, ok); });
   });
 }
@@ -472,7 +472,7 @@ void Pool::on_probe(WorkerKey key, bool ok) {
   {
     std::lock_guard lock(mutex_);
     auto* worker = find_worker(key);
-    if (worker == nullptr || worker->killed) return;
+    if (worker == nullptr || worker->ending || stopping_) return;
     worker->probing = false;
     if (!ok) {
       // Dead or wedged: its exit fails what it runs and brings a replacement.
@@ -491,6 +491,10 @@ void Pool::terminate_drained(WorkerKey key) {
   std::lock_guard lock(mutex_);
   auto* worker = find_worker(key);
   if (worker == nullptr || worker->kill_timer) return;
+  // Shutting down, it stops answering pings: not a heartbeat failure.
+  worker->ending = true;
+  if (worker->heartbeat_timer) loop_.cancel_timer(*worker->heartbeat_timer);
+  worker->heartbeat_timer.reset();
   signal_group(worker->pid, SIGTERM);
   worker->kill_timer = loop_.add_timer(SteadyClock::now() + config_.graceful_shutdown, [self = shared_from_this(), key] {
     std::lock_guard lock(self->mutex_);
@@ -866,7 +870,8 @@ void Pool::on_call_done(const std::shared_ptr<Request>& request, TransportResult
                  worker->state == Worker::State::ready && !worker->replaced) {
         loop_.post([self = shared_from_this(), key = worker->key] { self->recycle(key, "max_requests"); });
       }
-      if (result_status == TransportResult::Status::unavailable && !worker->probing && !worker->killed) {
+      if (result_status == TransportResult::Status::unavailable && !worker->probing && !worker->ending &&
+          !stopping_) {
         // Its socket refused the call: dead, wedged or a passing fault. Out
         // of routing until a ping tells which (an exit comes first if dead).
         worker->probing = true;
@@ -943,6 +948,7 @@ void Pool::begin_shutdown() {
     }
     for (auto& [key, worker] : workers_) {
       scheduler_.set_routable(key, false);
+      worker->ending = true;
       groups.push_back(worker->pid);
     }
     if (workers_.empty()) all_exited_.notify_all();  // no exit will come to wake stop()

@@ -39,7 +39,9 @@ class WorkerConnection {
   using Chunk = std::function<void(std::string&& data, bool binary, bool is_final)>;
   virtual std::shared_ptr<CallHandle> execute_stream(CallRequest&& request, TimePoint deadline, int window,
                                                      Chunk on_chunk, Done done) = 0;
-  virtual void ping(Millis timeout, std::function<void(bool ok)> done) = 0;
+  // `wait_for_ready`: wait (up to the timeout) for a broken connection to
+  // come back instead of failing at once, as a liveness probe should.
+  virtual void ping(Millis timeout, bool wait_for_ready, std::function<void(bool ok)> done) = 0;
   // nullopt when the worker did not answer in time.
   virtual void report(Millis timeout, std::function<void(std::optional<std::vector<ToolConcurrency>>)> done) = 0;
 };

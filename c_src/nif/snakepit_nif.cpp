@@ -56,8 +56,9 @@ struct NifState {
   std::mutex elixir_tools_mutex;
   std::unique_ptr<transport::ElixirToolServer> elixir_tools;
   std::optional<ErlNifPid> elixir_tools_handler;
-  // Calls with ids from here on were handed to the current handler.
-  std::uint64_t elixir_tools_handler_first_id = 0;
+  // Names the current handler to the server: calls carry the token of the
+  // handler they were sent to, so a dead handler's calls can be failed.
+  std::uint64_t elixir_tools_handler_token = 0;
   // Monitors the handler (its `down` fails the calls a dead handler held).
   // A monitor ends with its object, so the current one is kept here.
   ErlNifResourceType* handler_watch_type = nullptr;
@@ -74,6 +75,7 @@ struct NifState {
 // The object a tool-registry monitor hangs on.
 struct HandlerWatch {
   NifState* nif;
+  std::uint64_t token;
 };
 
 NifState& state(ErlNifEnv* env) { return *static_cast<NifState*>(enif_priv_data(env)); }
@@ -279,20 +281,16 @@ void pool_down(ErlNifEnv*, void* object, ErlNifPid*, ErlNifMonitor* monitor) {
 
 // The tool registry died: the calls it was handed (in its mailbox or its
 // tasks) will never be answered, so Python gets an error now, not at its timeout.
-void handler_down(ErlNifEnv*, void* object, ErlNifPid* pid, ErlNifMonitor*) {
-  NifState& nif = *static_cast<HandlerWatch*>(object)->nif;
-  std::uint64_t below_id = UINT64_MAX;
+void handler_down(ErlNifEnv*, void* object, ErlNifPid*, ErlNifMonitor*) {
+  const auto& watch = *static_cast<HandlerWatch*>(object);
+  NifState& nif = *watch.nif;
   transport::ElixirToolServer* server = nullptr;
   {
     std::lock_guard lock(nif.elixir_tools_mutex);
     server = nif.elixir_tools.get();
-    if (nif.elixir_tools_handler && enif_compare_pids(&*nif.elixir_tools_handler, pid) == 0) {
-      nif.elixir_tools_handler.reset();
-    } else {
-      below_id = nif.elixir_tools_handler_first_id;  // a successor already took over from here
-    }
+    if (nif.elixir_tools_handler_token == watch.token) nif.elixir_tools_handler.reset();
   }
-  if (server != nullptr) server->fail_pending(below_id, "the Elixir tool registry stopped before answering");
+  if (server != nullptr) server->fail_pending(watch.token, "the Elixir tool registry stopped before answering");
 }
 
 PoolResource* get_pool(ErlNifEnv* env, ERL_NIF_TERM term) {
@@ -585,13 +583,15 @@ ERL_NIF_TERM reports(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
 
 // Hands a Python -> Elixir call to the registry process as
 // {:snakepit_elixir_call, id, :execute | :list, session_id, tool, params}.
-bool dispatch_elixir_call(NifState& nif, transport::ElixirToolCall&& call) {
+std::optional<std::uint64_t> dispatch_elixir_call(NifState& nif, transport::ElixirToolCall&& call) {
   std::optional<ErlNifPid> handler;
+  std::uint64_t token = 0;
   {
     std::lock_guard lock(nif.elixir_tools_mutex);
     handler = nif.elixir_tools_handler;
+    token = nif.elixir_tools_handler_token;
   }
-  if (!handler) return false;
+  if (!handler) return std::nullopt;
   ErlNifEnv* env = enif_alloc_env();
   TermBuilder builder(env, nif.atoms);
   ERL_NIF_TERM params = enif_make_new_map(env);
@@ -611,7 +611,8 @@ bool dispatch_elixir_call(NifState& nif, transport::ElixirToolCall&& call) {
       make_binary(env, call.tool), params);
   const bool sent = enif_send(nullptr, &*handler, env, message);
   enif_free_env(env);
-  return sent;
+  if (!sent) return std::nullopt;
+  return token;
 }
 
 // Once created the server lives as long as the library: the pointer stays valid.
@@ -637,6 +638,7 @@ ERL_NIF_TERM elixir_tools_start(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) 
   }
   auto* watch = static_cast<HandlerWatch*>(enif_alloc_resource(nif.handler_watch_type, sizeof(HandlerWatch)));
   watch->nif = &nif;
+  watch->token = nif.elixir_tools_handler_token + 1;
   if (enif_monitor_process(env, watch, &handler, nullptr) != 0) {
     enif_release_resource(watch);
     return error_with(env, "the tool registry process is not alive");
@@ -645,7 +647,7 @@ ERL_NIF_TERM elixir_tools_start(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) 
   if (nif.handler_watch != nullptr) enif_release_resource(nif.handler_watch);
   nif.handler_watch = watch;
   nif.elixir_tools_handler = handler;
-  nif.elixir_tools_handler_first_id = nif.elixir_tools->next_call_id();
+  nif.elixir_tools_handler_token = watch->token;
   return enif_make_tuple2(env, nif.atoms.ok, make_binary(env, socket));
 }
 

@@ -92,7 +92,7 @@ class FakeConnection : public WorkerConnection {
   std::shared_ptr<CallHandle> execute(CallRequest&& request, TimePoint deadline, Done done) override;
   std::shared_ptr<CallHandle> execute_stream(CallRequest&& request, TimePoint deadline, int window, Chunk on_chunk,
                                              Done done) override;
-  void ping(Millis, std::function<void(bool ok)> done) override;
+  void ping(Millis, bool wait_for_ready, std::function<void(bool ok)> done) override;
   void report(Millis, std::function<void(std::optional<std::vector<ToolConcurrency>>)> done) override;
 
  private:
@@ -117,7 +117,19 @@ class FakeTransport : public Transport {
 
   void set_answers_reports(bool answers) { answers_reports_ = answers; }
   void set_ping_ok(bool ok) { ping_ok_ = ok; }
+  // Pings to this one worker fail (the others answer).
+  void set_failing_ping_socket(std::string socket_path) {
+    std::lock_guard lock(mutex_);
+    failing_ping_socket_ = std::move(socket_path);
+  }
+  std::string failing_ping_socket() {
+    std::lock_guard lock(mutex_);
+    return failing_ping_socket_;
+  }
   bool ping_ok() const { return ping_ok_; }
+  void note_ping(bool wait_for_ready) { (wait_for_ready ? waiting_pings_ : fail_fast_pings_)++; }
+  int waiting_pings() const { return waiting_pings_; }
+  int fail_fast_pings() const { return fail_fast_pings_; }
   bool answers_reports() const { return answers_reports_; }
 
   void set_mode(Mode mode) {
@@ -229,6 +241,9 @@ class FakeTransport : public Transport {
   Mode mode_ = Mode::hold;
   std::atomic<bool> answers_reports_{true};
   std::atomic<bool> ping_ok_{true};
+  std::atomic<int> waiting_pings_{0};
+  std::string failing_ping_socket_;
+  std::atomic<int> fail_fast_pings_{0};
   std::vector<std::shared_ptr<FakeCall>> calls_;
   std::vector<std::string> connected_;
 
@@ -243,8 +258,10 @@ void FakeHandle::cancel() noexcept {
   if (auto call = call_.lock()) transport_->on_cancel(call);
 }
 
-void FakeConnection::ping(Millis, std::function<void(bool ok)> done) {
-  transport_->post([done = std::move(done), ok = transport_->ping_ok()] { done(ok); });
+void FakeConnection::ping(Millis, bool wait_for_ready, std::function<void(bool ok)> done) {
+  transport_->note_ping(wait_for_ready);
+  const bool ok = transport_->ping_ok() && transport_->failing_ping_socket() != socket_path_;
+  transport_->post([done = std::move(done), ok] { done(ok); });
 }
 
 void FakeConnection::report(Millis, std::function<void(std::optional<std::vector<ToolConcurrency>>)> done) {
@@ -955,6 +972,9 @@ TEST_CASE("pool: a worker that refused one call but answers a ping stays in serv
   CHECK(f.pool->workers().at(0).os_pid == pid);
   CHECK(f.sink->count(PoolEvent::Type::worker_exited) == 0);
   CHECK(f.pool->stats().ready == 1);
+  // The probe waits for the connection to come back rather than failing
+  // on a channel that is still in reconnect backoff.
+  CHECK(f.transport->waiting_pings() == 1);
 }
 
 TEST_CASE("pool: a worker reporting a start error; restarts back off") {
@@ -1326,4 +1346,30 @@ TEST_CASE("pool: a worker's own children die with it") {
   CHECK(wait_until([&] { return pid_dead(child); }, 1s));
   REQUIRE(f.sink->wait_count(PoolEvent::Type::worker_ready, 2));
   f.remember_pids();
+}
+
+TEST_CASE("pool: a retired worker that takes its time to exit is not a heartbeat failure") {
+  PoolFixture f;
+  f.config.pool_size = 1;
+  f.config.max_requests = 1;
+  f.config.heartbeat_enabled = true;
+  f.config.ping_interval = 10ms;
+  f.config.max_missed_heartbeats = 1;
+  f.config.graceful_shutdown = 3s;
+  // SIGTERM starts a 400 ms shutdown, during which it answers no pings.
+  f.config.worker_argv = {"-c", "trap 'sleep 0.4; exit 0' TERM; printf '{\"status\":\"ready\"}\\n' >&3; "
+                                "while true; do sleep 0.02; done"};
+  f.start();
+  REQUIRE(f.wait_ready(1));
+  const auto first = f.pool->workers().at(0);
+  f.transport->set_mode(FakeTransport::Mode::thread_ok);
+  auto s = f.submit("one");
+  REQUIRE(s.inbox->wait());
+  REQUIRE(f.sink->wait_count(PoolEvent::Type::worker_ready, 2));
+  f.remember_pids();
+  f.transport->set_failing_ping_socket(f.runtime_dir + "/" + first.id + ".sock");
+  REQUIRE(f.sink->wait_count(PoolEvent::Type::worker_exited, 1));
+  CHECK(f.sink->of(PoolEvent::Type::worker_exited)[0].worker_id == first.id);
+  CHECK(f.sink->count(PoolEvent::Type::heartbeat_timeout) == 0);
+  CHECK(f.pool->stats().heartbeat_failures == 0);
 }

@@ -7,6 +7,7 @@
 #include <optional>
 #include <stdexcept>
 #include <unordered_map>
+#include <unordered_set>
 #include <variant>
 #include <vector>
 
@@ -17,18 +18,21 @@ namespace pb = ::snakepit::bridge;
 
 namespace {
 constexpr const char* kJsonType = "type.googleapis.com/snakepit.json";
+constexpr const char* kTakerGone = "the Elixir tool registry stopped before answering";
 }
 
 struct ElixirToolServer::Impl final : pb::BridgeService::CallbackService {
   struct Pending {
     grpc::ServerUnaryReactor* reactor;
     std::variant<pb::ExecuteElixirToolResponse*, pb::GetExposedElixirToolsResponse*> response;
+    std::uint64_t token = 0;  // who it was handed to; 0 until dispatched
   };
 
   Dispatch dispatch;
   std::atomic<std::uint64_t> next_id{1};
   std::mutex mutex;
   std::unordered_map<std::uint64_t, Pending> pending;
+  std::unordered_set<std::uint64_t> gone_tokens;  // takers that died
   std::unique_ptr<grpc::Server> server;
 
   std::optional<Pending> take(std::uint64_t id) {
@@ -48,8 +52,26 @@ struct ElixirToolServer::Impl final : pb::BridgeService::CallbackService {
       std::lock_guard lock(mutex);
       pending.emplace(id, pending_call);
     }
-    if (!dispatch(std::move(call)) && take(id))
-      reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the Elixir tool registry is not running"));
+    const auto token = dispatch(std::move(call));
+    if (!token) {
+      if (take(id))
+        reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the Elixir tool registry is not running"));
+      return reactor;
+    }
+    // Its taker may have died between the hand-over and here.
+    bool gone = false;
+    {
+      std::lock_guard lock(mutex);
+      auto it = pending.find(id);
+      if (it == pending.end()) return reactor;  // answered already
+      if (gone_tokens.count(*token) != 0) {
+        pending.erase(it);
+        gone = true;
+      } else {
+        it->second.token = *token;
+      }
+    }
+    if (gone) reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, kTakerGone));
     return reactor;
   }
 
@@ -120,12 +142,13 @@ void ElixirToolServer::reply_list(std::uint64_t id, std::vector<ElixirToolSpec> 
 }
 
 
-std::size_t ElixirToolServer::fail_pending(std::uint64_t below_id, const std::string& message) {
+std::size_t ElixirToolServer::fail_pending(std::uint64_t token, const std::string& message) {
   std::vector<grpc::ServerUnaryReactor*> reactors;
   {
     std::lock_guard lock(impl_->mutex);
+    impl_->gone_tokens.insert(token);
     for (auto it = impl_->pending.begin(); it != impl_->pending.end();) {
-      if (it->first < below_id) {
+      if (it->second.token == token) {
         reactors.push_back(it->second.reactor);
         it = impl_->pending.erase(it);
       } else {
@@ -137,6 +160,5 @@ std::size_t ElixirToolServer::fail_pending(std::uint64_t below_id, const std::st
   return reactors.size();
 }
 
-std::uint64_t ElixirToolServer::next_call_id() const { return impl_->next_id.load(); }
 
 }  // namespace snakepit::transport

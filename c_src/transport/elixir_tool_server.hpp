@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -29,9 +30,10 @@ struct ElixirToolSpec {
 
 class ElixirToolServer {
  public:
-  // Returns false when the call cannot be handed over; it is then answered
-  // at once with an error.
-  using Dispatch = std::function<bool(ElixirToolCall&&)>;
+  // Hands the call over and returns a token naming who took it (see
+  // fail_pending), or nullopt when it cannot be handed over; it is then
+  // answered at once with an error.
+  using Dispatch = std::function<std::optional<std::uint64_t>(ElixirToolCall&&)>;
 
   // Listens on unix:socket_path. Throws std::runtime_error on failure.
   ElixirToolServer(const std::string& socket_path, Dispatch dispatch);
@@ -42,11 +44,10 @@ class ElixirToolServer {
   // Each pending call is answered once; unknown ids are ignored.
   void reply_execute(std::uint64_t id, bool ok, std::string result_json_or_message);
   void reply_list(std::uint64_t id, std::vector<ElixirToolSpec> tools);
-  // Ends every pending call with an id below `below_id` with UNAVAILABLE
-  // (whoever was to answer them is gone). Returns how many.
-  std::size_t fail_pending(std::uint64_t below_id, const std::string& message);
-  // The id the next call will get.
-  std::uint64_t next_call_id() const;
+  // Whoever took the calls dispatched with `token` is gone: those pending
+  // end now with UNAVAILABLE, and so will any later handed to it. Returns
+  // how many ended now.
+  std::size_t fail_pending(std::uint64_t token, const std::string& message);
 
  private:
   struct Impl;

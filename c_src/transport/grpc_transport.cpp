@@ -188,7 +188,7 @@ class GrpcConnection final : public core::WorkerConnection {
     return state;
   }
 
-  void ping(core::Millis timeout, std::function<void(bool)> done) override {
+  void ping(core::Millis timeout, bool wait_for_ready, std::function<void(bool)> done) override {
     struct PingCall {
       grpc::ClientContext context;
       pb::PingRequest request;
@@ -196,6 +196,7 @@ class GrpcConnection final : public core::WorkerConnection {
     };
     auto state = std::make_shared<PingCall>();
     state->context.set_deadline(std::chrono::system_clock::now() + timeout);
+    state->context.set_wait_for_ready(wait_for_ready);
     stub_->async()->Ping(&state->context, &state->request, &state->response,
                          [state, done = std::move(done)](grpc::Status status) { done(status.ok()); });
   }
