@@ -150,6 +150,8 @@ class GrpcConnection final : public core::WorkerConnection {
     grpc::ChannelArguments arguments;
     arguments.SetMaxReceiveMessageSize(-1);
     arguments.SetMaxSendMessageSize(-1);
+    // A stream's Python error (with its traceback) arrives as status details.
+    arguments.SetInt(GRPC_ARG_MAX_METADATA_SIZE, 64 * 1024);
     // A worker restart must not leave the channel waiting out a long backoff.
     arguments.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
     arguments.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);

@@ -341,10 +341,16 @@ defmodule Snakepit.Pool do
     ]
 
     checks = if config.thread_safety_checks, do: ["--thread-safety-checks"], else: []
+    # In-flight calls may finish after SIGTERM, within the pool's own grace.
+    grace = [
+      "--shutdown-grace-ms",
+      Integer.to_string(max(config.graceful_shutdown_timeout_ms - 500, 0))
+    ]
+
     # Lets the boot-time sweep of another BEAM tell our live workers from orphans.
     owner = ["--snakepit-owner-pid", System.pid()]
 
     ["-u", Path.join(Python.bridge_dir(), "grpc_server.py")] ++
-      config.adapter_args ++ profile_args ++ owner ++ checks
+      config.adapter_args ++ profile_args ++ grace ++ owner ++ checks
   end
 end

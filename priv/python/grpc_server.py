@@ -12,7 +12,8 @@ Startup contract with the parent:
   * ``--lifeline-fd`` is the read end of a pipe whose write end only the parent
     holds: EOF means the parent is gone and the worker SIGKILLs its own process
     group (children included);
-  * SIGTERM stops the server with a short grace and exits 0.
+  * SIGTERM stops the server, letting in-flight calls finish for
+    ``--shutdown-grace-ms``, and exits 0.
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ if not sys.path or sys.path[0] != _HERE:
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
-import contextlib  # noqa: E402
 import importlib  # noqa: E402
 import inspect  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import signal  # noqa: E402
+import subprocess  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
@@ -39,62 +40,88 @@ from collections.abc import Iterator  # noqa: E402
 from concurrent import futures  # noqa: E402
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence  # noqa: E402
 
+from snakepit_bridge import json_codec  # noqa: E402
+
 log = logging.getLogger("snakepit.worker")
 
 JSON_TYPE_URL = "type.googleapis.com/snakepit.json"
 BINARY_TYPE_URL = "type.googleapis.com/snakepit.binary"
-SHUTDOWN_GRACE_S = 2.0
-PROCESS_PROFILE_EXECUTOR_THREADS = 4
+# One tool runs at a time; the other threads answer pings and refuse calls
+# whose caller gave up while they waited for the gate.
+PROCESS_PROFILE_EXECUTOR_THREADS = 8
 
 # Result types that are JSON-encoded as they are (no generator/coroutine checks).
 _PLAIN_TYPES = frozenset({dict, list, str, int, float, bool, type(None), tuple})
 
 
 # --------------------------------------------------------------------------
-# JSON helpers
+# Errors
+
+# gRPC status details travel as trailing metadata, which clients cap (8 KiB
+# by default): a stream's error keeps the start of its message and the end
+# of its traceback within these.
+MAX_STATUS_MESSAGE_CHARS = 1500
+MAX_STATUS_TRACEBACK_CHARS = 3000
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (bytes, bytearray, memoryview)):
-        raise TypeError(
-            "tool result contains bytes nested inside a dict/list, which JSON cannot "
-            "hold; only a tool whose whole result is bytes is returned as binary "
-            "(return the bytes alone, or decode/base64-encode them)"
-        )
-    tolist = getattr(obj, "tolist", None)  # numpy arrays and scalars
-    if tolist is not None and callable(tolist):
-        return tolist()
-    if isinstance(obj, (set, frozenset)):
-        return list(obj)
-    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
-
-
-_json_encode = json.JSONEncoder(
-    allow_nan=False, separators=(",", ":"), default=_json_default
-).encode
-_json_decode = json.JSONDecoder().decode
-
-
-def error_json(exc: BaseException) -> str:
+def error_json(exc: BaseException, max_message: Optional[int] = None, max_traceback: Optional[int] = None) -> str:
     """The error contract: JSON {"type","message","traceback"}. Call inside ``except``."""
     try:
         message = str(exc)
     except Exception:  # a broken __str__ must not hide the error
         message = repr(exc)
-    return json.dumps(
-        {"type": type(exc).__name__, "message": message, "traceback": traceback.format_exc()}
-    )
+    tb = traceback.format_exc()
+    if max_message is not None and len(message) > max_message:
+        message = message[:max_message] + "..."
+    if max_traceback is not None and len(tb) > max_traceback:
+        tb = "..." + tb[-max_traceback:]
+    return json.dumps({"type": type(exc).__name__, "message": message, "traceback": tb})
+
+
+def _status_error_json(exc: BaseException) -> str:
+    return error_json(exc, MAX_STATUS_MESSAGE_CHARS, MAX_STATUS_TRACEBACK_CHARS)
 
 
 # --------------------------------------------------------------------------
 # Result shaping
 
 
+class _AsyncRunner:
+    """One event loop, on its own thread, for every async tool of the worker:
+    an adapter's loop-bound objects (clients, locks, queues) work from any
+    call, whichever executor thread serves it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+
+    def _started(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="snakepit-asyncio", daemon=True).start()
+                self._loop = loop
+            return self._loop
+
+    def run(self, awaitable: Any) -> Any:
+        if not asyncio.iscoroutine(awaitable):  # e.g. an async generator's __anext__()
+            awaitable = _await(awaitable)
+        return asyncio.run_coroutine_threadsafe(awaitable, self._started()).result()
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+_async_runner = _AsyncRunner()
+_run = _async_runner.run
+
+
 def _collect_async_gen(agen: Any) -> List[Any]:
     async def collect() -> List[Any]:
         return [item async for item in agen]
 
-    return asyncio.run(collect())
+    return _run(collect())
 
 
 def _materialize(result: Any) -> Any:
@@ -104,7 +131,7 @@ def _materialize(result: Any) -> Any:
     if inspect.isasyncgen(result):
         return _collect_async_gen(result)
     if inspect.iscoroutine(result):
-        return _materialize(asyncio.run(result))
+        return _materialize(_run(result))
     if isinstance(result, memoryview):
         return bytes(result)
     if isinstance(result, Iterator) and not isinstance(result, (str, bytes, bytearray)):
@@ -113,20 +140,16 @@ def _materialize(result: Any) -> Any:
 
 
 def _iter_async_gen(agen: Any) -> Iterator[Any]:
-    """Drive an async generator from a sync thread on a private event loop."""
-    loop = asyncio.new_event_loop()
+    """Drive an async generator from a sync thread, on the shared loop."""
     try:
         while True:
             try:
-                item = loop.run_until_complete(agen.__anext__())
+                item = _run(agen.__anext__())
             except StopAsyncIteration:
                 return
             yield item
     finally:
-        try:
-            loop.run_until_complete(agen.aclose())
-        finally:
-            loop.close()
+        _run(agen.aclose())
 
 
 def _as_iterator(result: Any) -> Iterator[Any]:
@@ -136,7 +159,7 @@ def _as_iterator(result: Any) -> Iterator[Any]:
     if inspect.isasyncgen(result):
         return _iter_async_gen(result)
     if inspect.iscoroutine(result):
-        result = asyncio.run(result)
+        result = _run(result)
         if inspect.isasyncgen(result) or inspect.isgenerator(result):
             return _as_iterator(result)
     if isinstance(result, Iterator) and not isinstance(result, (str, bytes, bytearray)):
@@ -224,6 +247,7 @@ def build_servicer(pb2: Any, pb2_grpc: Any, grpc: Any) -> type:
     ToolChunk = pb2.ToolChunk
     perf_counter = time.perf_counter
     status_unknown = grpc.StatusCode.UNKNOWN
+    status_deadline = grpc.StatusCode.DEADLINE_EXCEEDED
     status_unimplemented = grpc.StatusCode.UNIMPLEMENTED
 
     def _now() -> Any:
@@ -238,7 +262,7 @@ def build_servicer(pb2: Any, pb2_grpc: Any, grpc: Any) -> type:
             self._adapter = adapter
             # Process profile: one tool at a time, even when a call the parent
             # gave up on (deadline, cancelled) is still running here.
-            self._tool_gate: Any = threading.Lock() if one_at_a_time else contextlib.nullcontext()
+            self._tool_gate: Optional[threading.Lock] = threading.Lock() if one_at_a_time else None
             funcs = discover_tools(type(adapter))
             self._tools: Dict[str, Callable[..., Any]] = {
                 name: getattr(adapter, name) for name in funcs
@@ -253,6 +277,28 @@ def build_servicer(pb2: Any, pb2_grpc: Any, grpc: Any) -> type:
             )
 
         # --- helpers -------------------------------------------------------
+
+        def _enter_gate(self, context: Any) -> bool:
+            """Waits for the gate at most until the call's deadline; False
+            when the caller is gone by then (the tool must not run)."""
+            gate = self._tool_gate
+            if gate is None:
+                return True
+            remaining = context.time_remaining()  # None or huge without a deadline
+            if remaining is None or remaining >= threading.TIMEOUT_MAX:
+                acquired = gate.acquire()
+            else:
+                acquired = gate.acquire(timeout=max(remaining, 0.0))
+            if not acquired:
+                return False
+            if not context.is_active():
+                gate.release()
+                return False
+            return True
+
+        def _leave_gate(self) -> None:
+            if self._tool_gate is not None:
+                self._tool_gate.release()
 
         def _resolve(self, name: str, session_id: str) -> Callable[..., Any]:
             set_session = self._set_session
@@ -276,7 +322,7 @@ def build_servicer(pb2: Any, pb2_grpc: Any, grpc: Any) -> type:
             if params:
                 for key in params:
                     raw = params[key].value
-                    args[key] = _json_decode(raw.decode()) if raw else None
+                    args[key] = json_codec.decode(raw.decode()) if raw else None
             binary = request.binary_parameters
             if binary:
                 for key in binary:
@@ -307,44 +353,62 @@ def build_servicer(pb2: Any, pb2_grpc: Any, grpc: Any) -> type:
         def ExecuteTool(self, request: Any, context: Any) -> Any:
             start = perf_counter()
             name = request.tool_name
-            tracker = self._tracker
+            gated = False
             try:
                 fn = self._resolve(name, request.session_id)
                 args = self._decode_args(request)
-                with self._tool_gate:
-                    result = self._call_tool(fn, args, name, tracker)
+                gated = self._enter_gate(context)
+                if not gated:
+                    raise _CallerGone(name)
+                result = self._call_tool(fn, args, name, self._tracker)
                 rtype = type(result)
                 if rtype is bytes or rtype is bytearray:
                     any_result = Any_(type_url=BINARY_TYPE_URL, value=bytes(result))
                 else:
-                    any_result = Any_(type_url=JSON_TYPE_URL, value=_json_encode(result).encode())
+                    any_result = Any_(type_url=JSON_TYPE_URL, value=json_codec.encode(result).encode())
                 return ExecuteToolResponse(
                     success=True,
                     result=any_result,
                     execution_time_ms=int((perf_counter() - start) * 1000),
                 )
-            except Exception as exc:
+            except _CallerGone as gone:
+                context.abort(status_deadline, str(gone))
+            except BaseException as exc:  # SystemExit from a tool is an error reply too
                 return ExecuteToolResponse(
                     success=False,
                     error_message=error_json(exc),
                     execution_time_ms=int((perf_counter() - start) * 1000),
                 )
+            finally:
+                if gated:
+                    self._leave_gate()
 
         def ExecuteStreamingTool(self, request: Any, context: Any) -> Any:
             name = request.tool_name
             tracker = self._tracker
             tracked = False
+            gated = False
             chunks: Optional[Iterator[Any]] = None
             try:
+                failure: Optional[str] = None
                 try:
                     fn = self._resolve(name, request.session_id)
                     args = self._decode_args(request)
+                    # The whole stream holds the gate: its generator runs
+                    # tool code on every next().
+                    gated = self._enter_gate(context)
+                    if not gated:
+                        raise _CallerGone(name)
                     if tracker is not None:
                         tracker.enter(name)
                         tracked = True
                     chunks = _as_iterator(fn(**args))
-                except Exception as exc:
-                    context.abort(status_unknown, error_json(exc))
+                except _CallerGone as gone:
+                    context.abort(status_deadline, str(gone))
+                except BaseException as exc:
+                    failure = _status_error_json(exc)
+                if failure is not None:
+                    context.abort(status_unknown, failure)
                 index = 0
                 while True:
                     if not context.is_active():
@@ -361,12 +425,16 @@ def build_servicer(pb2: Any, pb2_grpc: Any, grpc: Any) -> type:
                             )
                         else:
                             chunk = ToolChunk(
-                                chunk_id=str(index), data=_json_encode(item).encode()
+                                chunk_id=str(index), data=json_codec.encode(item, f"chunk {index}").encode()
                             )
                     except StopIteration:
                         break
-                    except Exception as exc:
-                        context.abort(status_unknown, error_json(exc))
+                    except GeneratorExit:
+                        raise
+                    except BaseException as exc:
+                        failure = _status_error_json(exc)
+                    if failure is not None:
+                        context.abort(status_unknown, failure)
                     yield chunk
                     index += 1
                 yield ToolChunk(chunk_id=str(index), data=b"", is_final=True)
@@ -379,6 +447,8 @@ def build_servicer(pb2: Any, pb2_grpc: Any, grpc: Any) -> type:
                         log.exception("closing the stream of tool %s failed", name)
                 if tracked:
                     tracker.exit(name)
+                if gated:
+                    self._leave_gate()
 
         def GetWorkerReport(self, request: Any, context: Any) -> Any:
             resp = pb2.WorkerReportResponse()
@@ -431,6 +501,13 @@ def build_servicer(pb2: Any, pb2_grpc: Any, grpc: Any) -> type:
 # Process plumbing
 
 
+class _CallerGone(Exception):
+    """The call's deadline passed (or it was cancelled) before its turn came."""
+
+    def __init__(self, tool: str) -> None:
+        super().__init__(f"tool {tool} was not started: its caller gave up waiting")
+
+
 class StartupError(Exception):
     """Raised for a failed startup step; ``type_name`` overrides the class name."""
 
@@ -478,7 +555,9 @@ def fail_startup(fd: int, exc: BaseException) -> NoReturn:
         },
     )
     logging.shutdown()
-    sys.exit(1)
+    sys.stdout.flush()
+    # os._exit: a thread the adapter started must not keep a failed worker alive.
+    os._exit(1)
 
 
 def load_adapter_class(path: str) -> type:
@@ -495,31 +574,10 @@ def load_adapter_class(path: str) -> type:
     return cls
 
 
-def _kill_process_group() -> None:
-    pid = os.getpid()
-    try:
-        if os.getpgrp() == pid:
-            os.killpg(pid, signal.SIGKILL)
-    finally:
-        os.kill(pid, signal.SIGKILL)
-
-
-def _watch_lifeline(fd: int) -> None:
-    try:
-        while os.read(fd, 4096):
-            pass
-        reason = "EOF"
-    except OSError as exc:
-        reason = f"read error: {exc}"
-    try:
-        log.warning("lifeline %s: parent is gone; killing the worker's process group", reason)
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-    finally:
-        _kill_process_group()
-
-
 def start_lifeline(fd: int) -> None:
+    """Starts the watchdog that kills this worker's process group when the
+    parent goes away (EOF on the lifeline). It is a separate small process,
+    not a Python thread, so it acts even while a tool holds the GIL."""
     if fd < 0:
         return
     try:
@@ -527,16 +585,25 @@ def start_lifeline(fd: int) -> None:
     except OSError as exc:
         log.warning("lifeline fd %d is not open (%s); running without a lifeline", fd, exc)
         return
-    os.set_inheritable(fd, False)
     if os.getpgrp() != os.getpid():
         # Become a group leader so the lifeline can take children down with us.
         try:
             os.setpgid(0, 0)
         except OSError as exc:
             log.warning("cannot become a process group leader: %s", exc)
-    threading.Thread(
-        target=_watch_lifeline, args=(fd,), name="snakepit-lifeline", daemon=True
-    ).start()
+    group = os.getpgrp()
+    # The shell stays in our group: whatever ends the group (the pool's
+    # SIGTERM or SIGKILL) ends it too. Its stdin is the lifeline (dash only
+    # redirects fds 0-9), its stderr ours; SIGPIPE is ignored because the
+    # reader of that stderr is usually the parent that just died.
+    script = (
+        "trap '' PIPE; cat >/dev/null; "
+        f"echo 'snakepit worker {os.getpid()}: lifeline closed, the parent is gone; "
+        f"killing process group {group}' >&2; "
+        f"kill -KILL -{group}"
+    )
+    subprocess.Popen(["/bin/sh", "-c", script], stdin=fd, stdout=subprocess.DEVNULL, close_fds=True)
+    os.close(fd)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -551,6 +618,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--profile", choices=("process", "thread"), default="process")
     parser.add_argument("--threads", type=int, default=None, help="threads per worker")
     parser.add_argument("--thread-safety-checks", action="store_true")
+    parser.add_argument(
+        "--shutdown-grace-ms",
+        type=int,
+        default=2000,
+        help="how long in-flight calls may finish after SIGTERM (the parent's own grace, less a margin)",
+    )
     args = parser.parse_args(argv)
     if args.threads is None:
         args.threads = 1 if args.profile == "process" else 4
@@ -561,9 +634,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def setup_logging(worker_id: str) -> None:
     wid = worker_id.replace("%", "%%")
+    level = os.environ.get("SNAKEPIT_LOG_LEVEL", "INFO").upper()
+    if not isinstance(logging.getLevelName(level), int):
+        level = "INFO"  # an unknown name must not stop the worker before its handshake
     logging.basicConfig(
         stream=sys.stderr,
-        level=os.environ.get("SNAKEPIT_LOG_LEVEL", "INFO").upper(),
+        level=level,
         format=f"%(asctime)s %(levelname)s [worker={wid} pid=%(process)d] %(name)s: %(message)s",
     )
 
@@ -649,7 +725,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     while not stop.wait(1.0):
         pass
-    server.stop(SHUTDOWN_GRACE_S).wait(SHUTDOWN_GRACE_S + 1.0)
+    grace_s = max(args.shutdown_grace_ms, 0) / 1000
+    server.stop(grace_s).wait(grace_s + 1.0)
     log.info("stopped")
     logging.shutdown()
     sys.stdout.flush()

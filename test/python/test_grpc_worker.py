@@ -390,3 +390,107 @@ def test_lifeline_disabled(spawn_worker: Any) -> None:
     time.sleep(0.5)
     assert w.proc.poll() is None
     assert w.result("add", a=1, b=1) == 2
+
+
+# --- process profile gate, deadlines, odd results ------------------------------------
+
+
+def test_lifeline_kills_a_worker_whose_tool_holds_the_gil(test_worker: Any) -> None:
+    pool = ThreadPoolExecutor(max_workers=1)
+    stuck = pool.submit(test_worker.call, "hold_gil", 120.0)
+    time.sleep(0.5)  # the regex is running and holds the GIL
+    assert test_worker.proc.poll() is None
+    test_worker.close_lifeline()
+    assert test_worker.proc.wait(timeout=5) == -signal.SIGKILL
+    with pytest.raises(grpc.RpcError):
+        stuck.result(timeout=10)
+    pool.shutdown()
+
+
+def test_process_profile_stream_holds_the_tool_gate(test_worker: Any, tmp_path: Path) -> None:
+    marker = tmp_path / "closed"
+    stream = test_worker.stub.ExecuteStreamingTool(make_request("endless", {"marker": str(marker)}), timeout=30)
+    assert json.loads(next(stream).data) == 0
+    # While the stream's generator may still run, a unary call waits its turn.
+    with pytest.raises(grpc.RpcError) as info:
+        test_worker.call("record", timeout=0.5, params={"tag": "during-stream"})
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    stream.cancel()
+    assert wait_until(marker.exists)
+    assert test_worker.result("record", tag="after") == ["after"]
+
+
+def test_a_call_whose_caller_gave_up_in_the_queue_never_runs(test_worker: Any) -> None:
+    pool = ThreadPoolExecutor(max_workers=2)
+    first = pool.submit(test_worker.call, "record", 30.0, params={"tag": "first", "ms": 800})
+    time.sleep(0.2)
+    with pytest.raises(grpc.RpcError) as info:
+        test_worker.call("record", timeout=0.3, params={"tag": "abandoned"})
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert decode_result(first.result(timeout=10)) == ["first"]
+    assert test_worker.result("record", tag="last") == ["first", "last"]
+    pool.shutdown()
+
+
+def test_sys_exit_in_a_tool_is_an_error_reply(test_worker: Any) -> None:
+    error = error_of(test_worker.call("exit_now"))
+    assert error["type"] == "SystemExit"
+    assert test_worker.result("record", tag="still-serving") == ["still-serving"]
+
+
+def test_dates_encode_as_iso8601_and_nan_names_its_place(test_worker: Any) -> None:
+    assert test_worker.result("when") == {"at": "2026-11-27T04:50:01", "day": "2026-11-27"}
+    error = error_of(test_worker.call("nested_nan"))
+    assert error["type"] == "ValueError"
+    assert "result.scores[1] is NaN or infinite" in error["message"]
+
+
+def test_async_tools_share_one_event_loop_across_threads(spawn_worker: Any) -> None:
+    w = spawn_worker(f"{TEST_ADAPTERS}.ConcurrencyAdapter", "--profile", "thread", "--threads", "4")
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        loops = list(pool.map(lambda _: w.result("async_locked"), range(12)))
+    assert len(set(loops)) == 1
+
+
+def test_a_stream_error_with_a_huge_traceback_still_arrives_as_a_python_error(test_worker: Any) -> None:
+    stream = test_worker.stub.ExecuteStreamingTool(make_request("fail_with_long_traceback", {"size": 200_000}), timeout=30)
+    with pytest.raises(grpc.RpcError) as info:
+        for _ in stream:
+            pass
+    assert info.value.code() == grpc.StatusCode.UNKNOWN
+    error = json.loads(info.value.details())
+    assert error["type"] == "ValueError"
+    assert len(error["traceback"]) < 10_000
+
+
+def test_lifeline_kills_the_worker_when_its_stderr_reader_died_too(tmp_path: Path) -> None:
+    # As when the BEAM is SIGKILLed: the lifeline and the pipe the worker's
+    # stderr goes to both lose their other end at once.
+    import subprocess
+
+    from conftest import PYTHON, SERVER
+
+    ready_r, ready_w = os.pipe()
+    life_r, life_w = os.pipe()
+    proc = subprocess.Popen(
+        [PYTHON, "-u", str(SERVER), "--adapter", SHOWCASE, "--socket", str(tmp_path / "w.sock"),
+         "--ready-fd", str(ready_w), "--lifeline-fd", str(life_r)],
+        pass_fds=(ready_w, life_r),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        os.close(ready_w)
+        os.close(life_r)
+        assert json.loads(os.read(ready_r, 65536))["status"] == "ready"
+        proc.stderr.close()
+        os.close(life_w)
+        assert proc.wait(timeout=5) == -signal.SIGKILL
+        assert wait_until(lambda: subprocess.run(["pgrep", "-g", str(proc.pid)]).returncode != 0, timeout=5)
+    finally:
+        os.close(ready_r)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -8,10 +8,11 @@ all threads.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from typing import Any, Dict, List, Optional
+
+from . import json_codec
 
 JSON_TYPE_URL = "type.googleapis.com/snakepit.json"
 DEFAULT_TIMEOUT_S = 60.0
@@ -56,7 +57,7 @@ def call(session_id: str, name: str, arguments: Dict[str, Any], timeout: float =
     request = pb2.ExecuteElixirToolRequest(session_id=session_id or "", tool_name=name)
     for key, value in arguments.items():
         request.parameters[key].type_url = JSON_TYPE_URL
-        request.parameters[key].value = json.dumps(value, allow_nan=False).encode()
+        request.parameters[key].value = json_codec.encode(value, key).encode()
     try:
         response = _get_stub().ExecuteElixirTool(request, timeout=timeout)
     except grpc.RpcError as exc:
@@ -64,7 +65,7 @@ def call(session_id: str, name: str, arguments: Dict[str, Any], timeout: float =
     if not response.success:
         raise ElixirToolError(response.error_message)
     raw = response.result.value
-    return json.loads(raw) if raw else None
+    return json_codec.decode(raw.decode()) if raw else None
 
 
 def list_tools(session_id: str, timeout: float = DEFAULT_TIMEOUT_S) -> List[Dict[str, str]]:
