@@ -15,8 +15,11 @@ defmodule Snakepit do
   alias Snakepit.{Args, Error, Native, Pool, Telemetry}
 
   @default_timeout 30_000
+  # `timeout: :infinity` has no deadline; natively that is a very long one.
+  @no_deadline_ms 10 * 365 * 24 * 3_600_000
   # The native side answers by the deadline; this only guards against a lost reply.
   @reply_margin_ms 2_000
+  @affinities [:hint, :strict_queue, :strict_fail_fast]
   # Stream chunks are granted back to the native reader in batches of this
   # size; the native window is twice that, which bounds the caller's mailbox.
   @stream_grant 16
@@ -27,8 +30,9 @@ defmodule Snakepit do
   @doc """
   Runs the tool `command` with `args` (a map) in a worker of the pool.
 
-  Options: `:pool_name` (or `:pool`, a pool name; default the first pool),
-  `:timeout` in ms (default 30 s, covering queueing and the call itself),
+  Options: `:pool_name` (or `:pool`, a pool name; default the first pool,
+  also for `Snakepit.Pool` as upstream Snakepit passes it), `:timeout` in ms
+  or `:infinity` (default 30 s, covering queueing and the call itself),
   `:session_id`, `:affinity` (`:hint | :strict_queue | :strict_fail_fast`,
   default the pool's).
   """
@@ -83,9 +87,12 @@ defmodule Snakepit do
   @spec get_stats(atom() | nil) :: map()
   def get_stats(pool_name \\ nil)
 
+  # Upstream Snakepit's default argument is its pool process, Snakepit.Pool.
+  def get_stats(Pool), do: get_stats(nil)
+
   def get_stats(nil) do
     Pool.names()
-    |> Enum.map(&get_stats/1)
+    |> Enum.flat_map(&running_pool_stats/1)
     |> Enum.reduce(%{}, fn stats, acc ->
       Map.merge(acc, stats, fn
         _key, a, b when is_integer(a) and is_integer(b) -> a + b
@@ -97,18 +104,45 @@ defmodule Snakepit do
   end
 
   def get_stats(pool_name) do
+    case pool_stats(pool_name) do
+      {:ok, stats} -> stats
+      {:error, error} -> raise error
+    end
+  end
+
+  # A pool restarting right now has no stats to add.
+  defp running_pool_stats(pool_name) do
+    case pool_stats(pool_name) do
+      {:ok, stats} -> [stats]
+      {:error, _} -> []
+    end
+  end
+
+  defp pool_stats(pool_name) do
     with {:ok, stats} <- Pool.stats(pool_name),
          {:ok, workers} <- Pool.workers(pool_name) do
-      Map.put(stats, :worker_loads, Enum.map(workers, &Map.take(&1, [:id, :inflight, :capacity])))
-    else
-      {:error, error} -> raise error
+      {:ok,
+       Map.put(
+         stats,
+         :worker_loads,
+         Enum.map(workers, &Map.take(&1, [:id, :inflight, :capacity]))
+       )}
     end
   end
 
   @doc "Worker ids of one pool, or of every pool."
   @spec list_workers(atom() | nil) :: [String.t()]
   def list_workers(pool_name \\ nil)
-  def list_workers(nil), do: Enum.flat_map(Pool.names(), &list_workers/1)
+  def list_workers(Pool), do: list_workers(nil)
+
+  def list_workers(nil) do
+    Enum.flat_map(Pool.names(), fn name ->
+      case Pool.workers(name) do
+        {:ok, workers} -> Enum.map(workers, & &1.id)
+        {:error, _restarting} -> []
+      end
+    end)
+  end
 
   def list_workers(pool_name) do
     case Pool.workers(pool_name) do
@@ -119,20 +153,33 @@ defmodule Snakepit do
 
   @doc """
   Runs `fun` with Snakepit started and its pools ready, then stops Snakepit
-  so no worker outlives the script. Returns what `fun` returns. Option
-  `:timeout` bounds the wait for readiness (default 30 s).
+  so no worker outlives the script. Returns what `fun` returns, or
+  `{:error, reason}` when Snakepit cannot start or its pools do not get
+  ready. Options: `:timeout` bounds the wait for readiness (default 30 s);
+  `:stop_mode` is `:if_started` (default: stop Snakepit only if this call
+  started it), `:always` or `:never`.
   """
-  @spec run_as_script((() -> result), keyword()) :: result when result: term()
+  @spec run_as_script((() -> result), keyword()) :: result | {:error, term()}
+        when result: term()
   def run_as_script(fun, opts \\ []) when is_function(fun, 0) do
-    {:ok, _} = Application.ensure_all_started(:snakepit)
+    stop_mode = Keyword.get(opts, :stop_mode, :if_started)
 
-    try do
-      :ok = Pool.await_ready(:all, Keyword.get(opts, :timeout, 30_000))
-      fun.()
-    after
-      Application.stop(:snakepit)
+    case Application.ensure_all_started(:snakepit) do
+      {:ok, started} ->
+        try do
+          with :ok <- Pool.await_ready(:all, Keyword.get(opts, :timeout, 30_000)), do: fun.()
+        after
+          if stop?(stop_mode, started), do: Application.stop(:snakepit)
+        end
+
+      {:error, reason} ->
+        {:error, reason}
     end
   end
+
+  defp stop?(:always, _started), do: true
+  defp stop?(:never, _started), do: false
+  defp stop?(:if_started, started), do: :snakepit in started
 
   @doc "Kills worker processes left behind by BEAMs that are gone. Returns `:ok`."
   @spec cleanup() :: :ok
@@ -145,25 +192,68 @@ defmodule Snakepit do
   # ------------------------------------------------------------ internals
 
   defp submit(command, args, opts, stream?) do
-    pool_name =
-      Keyword.get(opts, :pool_name) || Keyword.get(opts, :pool) || List.first(Pool.names()) ||
-        :default
-
     call = %{
-      pool_name: pool_name,
+      pool_name: pool_name(opts),
       command: to_string(command),
       timeout: Keyword.get(opts, :timeout, @default_timeout),
       started: System.monotonic_time()
     }
 
-    with {:ok, handle, default_affinity} <- Pool.route(pool_name) do
+    with :ok <- validate_opts(call, opts),
+         {:ok, handle, default_affinity} <- route(call) do
       native_opts =
-        {call.timeout, opts |> Keyword.get(:session_id, "") |> to_string(),
+        {native_timeout(call.timeout), opts |> Keyword.get(:session_id, "") |> to_string(),
          Keyword.get(opts, :affinity, default_affinity), stream?}
 
       submit_native(Map.put(call, :handle, handle), args, native_opts)
     end
   end
+
+  defp pool_name(opts) do
+    case Keyword.get(opts, :pool_name) || Keyword.get(opts, :pool) do
+      name when name in [nil, Pool] -> List.first(Pool.names()) || :default
+      name -> name
+    end
+  end
+
+  defp route(call) do
+    with {:error, error} <- Pool.route(call.pool_name) do
+      {:error, %{error | details: Map.put(error.details, :command, call.command)}}
+    end
+  end
+
+  defp validate_opts(call, opts) do
+    affinity = Keyword.get(opts, :affinity, :hint)
+
+    cond do
+      not (call.timeout == :infinity or (is_integer(call.timeout) and call.timeout >= 0)) ->
+        {:error,
+         option_error(
+           call,
+           "timeout must be a non-negative integer (ms) or :infinity, got: #{inspect(call.timeout)}"
+         )}
+
+      affinity not in @affinities ->
+        {:error,
+         option_error(
+           call,
+           "affinity must be one of #{inspect(@affinities)}, got: #{inspect(affinity)}"
+         )}
+
+      true ->
+        :ok
+    end
+  end
+
+  defp option_error(call, message) do
+    Error.new(:validation, :invalid_option, message,
+      command: call.command,
+      pool_name: call.pool_name
+    )
+  end
+
+  defp native_timeout(:infinity), do: @no_deadline_ms
+  defp native_timeout(ms), do: ms
 
   defp submit_native(call, args, _native_opts) when not is_map(args) do
     rejected(call, "args must be a map, got: #{inspect(args, limit: 5)}")
@@ -177,8 +267,9 @@ defmodule Snakepit do
         {:ok, Map.merge(call, %{request_id: request_id, ref: ref})}
 
       {:error, native_error} ->
-        {:error,
-         Error.from_native(native_error, command: call.command, pool_name: call.pool_name)}
+        error = Error.from_native(native_error, command: call.command, pool_name: call.pool_name)
+        if error.details.reason == :pool_saturated, do: saturated(call)
+        {:error, error}
 
       :needs_preprocess ->
         case Args.prepare(args) do
@@ -186,6 +277,13 @@ defmodule Snakepit do
           {:error, message} -> rejected(call, message)
         end
     end
+  end
+
+  defp saturated(call) do
+    Telemetry.execute([:snakepit, :pool, :saturated], %{count: 1}, %{
+      pool: call.pool_name,
+      command: call.command
+    })
   end
 
   # Refused here, before the pool saw it: still a request and an error in its stats.
@@ -203,14 +301,17 @@ defmodule Snakepit do
     receive do
       {^ref, result, worker_id} -> {result, worker_id}
     after
-      call.timeout + @reply_margin_ms -> give_up(call)
+      reply_wait(call.timeout) -> give_up(call)
     end
   end
+
+  defp reply_wait(:infinity), do: :infinity
+  defp reply_wait(timeout), do: timeout + @reply_margin_ms
 
   defp stream_loop(%{ref: ref} = call, callback, consumed) do
     receive do
       {^ref, :chunk, chunk} ->
-        case callback.(chunk) do
+        case run_callback(call, callback, chunk) do
           :halt ->
             Native.cancel(call.handle, call.request_id)
             drain_stream(ref)
@@ -231,6 +332,19 @@ defmodule Snakepit do
     end
   end
 
+  # A raising callback must not leave the stream running against a caller
+  # that is gone: cancel it, drop what it sent, then re-raise.
+  defp run_callback(call, callback, chunk) do
+    callback.(chunk)
+  catch
+    kind, reason ->
+      Native.cancel(call.handle, call.request_id)
+      drain_stream(call.ref)
+      :erlang.raise(kind, reason, __STACKTRACE__)
+  end
+
+  defp remaining(%{timeout: :infinity}), do: :infinity
+
   defp remaining(call) do
     elapsed =
       System.convert_time_unit(System.monotonic_time() - call.started, :native, :millisecond)
@@ -248,15 +362,31 @@ defmodule Snakepit do
     end
   end
 
-  defp give_up(%{ref: ref} = call) do
+  # The native side owes exactly one reply; after the cancel it comes at
+  # once. Waiting for it (and dropping stray chunks) keeps it out of the
+  # caller's mailbox, where a GenServer would meet it in handle_info.
+  defp give_up(call) do
     Native.cancel(call.handle, call.request_id)
+    await_cancelled(call)
+  end
 
+  defp await_cancelled(%{ref: ref} = call) do
     receive do
-      {^ref, result, worker_id} when result != :chunk -> {result, worker_id}
+      {^ref, :chunk, _} ->
+        await_cancelled(call)
+
+      {^ref, {:ok, _} = result, worker_id} ->
+        {result, worker_id}
+
+      {^ref, _cancelled, worker_id} ->
+        {timeout_error(call), worker_id}
     after
-      0 -> {{:error, {:timeout, :worker_timeout, "no reply within #{call.timeout} ms", %{}}}, ""}
+      @reply_margin_ms -> {timeout_error(call), ""}
     end
   end
+
+  defp timeout_error(call),
+    do: {:error, {:timeout, :worker_timeout, "no reply within #{call.timeout} ms", %{}}}
 
   defp finish({result, worker_id}, call) do
     duration_us =
@@ -274,8 +404,9 @@ defmodule Snakepit do
         ok
 
       {:error, native_error} ->
-        {:error,
-         Error.from_native(native_error, command: call.command, pool_name: call.pool_name)}
+        error = Error.from_native(native_error, command: call.command, pool_name: call.pool_name)
+        if error.details.reason == :pool_saturated, do: saturated(call)
+        {:error, error}
     end
   end
 

@@ -359,7 +359,7 @@ void Pool::mark_ready(Worker& worker, std::shared_ptr<WorkerConnection> connecti
   auto self = shared_from_this();
   const WorkerKey key = worker.key;
   if (config_.heartbeat_enabled)
-    worker.heartbeat_timer = loop_.add_timer(SteadyClock::now() + config_.ping_interval,
+    worker.heartbeat_timer = loop_.add_timer(SteadyClock::now() + config_.heartbeat_initial_delay + config_.ping_interval,
                                              [self, key] { self->send_heartbeat(key); });
   if (config_.worker_ttl.count() > 0) {
     std::uniform_real_distribution<double> spread(0.0, config_.ttl_jitter);

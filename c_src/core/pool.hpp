@@ -51,6 +51,7 @@ struct PoolConfig {
   // only reported.
   bool heartbeat_enabled = false;
   Millis ping_interval{2000};
+  Millis heartbeat_initial_delay{0};  // added before a new worker's first ping
   Millis ping_timeout{10000};
   int max_missed_heartbeats = 3;
   bool heartbeat_dependent = true;

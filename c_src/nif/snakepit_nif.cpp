@@ -396,6 +396,7 @@ ERL_NIF_TERM pool_start(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   reader.millis("graceful_shutdown_ms", config.graceful_shutdown);
   reader.boolean("heartbeat_enabled", config.heartbeat_enabled);
   reader.millis("ping_interval_ms", config.ping_interval);
+  reader.millis("heartbeat_initial_delay_ms", config.heartbeat_initial_delay);
   reader.millis("ping_timeout_ms", config.ping_timeout);
   reader.integer("max_missed_heartbeats", config.max_missed_heartbeats);
   reader.boolean("heartbeat_dependent", config.heartbeat_dependent);

@@ -1373,3 +1373,22 @@ TEST_CASE("pool: a retired worker that takes its time to exit is not a heartbeat
   CHECK(f.sink->count(PoolEvent::Type::heartbeat_timeout) == 0);
   CHECK(f.pool->stats().heartbeat_failures == 0);
 }
+
+TEST_CASE("pool: the first heartbeat waits for the initial delay") {
+  PoolFixture f;
+  f.config.pool_size = 1;
+  f.config.heartbeat_enabled = true;
+  f.config.ping_interval = 10ms;
+  f.config.heartbeat_initial_delay = 400ms;
+  f.config.max_missed_heartbeats = 1;
+  f.transport->set_ping_ok(false);
+  f.start();
+  REQUIRE(f.wait_ready(1));
+  std::this_thread::sleep_for(250ms);
+  CHECK(f.sink->count(PoolEvent::Type::heartbeat_timeout) == 0);
+  CHECK(f.transport->fail_fast_pings() == 0);
+  REQUIRE(f.sink->wait_count(PoolEvent::Type::heartbeat_timeout, 1));
+  f.transport->set_ping_ok(true);
+  REQUIRE(f.sink->wait_count(PoolEvent::Type::worker_ready, 2));
+  f.remember_pids();
+}

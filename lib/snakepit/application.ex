@@ -24,10 +24,16 @@ defmodule Snakepit.Application do
   end
 
   # An adapter that cannot even be imported fails the application start with
-  # its traceback, instead of leaving callers to time out.
+  # its traceback, instead of leaving callers to time out. The pools start
+  # together, so they share one deadline.
+  @boot_timeout_ms 60_000
   defp await_pools(pools) do
+    deadline = System.monotonic_time(:millisecond) + @boot_timeout_ms
+
     Enum.reduce_while(pools, :ok, fn pool, :ok ->
-      case Snakepit.Pool.await_ready(pool.name, 60_000) do
+      remaining = max(deadline - System.monotonic_time(:millisecond), 0)
+
+      case Snakepit.Pool.await_ready(pool.name, remaining) do
         :ok ->
           {:cont, :ok}
 

@@ -176,7 +176,7 @@ defmodule Snakepit.Config do
           pool_max_queue_size: pos_integer(),
           pool_queue_timeout: pos_integer(),
           python_executable: String.t() | nil,
-          log_level: :debug | :info | :warning | :error | :none
+          log_level: :debug | :info | :warning | :error | :none | nil
         }
 
   @doc "The Python adapter class used when a pool names none."
@@ -236,8 +236,10 @@ defmodule Snakepit.Config do
   Returns the validated global settings.
 
   `:pool_max_queue_size` defaults to 1000, `:pool_queue_timeout` to 10_000 ms,
-  `:python_executable` to `nil` and `:log_level` to `:error` (`:warn` is
-  accepted as `:warning`).
+  `:python_executable` to `nil` and `:log_level` to `nil`. `:log_level` is
+  the lowest level of Snakepit's own log lines, worker output included
+  (`:none` silences them; `:warn` is accepted as `:warning`); unset, only
+  Logger's level decides.
   """
   @spec globals(keyword()) :: globals()
   def globals(env) when is_list(env) do
@@ -245,7 +247,7 @@ defmodule Snakepit.Config do
       pool_max_queue_size: global!(env, :pool_max_queue_size, 1_000, :pos_integer),
       pool_queue_timeout: global!(env, :pool_queue_timeout, 10_000, :pos_integer),
       python_executable: global!(env, :python_executable, nil, :optional_string),
-      log_level: global!(env, :log_level, :error, :log_level)
+      log_level: global!(env, :log_level, nil, :log_level)
     }
   end
 
@@ -554,6 +556,7 @@ defmodule Snakepit.Config do
   defp validate(:max_requests, value) when is_integer(value) and value > 0, do: {:ok, value}
   defp validate(:max_requests, _value), do: {:error, ":infinity or a positive integer"}
 
+  defp validate(:log_level, nil), do: {:ok, nil}
   defp validate(:log_level, :warn), do: {:ok, :warning}
   defp validate(:log_level, value), do: validate({:one_of, @log_levels}, value)
 

@@ -51,25 +51,41 @@ defmodule Snakepit.Pool do
     end
   end
 
-  @doc "Names of the pools that are running, in start order."
+  @doc "Names of the pools that are running, in the order they were first started."
   @spec names() :: [atom()]
-  def names, do: :persistent_term.get({__MODULE__, :names}, [])
+  def names do
+    # The order is append-only, so a restarting pool keeps its place (and
+    # the default pool stays the first); running means published.
+    {__MODULE__, :order}
+    |> :persistent_term.get([])
+    |> Enum.filter(&(:persistent_term.get({__MODULE__, &1}, nil) != nil))
+  end
+
+  # Pools start concurrently (several supervisors, tests): the lock keeps
+  # one's append from losing another's.
+  defp remember_order(name) do
+    :global.trans({{__MODULE__, :order}, self()}, fn ->
+      order = :persistent_term.get({__MODULE__, :order}, [])
+      unless name in order, do: :persistent_term.put({__MODULE__, :order}, order ++ [name])
+    end)
+  end
 
   @doc """
-  Waits until `pool` (a pool name, or `:all` for every running pool) has at
-  least one ready worker. Returns the start error, with the Python
-  traceback, if workers fail to start before any is ready.
+  Waits until `pool` (a pool name, or `:all` for every running pool;
+  `Snakepit.Pool`, as upstream Snakepit passes it, means `:all`) has at least
+  one ready worker. Returns the start error, with the Python traceback, if
+  workers fail to start before any is ready.
   """
   @spec await_ready(atom(), timeout()) :: :ok | {:error, Error.t()}
   def await_ready(pool \\ :all, timeout \\ @default_await_timeout)
 
+  def await_ready(__MODULE__, timeout), do: await_ready(:all, timeout)
+
   def await_ready(:all, timeout) do
-    deadline = System.monotonic_time(:millisecond) + timeout
+    deadline = if timeout == :infinity, do: :infinity, else: now_ms() + timeout
 
     Enum.reduce_while(names(), :ok, fn name, :ok ->
-      remaining = max(deadline - System.monotonic_time(:millisecond), 0)
-
-      case await_ready(name, remaining) do
+      case await_ready(name, remaining_ms(deadline)) do
         :ok -> {:cont, :ok}
         error -> {:halt, error}
       end
@@ -111,6 +127,10 @@ defmodule Snakepit.Pool do
 
   defp process_name(pool), do: :"Elixir.Snakepit.Pool.#{pool}"
 
+  defp now_ms, do: System.monotonic_time(:millisecond)
+  defp remaining_ms(:infinity), do: :infinity
+  defp remaining_ms(deadline), do: max(deadline - now_ms(), 0)
+
   # ---------------------------------------------------------------- server
 
   @impl GenServer
@@ -118,13 +138,14 @@ defmodule Snakepit.Pool do
     Process.flag(:trap_exit, true)
     python = Python.executable!(config.python_executable)
     {:ok, handle} = config |> native_config(python) |> Native.pool_start(self())
+    remember_order(config.name)
     :persistent_term.put({__MODULE__, config.name}, {handle, config.affinity})
-    :persistent_term.put({__MODULE__, :names}, Enum.uniq(names() ++ [config.name]))
 
     {:ok,
      %{
        config: config,
        handle: handle,
+       log_level: Snakepit.Config.globals(Application.get_all_env(:snakepit)).log_level,
        ready: MapSet.new(),
        start_error: nil,
        waiters: []
@@ -141,7 +162,9 @@ defmodule Snakepit.Pool do
         {:reply, {:error, state.start_error}, state}
 
       true ->
-        timer = Process.send_after(self(), {:await_timeout, from}, timeout)
+        timer =
+          if timeout != :infinity, do: Process.send_after(self(), {:await_timeout, from}, timeout)
+
         {:noreply, %{state | waiters: [{from, timer} | state.waiters]}}
     end
   end
@@ -159,7 +182,7 @@ defmodule Snakepit.Pool do
         waiter,
         {:error,
          Error.new(
-           :timeout,
+           :pool,
            :pool_not_initialized,
            "pool #{inspect(state.config.name)} has no ready worker yet",
            pool_name: state.config.name
@@ -179,12 +202,11 @@ defmodule Snakepit.Pool do
   def terminate(_reason, state) do
     Native.pool_stop(state.handle)
     :persistent_term.erase({__MODULE__, state.config.name})
-    :persistent_term.put({__MODULE__, :names}, List.delete(names(), state.config.name))
     :ok
   end
 
   defp handle_event(:worker_ready, worker_id, os_pid, state) do
-    Logger.debug("worker #{worker_id} ready (os pid #{os_pid})", worker_id: worker_id)
+    log(state, :debug, "worker #{worker_id} ready (os pid #{os_pid})", worker_id: worker_id)
     reply_waiters(%{state | ready: MapSet.put(state.ready, worker_id), start_error: nil}, :ok)
   end
 
@@ -205,7 +227,9 @@ defmodule Snakepit.Pool do
   defp handle_event(:worker_start_failed, worker_id, native_error, state) do
     error = Error.from_native(native_error, pool_name: state.config.name)
 
-    Logger.error(
+    log(
+      state,
+      :error,
       "worker #{worker_id} of pool #{inspect(state.config.name)} failed to start: " <>
         "#{Exception.message(error)}\n#{error.python_traceback}",
       worker_id: worker_id
@@ -217,7 +241,7 @@ defmodule Snakepit.Pool do
 
   defp handle_event(:worker_exited, worker_id, {os_pid, how}, state) do
     if MapSet.member?(state.ready, worker_id) do
-      Logger.warning("worker #{worker_id} (os pid #{os_pid}) #{how}", worker_id: worker_id)
+      log(state, :warning, "worker #{worker_id} (os pid #{os_pid}) #{how}", worker_id: worker_id)
     end
 
     Telemetry.execute([:snakepit, :pool, :worker, :terminated], %{count: 1}, %{
@@ -231,7 +255,7 @@ defmodule Snakepit.Pool do
   end
 
   defp handle_event(:worker_output, worker_id, {stream, line}, state) do
-    Logger.log(output_level(line), "[#{worker_id}] #{line}", worker_id: worker_id, stream: stream)
+    log(state, output_level(line), "[#{worker_id}] #{line}", worker_id: worker_id, stream: stream)
     state
   end
 
@@ -250,7 +274,7 @@ defmodule Snakepit.Pool do
         do: "killing and replacing it",
         else: "keeping it (dependent: false)"
 
-    Logger.error("worker #{worker_id} missed #{missed} heartbeats in a row; #{action}",
+    log(state, :error, "worker #{worker_id} missed #{missed} heartbeats in a row; #{action}",
       worker_id: worker_id
     )
 
@@ -268,7 +292,7 @@ defmodule Snakepit.Pool do
   end
 
   defp handle_event(:worker_recycled, worker_id, reason, state) do
-    Logger.debug("recycling worker #{worker_id} (#{reason})", worker_id: worker_id)
+    log(state, :debug, "recycling worker #{worker_id} (#{reason})", worker_id: worker_id)
 
     Telemetry.execute([:snakepit, :worker, :recycled], %{count: 1}, %{
       pool: state.config.name,
@@ -280,8 +304,17 @@ defmodule Snakepit.Pool do
   end
 
   defp handle_event(:internal_error, worker_id, message, state) do
-    Logger.error(message, worker_id: worker_id)
+    log(state, :error, message, worker_id: worker_id)
     state
+  end
+
+  # The global `log_level` (if set) is a floor under Logger's own level.
+  defp log(%{log_level: nil}, level, message, metadata), do: Logger.log(level, message, metadata)
+  defp log(%{log_level: :none}, _level, _message, _metadata), do: :ok
+
+  defp log(%{log_level: floor}, level, message, metadata) do
+    if Logger.compare_levels(level, floor) != :lt, do: Logger.log(level, message, metadata)
+    :ok
   end
 
   defp output_level(line) do
@@ -294,7 +327,7 @@ defmodule Snakepit.Pool do
 
   defp reply_waiters(state, reply) do
     for {waiter, timer} <- state.waiters do
-      Process.cancel_timer(timer)
+      if timer, do: Process.cancel_timer(timer)
       GenServer.reply(waiter, reply)
     end
 
@@ -320,6 +353,7 @@ defmodule Snakepit.Pool do
       graceful_shutdown_ms: config.graceful_shutdown_timeout_ms,
       heartbeat_enabled: config.heartbeat.enabled,
       ping_interval_ms: config.heartbeat.ping_interval_ms,
+      heartbeat_initial_delay_ms: config.heartbeat.initial_delay_ms,
       ping_timeout_ms: config.heartbeat.timeout_ms,
       max_missed_heartbeats: config.heartbeat.max_missed_heartbeats,
       heartbeat_dependent: config.heartbeat.dependent,

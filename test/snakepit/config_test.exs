@@ -358,7 +358,7 @@ defmodule Snakepit.ConfigTest do
                pool_max_queue_size: 1_000,
                pool_queue_timeout: 10_000,
                python_executable: nil,
-               log_level: :error
+               log_level: nil
              }
     end
 

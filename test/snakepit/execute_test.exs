@@ -102,4 +102,70 @@ defmodule Snakepit.ExecuteTest do
     assert Snakepit.list_workers() == workers
     assert {:ok, _} = Snakepit.execute("ping", %{})
   end
+
+  describe "upstream calling conventions and options" do
+    test "Snakepit.Pool as the pool argument means the default pool" do
+      pool = start_pool!(name: :upstream_default, pool_size: 1)
+      assert :ok = Snakepit.Pool.await_ready(Snakepit.Pool, 10_000)
+      assert %{workers: workers} = Snakepit.get_stats(Snakepit.Pool)
+      assert workers >= 1
+      assert Snakepit.list_workers(pool) -- Snakepit.list_workers(Snakepit.Pool) == []
+      assert {:ok, _} = Snakepit.execute("ping", %{}, pool: Snakepit.Pool)
+    end
+
+    test "await_ready with :infinity answers and leaves the pool running" do
+      pool = start_pool!(name: :await_infinity, pool_size: 1)
+      pid = Process.whereis(:"Elixir.Snakepit.Pool.await_infinity")
+      assert :ok = Snakepit.Pool.await_ready(pool, :infinity)
+      assert :ok = Snakepit.Pool.await_ready(:all, :infinity)
+      assert Process.whereis(:"Elixir.Snakepit.Pool.await_infinity") == pid
+    end
+
+    test "timeout: :infinity runs the call; a bad timeout or affinity is a validation error" do
+      pool = start_pool!(name: :options_pool, pool_size: 1)
+
+      assert {:ok, 3} =
+               Snakepit.execute("add", %{a: 1, b: 2}, pool_name: pool, timeout: :infinity)
+
+      assert {:error, %Snakepit.Error{category: :validation, message: message}} =
+               Snakepit.execute("ping", %{}, pool_name: pool, timeout: -5)
+
+      assert message =~ "timeout must be a non-negative integer (ms) or :infinity"
+
+      assert {:error, %Snakepit.Error{category: :validation, message: message}} =
+               Snakepit.execute("ping", %{}, pool_name: pool, affinity: :sticky)
+
+      assert message =~ "affinity must be one of"
+    end
+
+    test "an unknown pool's error names the command" do
+      assert {:error, %Snakepit.Error{category: :pool, details: details}} =
+               Snakepit.execute("predict", %{}, pool_name: :no_such_pool)
+
+      assert details.reason == :pool_not_found
+      assert details.command == "predict"
+    end
+
+    test "a restarted pool keeps its place in the pool order" do
+      first = start_pool!(name: :order_first, pool_size: 1)
+      second = start_pool!(name: :order_second, pool_size: 1)
+      before = Snakepit.Pool.names() |> Enum.filter(&(&1 in [first, second]))
+      assert before == [first, second]
+
+      old = Process.whereis(:"Elixir.Snakepit.Pool.order_first")
+      Process.exit(old, :kill)
+
+      assert eventually(fn ->
+               new = Process.whereis(:"Elixir.Snakepit.Pool.order_first")
+               is_pid(new) and new != old and first in Snakepit.Pool.names()
+             end)
+
+      assert Snakepit.Pool.names() |> Enum.filter(&(&1 in [first, second])) == [first, second]
+    end
+
+    test "run_as_script leaves an already started Snakepit running (stop_mode: :if_started)" do
+      assert Snakepit.run_as_script(fn -> :ran end) == :ran
+      assert List.keymember?(Application.started_applications(), :snakepit, 0)
+    end
+  end
 end

@@ -71,6 +71,28 @@ defmodule Snakepit.ObservabilityTest do
     assert log =~ "[#{worker.id}] hello from stdout"
   end
 
+  test "the global log_level is a floor for Snakepit's log lines" do
+    Application.put_env(:snakepit, :log_level, :warning)
+    on_exit(fn -> Application.delete_env(:snakepit, :log_level) end)
+    pool = start_pool!(name: :quiet_pool, pool_size: 1)
+    level = Logger.level()
+    Logger.configure(level: :info)
+    on_exit(fn -> Logger.configure(level: level) end)
+
+    log =
+      capture_log([level: :info], fn ->
+        {:ok, true} = Snakepit.execute("log", %{message: "plain chatter"}, pool_name: pool)
+
+        {:ok, true} =
+          Snakepit.execute("log", %{message: "WARNING: disk almost full"}, pool_name: pool)
+
+        Process.sleep(300)
+      end)
+
+    refute log =~ "plain chatter"
+    assert log =~ "WARNING: disk almost full"
+  end
+
   test "worker environment: process-profile defaults, adapter_env wins, others pass through" do
     pool =
       start_pool!(

@@ -67,6 +67,25 @@ defmodule Snakepit.StreamingTest do
     refute_received {_, :chunk, _}
   end
 
+  test "a raising callback re-raises, cancels the stream and leaves no messages behind" do
+    marker = Path.join(System.tmp_dir!(), "snakepit_raise_#{System.unique_integer([:positive])}")
+    on_exit(fn -> File.rm(marker) end)
+
+    assert_raise RuntimeError, "callback broke at 3", fn ->
+      Snakepit.execute_stream(
+        "guarded_stream",
+        %{marker: marker},
+        fn %{"i" => i} -> if i == 3, do: raise("callback broke at 3"), else: :cont end,
+        pool_name: :streams
+      )
+    end
+
+    assert eventually(fn -> File.exists?(marker) end, 5_000)
+    assert File.read!(marker) =~ "closed after"
+    refute_received {_, :chunk, _}
+    refute_received {_, _, _}
+  end
+
   test "100,000 chunks to a slow callback: the caller's mailbox stays bounded" do
     Process.put(:chunks, 0)
     Process.put(:max_queue_len, 0)

@@ -55,6 +55,8 @@ defmodule Snakepit.WorkerFailureTest do
   end
 
   test "a full queue answers :pool_saturated at once" do
+    :telemetry.attach_recorder()
+    on_exit(fn -> :telemetry.detach_recorder() end)
     pool = start_pool!(name: :saturated, pool_size: 1, max_queue_size: 1)
     busy = Task.async(fn -> Snakepit.execute("sleep", %{ms: 1_000}, pool_name: pool) end)
     assert eventually(fn -> Snakepit.get_stats(pool).busy == 1 end)
@@ -67,6 +69,9 @@ defmodule Snakepit.WorkerFailureTest do
     assert {:ok, _} = Task.await(busy, 10_000)
     assert {:ok, _} = Task.await(queued, 10_000)
     assert Snakepit.get_stats(pool).pool_saturated == 1
+
+    assert_received {:telemetry_event, [:snakepit, :pool, :saturated], %{count: 1},
+                     %{pool: ^pool, command: "ping"}}
   end
 
   test "a request that waits past the queue timeout is a :queue_timeout error" do
