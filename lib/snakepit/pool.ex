@@ -100,6 +100,16 @@ defmodule Snakepit.Pool do
        Error.new(:pool, :pool_not_found, "no pool named #{inspect(pool)} is running",
          pool_name: pool
        )}
+
+    # The pool went down while we waited (its supervisor restarts it).
+    :exit, {reason, _call} ->
+      {:error,
+       Error.new(
+         :pool,
+         :pool_not_initialized,
+         "pool #{inspect(pool)} stopped while starting: #{inspect(reason)}",
+         pool_name: pool
+       )}
   end
 
   @doc "Native statistics of one pool."
