@@ -138,6 +138,21 @@ defmodule Bench.Run do
     }
   end
 
+  # The direct client's ping cases: one call in flight per worker, like the
+  # process profile.
+  defp direct_ping_specs(ctx) do
+    for c <- @concurrency do
+      spec(
+        name: "direct_#{c}",
+        tool: "ping",
+        concurrency: c,
+        cap: 1,
+        warmup: ctx.warmup_ms / 1000,
+        duration: ctx.duration_ms / 1000
+      )
+    end
+  end
+
   # A pool of the bench.
   defp pool(name, adapter, extra) do
     Map.merge(
@@ -268,17 +283,7 @@ defmodule Bench.Run do
       for round <- 1..ctx.rounds do
         IO.puts("  round #{round}: direct client")
 
-        capped =
-          for c <- @concurrency do
-            spec(
-              name: "direct_#{c}",
-              tool: "ping",
-              concurrency: c,
-              cap: 1,
-              warmup: ctx.warmup_ms / 1000,
-              duration: ctx.duration_ms / 1000
-            )
-          end
+        capped = direct_ping_specs(ctx)
 
         # For reference (round 1 only): every caller's call in flight at
         # once, which the process profile never does (capacity 1 per worker).
@@ -433,21 +438,7 @@ defmodule Bench.Run do
       for round <- 1..ctx.rounds do
         IO.puts("  round #{round}: direct client -> echo workers")
 
-        direct =
-          direct_cases(
-            ctx,
-            ctx.echo_worker,
-            for c <- @concurrency do
-              spec(
-                name: "direct_#{c}",
-                tool: "ping",
-                concurrency: c,
-                cap: 1,
-                warmup: ctx.warmup_ms / 1000,
-                duration: ctx.duration_ms / 1000
-              )
-            end
-          )
+        direct = direct_cases(ctx, ctx.echo_worker, direct_ping_specs(ctx))
 
         IO.puts("  round #{round}: pool of echo workers")
         pid = S.start_pool(pool(:bench_native, @showcase, %{python_executable: ctx.echo_worker}))
