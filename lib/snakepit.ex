@@ -211,7 +211,7 @@ defmodule Snakepit do
 
   defp pool_name(opts) do
     case Keyword.get(opts, :pool_name) || Keyword.get(opts, :pool) do
-      name when name in [nil, Pool] -> List.first(Pool.names()) || :default
+      name when name in [nil, Pool] -> Pool.default_name()
       name -> name
     end
   end
@@ -404,9 +404,8 @@ defmodule Snakepit do
         ok
 
       {:error, native_error} ->
-        error = Error.from_native(native_error, command: call.command, pool_name: call.pool_name)
-        if error.details.reason == :pool_saturated, do: saturated(call)
-        {:error, error}
+        {:error,
+         Error.from_native(native_error, command: call.command, pool_name: call.pool_name)}
     end
   end
 

@@ -61,6 +61,15 @@ defmodule Snakepit.Pool do
     |> Enum.filter(&(:persistent_term.get({__MODULE__, &1}, nil) != nil))
   end
 
+  @doc "The first running pool in start order (`:default` when none runs): where calls go without `pool_name:`."
+  @spec default_name() :: atom()
+  def default_name do
+    # On the hot path: stops at the first running pool, usually the first one.
+    {__MODULE__, :order}
+    |> :persistent_term.get([])
+    |> Enum.find(:default, &(:persistent_term.get({__MODULE__, &1}, nil) != nil))
+  end
+
   # Pools start concurrently (several supervisors, tests): the lock keeps
   # one's append from losing another's.
   defp remember_order(name) do
