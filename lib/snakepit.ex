@@ -299,11 +299,19 @@ defmodule Snakepit do
 
   defp await_reply(%{ref: ref} = call) do
     receive do
-      {^ref, result, worker_id} -> {result, worker_id}
+      {^ref, result, worker_id} -> {built(result), worker_id}
     after
       reply_wait(call.timeout) -> give_up(call)
     end
   end
+
+  # A reply with a map too large to build off a scheduler (see
+  # c_src/nif/term_builder.hpp) arrives as JSON and is built here.
+  defp built({:json, payload}), do: Native.decode_result(payload)
+  defp built(result), do: result
+
+  defp built_chunk({:json, payload, is_final}), do: Native.decode_chunk(payload, is_final)
+  defp built_chunk(chunk), do: chunk
 
   defp reply_wait(:infinity), do: :infinity
   defp reply_wait(timeout), do: timeout + @reply_margin_ms
@@ -311,7 +319,7 @@ defmodule Snakepit do
   defp stream_loop(%{ref: ref} = call, callback, consumed) do
     receive do
       {^ref, :chunk, chunk} ->
-        case run_callback(call, callback, chunk) do
+        case run_callback(call, callback, built_chunk(chunk)) do
           :halt ->
             Native.cancel(call.handle, call.request_id)
             drain_stream(ref)
@@ -326,7 +334,7 @@ defmodule Snakepit do
         end
 
       {^ref, result, worker_id} ->
-        {result, worker_id}
+        {built(result), worker_id}
     after
       remaining(call) -> give_up(call)
     end
@@ -375,8 +383,8 @@ defmodule Snakepit do
       {^ref, :chunk, _} ->
         await_cancelled(call)
 
-      {^ref, {:ok, _} = result, worker_id} ->
-        {result, worker_id}
+      {^ref, {tag, _} = result, worker_id} when tag in [:ok, :json] ->
+        {built(result), worker_id}
 
       {^ref, _cancelled, worker_id} ->
         {timeout_error(call), worker_id}

@@ -6,6 +6,7 @@ void Atoms::init(ErlNifEnv* env) {
   auto atom = [env](const char* name) { return enif_make_atom(env, name); };
   ok = atom("ok");
   chunk = atom("chunk");
+  json = atom("json");
   strict_queue = atom("strict_queue");
   strict_fail_fast = atom("strict_fail_fast");
   sessions = atom("sessions");

@@ -18,6 +18,8 @@
 #include "../transport/elixir_tool_server.hpp"
 #include "../transport/grpc_transport.hpp"
 #include "atoms.hpp"
+#include "nif_state.hpp"
+#include "reply_terms.hpp"
 #include "term_builder.hpp"
 #include "term_encoder.hpp"
 
@@ -29,74 +31,8 @@ using core::Millis;
 // Arguments encoded past this many bytes on a normal scheduler move the
 // call to a dirty scheduler (the ~1 ms rule).
 constexpr std::size_t kSchedulerEncodeBudget = 64 * 1024;
-
-struct MonitorLess {
-  bool operator()(const ErlNifMonitor& a, const ErlNifMonitor& b) const { return enif_compare_monitors(&a, &b) < 0; }
-};
-
-struct PoolResource {
-  std::shared_ptr<core::Pool> pool;
-  std::mutex monitors_mutex;
-  std::map<ErlNifMonitor, core::RequestId, MonitorLess> monitors;
-};
-
-// The NIF's private data: everything per loaded library.
-struct NifState {
-  Atoms atoms;
-  ErlNifResourceType* pool_type = nullptr;
-  std::shared_ptr<core::Transport> transport;
-  codec::ParserCache parsers;
-  std::string run_id;
-  std::string runtime_dir;
-  // Workers hold the read end; when this process dies they see EOF.
-  core::UniqueFd lifeline_read;
-  core::UniqueFd lifeline_write;
-
-  // Python -> Elixir tool calls: started by the tool registry, never stopped.
-  std::mutex elixir_tools_mutex;
-  std::unique_ptr<transport::ElixirToolServer> elixir_tools;
-  std::optional<ErlNifPid> elixir_tools_handler;
-  // Names the current handler to the server: calls carry the token of the
-  // handler they were sent to, so a dead handler's calls can be failed.
-  std::uint64_t elixir_tools_handler_token = 0;
-  // Monitors the handler (its `down` fails the calls a dead handler held).
-  // A monitor ends with its object, so the current one is kept here.
-  ErlNifResourceType* handler_watch_type = nullptr;
-  void* handler_watch = nullptr;
-
-  NifState() = default;
-  NifState(const NifState&) = delete;
-  NifState& operator=(const NifState&) = delete;
-  ~NifState() {
-    if (handler_watch != nullptr) enif_release_resource(handler_watch);
-  }
-};
-
-// The object a tool-registry monitor hangs on.
-struct HandlerWatch {
-  NifState* nif;
-  std::uint64_t token;
-};
-
-NifState& state(ErlNifEnv* env) { return *static_cast<NifState*>(enif_priv_data(env)); }
-
-ERL_NIF_TERM make_binary(ErlNifEnv* env, std::string_view text) {
-  ERL_NIF_TERM term;
-  auto* data = enif_make_new_binary(env, text.size(), &term);
-  if (!text.empty()) std::memcpy(data, text.data(), text.size());
-  return term;
-}
-
-ERL_NIF_TERM make_error_tuple(ErlNifEnv* env, const Atoms& atoms, const core::Error& error) {
-  ERL_NIF_TERM extra = enif_make_new_map(env);
-  auto put = [&](ERL_NIF_TERM key, ERL_NIF_TERM value) { enif_make_map_put(env, extra, key, value, &extra); };
-  if (!error.python_type.empty()) put(atoms.python_type, make_binary(env, error.python_type));
-  if (!error.traceback.empty()) put(atoms.traceback, make_binary(env, error.traceback));
-  if (error.grpc_status >= 0) put(atoms.grpc_status, enif_make_int(env, error.grpc_status));
-  if (!error.worker_id.empty()) put(atoms.worker_id, make_binary(env, error.worker_id));
-  return enif_make_tuple4(env, enif_make_atom(env, core::to_string(error.category)),
-                          enif_make_atom(env, error.reason.c_str()), make_binary(env, error.message), extra);
-}
+// Replies decoded on the caller's scheduler past this size move to a dirty one.
+constexpr std::size_t kSchedulerDecodeBudget = 32 * 1024;
 
 // ------------------------------------------------------------- responders
 
@@ -120,7 +56,8 @@ class ProcessResponder final : public core::Responder {
   ProcessResponder(const ProcessResponder&) = delete;
   ProcessResponder& operator=(const ProcessResponder&) = delete;
 
-  // {ref, :chunk, map}: the chunk's JSON object (or %{"data" => value}) plus "is_final".
+  // {ref, :chunk, map}, or {ref, :chunk, {:json, bytes, is_final}} for a
+  // chunk only a scheduler may build (Snakepit.Native.decode_chunk/2).
   void chunk(std::string&& data, bool binary, bool is_final) noexcept override {
     // Chunks and the outcome can race (a worker exit ends a stream): the
     // lock keeps ref_ alive and the order chunk-then-outcome.
@@ -128,42 +65,36 @@ class ProcessResponder final : public core::Responder {
     if (env_ == nullptr) return;
     ErlNifEnv* env = enif_alloc_env();
     const Atoms& a = nif_.atoms;
-    TermBuilder builder(env, a);
-    ERL_NIF_TERM map = enif_make_new_map(env);
-    ERL_NIF_TERM data_key = builder.string("data");
+    ERL_NIF_TERM term;
     try {
-      if (binary) {
-        enif_make_map_put(env, map, data_key, builder.binary(data), &map);
-      } else if (!data.empty()) {
-        ERL_NIF_TERM value = codec::decode(data, builder, *nif_.parsers.acquire());
-        if (enif_is_map(env, value)) map = value;
-        else enif_make_map_put(env, map, data_key, value, &map);
-      }
-    } catch (const codec::DecodeError& e) {
-      enif_make_map_put(env, map, data_key, builder.string(data), &map);
+      term = chunk_term(env, nif_, data, binary, is_final, TermBuilder::Thread::other);
+    } catch (const NeedsScheduler&) {
+      enif_clear_env(env);
+      term = enif_make_tuple3(env, a.json, owned_binary(env, nif_, std::move(data)), is_final ? a.true_ : a.false_);
     }
-    enif_make_map_put(env, map, builder.string("is_final"), is_final ? a.true_ : a.false_, &map);
     ERL_NIF_TERM ref = enif_make_copy(env, ref_);
-    enif_send(nullptr, &pid_, env, enif_make_tuple3(env, ref, a.chunk, map));
+    enif_send(nullptr, &pid_, env, enif_make_tuple3(env, ref, a.chunk, term));
     enif_free_env(env);
   }
 
+  // {ref, result, worker_id}; result is {:json, bytes} for a reply only a
+  // scheduler may build (Snakepit.Native.decode_result/1).
   void deliver(core::Outcome&& outcome) noexcept override {
     forget_monitor();
     std::lock_guard lock(mutex_);
+    const Atoms& a = nif_.atoms;
     ERL_NIF_TERM result;
-    try {
-      result = enif_make_tuple2(env_, nif_.atoms.ok, decode_payload(outcome));
-    } catch (const codec::DecodeError& e) {
-      core::Error error;
-      error.category = core::ErrorCategory::grpc_error;
-      error.reason = "invalid_result";
-      error.message = e.what();
-      result = enif_make_tuple2(env_, nif_.atoms.error, make_error_tuple(env_, nif_.atoms, error));
-    }
     if (!outcome.ok) {
       if (outcome.error.worker_id.empty()) outcome.error.worker_id = outcome.worker_id;
-      result = enif_make_tuple2(env_, nif_.atoms.error, make_error_tuple(env_, nif_.atoms, outcome.error));
+      result = enif_make_tuple2(env_, a.error, make_error_tuple(env_, a, outcome.error));
+    } else if (outcome.payload_binary) {
+      result = enif_make_tuple2(env_, a.ok, owned_binary(env_, nif_, std::move(outcome.payload)));
+    } else {
+      try {
+        result = json_result_term(env_, nif_, outcome.payload, TermBuilder::Thread::other);
+      } catch (const NeedsScheduler&) {
+        result = enif_make_tuple2(env_, a.json, owned_binary(env_, nif_, std::move(outcome.payload)));
+      }
     }
     ERL_NIF_TERM message = enif_make_tuple3(env_, ref_, result, make_binary(env_, outcome.worker_id));
     enif_send(nullptr, &pid_, env_, message);
@@ -172,14 +103,6 @@ class ProcessResponder final : public core::Responder {
   }
 
  private:
-  ERL_NIF_TERM decode_payload(const core::Outcome& outcome) {
-    if (!outcome.ok) return nif_.atoms.nil;
-    TermBuilder builder(env_, nif_.atoms);
-    if (outcome.payload_binary) return builder.binary(outcome.payload);
-    if (outcome.payload.empty()) return nif_.atoms.nil;
-    return codec::decode(outcome.payload, builder, *nif_.parsers.acquire());
-  }
-
   void forget_monitor() {
     if (!monitored_) return;
     monitored_ = false;
@@ -594,16 +517,16 @@ std::optional<std::uint64_t> dispatch_elixir_call(NifState& nif, transport::Elix
   }
   if (!handler) return std::nullopt;
   ErlNifEnv* env = enif_alloc_env();
-  TermBuilder builder(env, nif.atoms);
-  ERL_NIF_TERM params = enif_make_new_map(env);
-  for (auto& [name, json] : call.params_json) {
-    ERL_NIF_TERM value;
-    try {
-      value = json.empty() ? nif.atoms.nil : codec::decode(json, builder, *nif.parsers.acquire());
-    } catch (const codec::DecodeError&) {
-      value = builder.string(json);
-    }
-    enif_make_map_put(env, params, builder.string(name), value, &params);
+  ERL_NIF_TERM params;
+  try {
+    params = params_term(env, nif, call.params_json, TermBuilder::Thread::other);
+  } catch (const NeedsScheduler&) {
+    // Built by the registry on its scheduler: Snakepit.Native.decode_params/1.
+    enif_clear_env(env);
+    ERL_NIF_TERM list = enif_make_list(env, 0);
+    for (auto it = call.params_json.rbegin(); it != call.params_json.rend(); ++it)
+      list = enif_make_list_cell(env, enif_make_tuple2(env, make_binary(env, it->first), make_binary(env, it->second)), list);
+    params = enif_make_tuple2(env, nif.atoms.json, list);
   }
   const bool execute = call.kind == transport::ElixirToolCall::Kind::execute;
   ERL_NIF_TERM message = enif_make_tuple6(
@@ -695,6 +618,82 @@ ERL_NIF_TERM elixir_tools_list_reply(ErlNifEnv* env, int, const ERL_NIF_TERM arg
   return nif.atoms.ok;
 }
 
+// ------------------------------------------------- replies built on a scheduler
+
+// The caller builds what a gRPC thread could not (see TermBuilder): on its
+// own scheduler, or a dirty one past the budget.
+using DecodeFn = ERL_NIF_TERM (*)(ErlNifEnv*, int, const ERL_NIF_TERM[]);
+
+ERL_NIF_TERM on_fitting_scheduler(ErlNifEnv* env, const ERL_NIF_TERM argv[], int argc, std::size_t size,
+                                  const char* name, DecodeFn dirty, DecodeFn here) {
+  if (size > kSchedulerDecodeBudget && enif_thread_type() == ERL_NIF_THR_NORMAL_SCHEDULER)
+    return enif_schedule_nif(env, name, ERL_NIF_DIRTY_JOB_CPU_BOUND, dirty, argc, argv);
+  return here(env, argc, argv);
+}
+
+ERL_NIF_TERM decode_result_here(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  ErlNifBinary bin;
+  if (!enif_inspect_binary(env, argv[0], &bin)) return enif_make_badarg(env);
+  const std::string_view json(reinterpret_cast<const char*>(bin.data), bin.size);
+  return json_result_term(env, state(env), json, TermBuilder::Thread::scheduler);
+}
+
+// decode_result(json) -> {:ok, term} | {:error, error_tuple}
+ERL_NIF_TERM decode_result(ErlNifEnv* env, int argc, const ERL_NIF_TERM argv[]) {
+  ErlNifBinary bin;
+  if (!enif_inspect_binary(env, argv[0], &bin)) return enif_make_badarg(env);
+  return on_fitting_scheduler(env, argv, argc, bin.size, "decode_result", decode_result_here, decode_result_here);
+}
+
+ERL_NIF_TERM decode_chunk_here(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  ErlNifBinary bin;
+  if (!enif_inspect_binary(env, argv[0], &bin)) return enif_make_badarg(env);
+  const std::string_view json(reinterpret_cast<const char*>(bin.data), bin.size);
+  const bool is_final = enif_is_identical(argv[1], state(env).atoms.true_);
+  return chunk_term(env, state(env), json, false, is_final, TermBuilder::Thread::scheduler);
+}
+
+// decode_chunk(json, is_final) -> chunk map
+ERL_NIF_TERM decode_chunk(ErlNifEnv* env, int argc, const ERL_NIF_TERM argv[]) {
+  ErlNifBinary bin;
+  if (!enif_inspect_binary(env, argv[0], &bin)) return enif_make_badarg(env);
+  return on_fitting_scheduler(env, argv, argc, bin.size, "decode_chunk", decode_chunk_here, decode_chunk_here);
+}
+
+bool read_params(ErlNifEnv* env, ERL_NIF_TERM list, std::vector<std::pair<std::string, std::string>>& params) {
+  ERL_NIF_TERM head;
+  while (enif_get_list_cell(env, list, &head, &list)) {
+    int arity;
+    const ERL_NIF_TERM* pair;
+    std::string name, json;
+    if (!enif_get_tuple(env, head, &arity, &pair) || arity != 2 || !get_string(env, pair[0], name) ||
+        !get_string(env, pair[1], json))
+      return false;
+    params.emplace_back(std::move(name), std::move(json));
+  }
+  return enif_is_empty_list(env, list);
+}
+
+ERL_NIF_TERM decode_params_here(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  std::vector<std::pair<std::string, std::string>> params;
+  if (!read_params(env, argv[0], params)) return enif_make_badarg(env);
+  return params_term(env, state(env), params, TermBuilder::Thread::scheduler);
+}
+
+// decode_params([{name, json}]) -> %{name => value}
+ERL_NIF_TERM decode_params(ErlNifEnv* env, int argc, const ERL_NIF_TERM argv[]) {
+  std::size_t size = 0;
+  ERL_NIF_TERM list = argv[0], head;
+  const ERL_NIF_TERM* pair;
+  int arity;
+  ErlNifBinary bin;
+  while (enif_get_list_cell(env, list, &head, &list)) {
+    if (enif_get_tuple(env, head, &arity, &pair) && arity == 2 && enif_inspect_binary(env, pair[1], &bin))
+      size += bin.size;
+  }
+  return on_fitting_scheduler(env, argv, argc, size, "decode_params", decode_params_here, decode_params_here);
+}
+
 // Blocks for up to the grace period: registered as a dirty I/O NIF.
 ERL_NIF_TERM pool_stop(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   auto* resource = get_pool(env, argv[0]);
@@ -727,6 +726,8 @@ int load(ErlNifEnv* env, void** priv_data, ERL_NIF_TERM) {
   init.members = 3;
   nif->pool_type = enif_open_resource_type_x(env, "snakepit_pool", &init, ERL_NIF_RT_CREATE, nullptr);
   if (nif->pool_type == nullptr) return 1;
+  nif->payload_type = open_payload_type(env);
+  if (nif->payload_type == nullptr) return 1;
   ErlNifResourceTypeInit watch_init{};
   watch_init.down = handler_down;
   watch_init.members = 3;
@@ -768,6 +769,9 @@ ErlNifFunc nif_functions[] = {
     {"elixir_tools_start", 1, elixir_tools_start, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"elixir_tool_reply", 2, elixir_tool_reply, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"elixir_tools_list_reply", 2, elixir_tools_list_reply, 0},
+    {"decode_result", 1, decode_result, 0},
+    {"decode_chunk", 2, decode_chunk, 0},
+    {"decode_params", 1, decode_params, 0},
 };
 
 }  // namespace

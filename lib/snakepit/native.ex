@@ -23,4 +23,7 @@ defmodule Snakepit.Native do
   def elixir_tools_start(_handler), do: :erlang.nif_error(:nif_not_loaded)
   def elixir_tool_reply(_call_id, _reply), do: :erlang.nif_error(:nif_not_loaded)
   def elixir_tools_list_reply(_call_id, _tools), do: :erlang.nif_error(:nif_not_loaded)
+  def decode_result(_json), do: :erlang.nif_error(:nif_not_loaded)
+  def decode_chunk(_json, _is_final), do: :erlang.nif_error(:nif_not_loaded)
+  def decode_params(_params), do: :erlang.nif_error(:nif_not_loaded)
 end

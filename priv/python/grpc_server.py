@@ -644,8 +644,14 @@ def setup_logging(worker_id: str) -> None:
     )
 
 
+# Results nested as deep as the BEAM side reads them (1,024 levels) must
+# encode; Python's default limit (1,000 frames) stops short of that.
+RESULT_RECURSION_LIMIT = 3000
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), RESULT_RECURSION_LIMIT))
     setup_logging(args.worker_id)
     ready_fd = args.ready_fd
 

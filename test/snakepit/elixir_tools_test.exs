@@ -52,6 +52,19 @@ defmodule Snakepit.ElixirToolsTest do
     assert is_pid(pid) and pid != self()
   end
 
+  # Built on the registry's scheduler, not the gRPC thread (erlang/otp#8208).
+  test "an Elixir tool gets 200 arguments, one of them a 300-key map", ctx do
+    ToolRegistry.register_elixir_tool(ctx.session, "sizes", fn args ->
+      %{"args" => map_size(args), "wide" => map_size(args["wide"]), "k7" => args["wide"]["k7"]}
+    end)
+
+    wide = Map.new(1..300, &{"k#{&1}", &1})
+    arguments = 1..199 |> Map.new(&{"a#{&1}", &1}) |> Map.put("wide", wide)
+
+    assert {:ok, %{"result" => %{"args" => 200, "wide" => 300, "k7" => 7}}} =
+             call_elixir(ctx, "sizes", arguments)
+  end
+
   test "strings, numbers, lists come back with their Python types", ctx do
     ToolRegistry.register_elixir_tool(ctx.session, "identity", fn %{"v" => v} -> v end)
 

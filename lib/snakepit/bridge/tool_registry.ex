@@ -83,7 +83,7 @@ defmodule Snakepit.Bridge.ToolRegistry do
       [{_, fun, metadata}] ->
         {:ok, _} =
           Task.Supervisor.start_child(Snakepit.Bridge.TaskSupervisor, fn ->
-            Native.elixir_tool_reply(id, run(fun, params, name, metadata.timeout))
+            Native.elixir_tool_reply(id, run(fun, built_params(params), name, metadata.timeout))
           end)
 
       [] ->
@@ -107,6 +107,11 @@ defmodule Snakepit.Bridge.ToolRegistry do
     Native.elixir_tools_list_reply(id, tools)
     {:noreply, state}
   end
+
+  # Parameters with a map too large to build off a scheduler arrive as JSON
+  # (see c_src/nif/term_builder.hpp) and are built in the tool's task.
+  defp built_params({:json, params}), do: Native.decode_params(params)
+  defp built_params(params), do: params
 
   # The tool runs in its own process so a timeout can kill it.
   defp run(fun, params, name, timeout) do

@@ -1,0 +1,76 @@
+// The NIF's private data (everything per loaded library) and the resource
+// objects it hands to Elixir.
+#pragma once
+
+#include <erl_nif.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "../codec/json.hpp"
+#include "../core/pool.hpp"
+#include "../core/unique_fd.hpp"
+#include "../transport/elixir_tool_server.hpp"
+#include "atoms.hpp"
+
+namespace snakepit::nif {
+
+struct MonitorLess {
+  bool operator()(const ErlNifMonitor& a, const ErlNifMonitor& b) const { return enif_compare_monitors(&a, &b) < 0; }
+};
+
+struct PoolResource {
+  std::shared_ptr<core::Pool> pool;
+  std::mutex monitors_mutex;
+  std::map<ErlNifMonitor, core::RequestId, MonitorLess> monitors;
+};
+
+// A reply's bytes handed to Elixir without a copy (enif_make_resource_binary).
+struct PayloadResource {
+  std::string bytes;
+};
+
+struct NifState {
+  Atoms atoms;
+  ErlNifResourceType* pool_type = nullptr;
+  ErlNifResourceType* payload_type = nullptr;
+  std::shared_ptr<core::Transport> transport;
+  codec::ParserCache parsers;
+  std::string run_id;
+  std::string runtime_dir;
+  // Workers hold the read end; when this process dies they see EOF.
+  core::UniqueFd lifeline_read;
+  core::UniqueFd lifeline_write;
+
+  // Python -> Elixir tool calls: started by the tool registry, never stopped.
+  std::mutex elixir_tools_mutex;
+  std::unique_ptr<transport::ElixirToolServer> elixir_tools;
+  std::optional<ErlNifPid> elixir_tools_handler;
+  // Names the current handler to the server: calls carry the token of the
+  // handler they were sent to, so a dead handler's calls can be failed.
+  std::uint64_t elixir_tools_handler_token = 0;
+  // Monitors the handler (its `down` fails the calls a dead handler held).
+  // A monitor ends with its object, so the current one is kept here.
+  ErlNifResourceType* handler_watch_type = nullptr;
+  void* handler_watch = nullptr;
+
+  NifState() = default;
+  NifState(const NifState&) = delete;
+  NifState& operator=(const NifState&) = delete;
+  ~NifState() {
+    if (handler_watch != nullptr) enif_release_resource(handler_watch);
+  }
+};
+
+// The object a tool-registry monitor hangs on.
+struct HandlerWatch {
+  NifState* nif;
+  std::uint64_t token;
+};
+
+inline NifState& state(ErlNifEnv* env) { return *static_cast<NifState*>(enif_priv_data(env)); }
+
+}  // namespace snakepit::nif
