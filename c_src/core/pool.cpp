@@ -28,11 +28,13 @@ struct Pool::Request {
   std::shared_ptr<CallHandle> handle;
   bool cancel_requested = false;
 
-  // The one place an outcome leaves; later attempts are dropped.
-  void finish(Outcome&& outcome) {
-    if (finished.exchange(true)) return;
+  // The one place an outcome leaves; later attempts are dropped. True when
+  // this one was delivered.
+  bool finish(Outcome&& outcome) {
+    if (finished.exchange(true)) return false;
     if (outcome.worker_id.empty()) outcome.worker_id = worker_id;
     responder->deliver(std::move(outcome));
+    return true;
   }
 };
 
@@ -55,10 +57,18 @@ struct Pool::Worker {
   bool ending = false;          // signalled by the pool (retired, killed, shutdown): its exit is coming
   bool probing = false;         // a call saw UNAVAILABLE: out of routing until a ping answers
   int missed_heartbeats = 0;
-  std::optional<EventLoop::TimerId> startup_timer, heartbeat_timer, ttl_timer, kill_timer;
+  // Calls answered to their callers (timed out, cancelled) that the worker
+  // may still be running: each keeps its scheduler slot until it is done.
+  struct Abandoned {
+    TimePoint kill_at;
+    TimePoint deadline;
+    std::string tool;
+  };
+  std::map<RequestId, Abandoned> abandoned;
+  std::optional<EventLoop::TimerId> startup_timer, heartbeat_timer, ttl_timer, kill_timer, abandoned_timer;
 
   void cancel_timers(EventLoop& loop) {
-    for (auto* timer : {&startup_timer, &heartbeat_timer, &ttl_timer, &kill_timer}) {
+    for (auto* timer : {&startup_timer, &heartbeat_timer, &ttl_timer, &kill_timer, &abandoned_timer}) {
       if (*timer) loop.cancel_timer(**timer);
       timer->reset();
     }
@@ -599,13 +609,11 @@ void Pool::on_exit(WorkerKey key) {
   scheduler_.remove_worker(key);
   auto inflight = std::move(owned->inflight);
   for (auto& [id, request] : inflight) requests_.erase(id);
-  counters_.errors += inflight.size();
   std::vector<std::shared_ptr<Request>> stranded;  // waited for this worker only
   for (auto id : scheduler_.remove_required(key)) {
     stranded.push_back(requests_.at(id));
     requests_.erase(id);
   }
-  counters_.errors += stranded.size();
   const bool stopping = stopping_;
   if (workers_.empty()) all_exited_.notify_all();
   lock.unlock();
@@ -614,10 +622,10 @@ void Pool::on_exit(WorkerKey key) {
   for (auto& request : stranded) {
     auto outcome = error_outcome(ErrorCategory::pool, "session_worker_unavailable",
                                  "the worker of session " + request->call.session_id + ", " + owned->id + ", " + how);
-    request->finish(std::move(outcome));
+    finish(request, std::move(outcome));
   }
   for (auto& [id, request] : inflight) {
-    request->finish(error_outcome(ErrorCategory::worker, "worker_exited",
+    finish(request, error_outcome(ErrorCategory::worker, "worker_exited",
                                   "worker " + owned->id + " " + how + " while running the request"));
   }
   emit(PoolEvent{PoolEvent::Type::worker_exited, owned->id, owned->pid, {}, how, {}});
@@ -659,7 +667,7 @@ std::optional<Error> Pool::submit(RequestId id, CallRequest call, std::unique_pt
       if (worker != nullptr && worker->state != Worker::State::draining) {
         bound = it->second.worker;
       } else if (affinity != Affinity::hint) {
-        ++counters_.errors;
+        errors_.fetch_add(1, std::memory_order_relaxed);
         const std::string lost = it->second.worker_id;
         sessions_.erase(it);  // the next call starts the session afresh
         return pool_error("session_worker_unavailable",
@@ -680,7 +688,7 @@ std::optional<Error> Pool::submit(RequestId id, CallRequest call, std::unique_pt
   if (bound != 0 && scheduler_.acquire_on(bound)) {
     key = bound;
   } else if (bound != 0 && affinity == Affinity::strict_fail_fast) {
-    ++counters_.errors;
+    errors_.fetch_add(1, std::memory_order_relaxed);
     return pool_error("worker_busy", "the worker of session " + session_id + " is busy");
   } else if ((bound == 0 && !group_waiting) || affinity == Affinity::hint) {
     key = scheduler_.acquire();
@@ -704,7 +712,7 @@ std::optional<Error> Pool::submit(RequestId id, CallRequest call, std::unique_pt
   const WorkerKey required = affinity == Affinity::strict_queue ? bound : 0;
   if (scheduler_.enqueue(id, request->submitted + wait, required, group) == Scheduler::EnqueueResult::full) {
     ++counters_.saturated;
-    ++counters_.errors;
+    errors_.fetch_add(1, std::memory_order_relaxed);
     return pool_error("pool_saturated",
                       "pool " + config_.name + " queue is full (" + std::to_string(config_.max_queue) + " waiting)");
   }
@@ -719,7 +727,7 @@ std::optional<Error> Pool::submit(RequestId id, CallRequest call, std::unique_pt
 void Pool::count_rejected() {
   std::lock_guard lock(mutex_);
   ++counters_.requests;
-  ++counters_.errors;
+  errors_.fetch_add(1, std::memory_order_relaxed);
 }
 
 void Pool::assign(const std::shared_ptr<Request>& request, Worker& worker) {
@@ -767,7 +775,7 @@ void Pool::cancel(RequestId id) {
   if (scheduler_.remove_queued(id)) {
     requests_.erase(it);
     lock.unlock();
-    request->finish(error_outcome(ErrorCategory::timeout, "cancelled", "request cancelled by its caller"));
+    finish(request, error_outcome(ErrorCategory::timeout, "cancelled", "request cancelled by its caller"));
     return;
   }
   lock.unlock();
@@ -787,10 +795,11 @@ void Pool::start_call(const std::shared_ptr<Request>& request, const std::shared
     if (auto pool = weak.lock()) {
       pool->on_call_done(request, std::move(result));
     } else {
-      request->finish(error_outcome(ErrorCategory::pool, "pool_not_initialized", "pool stopped"));
+      request->finish(error_outcome(ErrorCategory::pool, "pool_not_initialized", "pool stopped"));  // no pool to count it
     }
   };
   CallRequest call = std::move(request->call);
+  call.request_id = request->id;
   request->call.tool = call.tool;  // still named in timeout messages
   request->call.timeout = call.timeout;
   std::shared_ptr<CallHandle> handle;
@@ -855,6 +864,9 @@ Outcome Pool::outcome_from(const Request& request, TransportResult&& result) con
 
 void Pool::on_call_done(const std::shared_ptr<Request>& request, TransportResult&& result) {
   const auto result_status = result.status;
+  // Neither ending came from the worker: it may still be running the tool.
+  const bool may_still_run = result_status == TransportResult::Status::cancelled ||
+                             result_status == TransportResult::Status::deadline_exceeded;
   Outcome outcome = outcome_from(*request, std::move(result));
   std::vector<Dispatch> dispatches;
   {
@@ -863,7 +875,11 @@ void Pool::on_call_done(const std::shared_ptr<Request>& request, TransportResult
     if (auto* worker = find_worker(request->worker)) {
       worker->inflight.erase(request->id);
       ++worker->served;
-      scheduler_.release(worker->key);
+      if (may_still_run && !worker->ending && !stopping_) {
+        hold_abandoned(*worker, *request);
+      } else {
+        scheduler_.release(worker->key);
+      }
       if (worker->state == Worker::State::draining && worker->inflight.empty()) {
         loop_.post([self = shared_from_this(), key = worker->key] { self->terminate_drained(key); });
       } else if (config_.max_requests > 0 && worker->served >= config_.max_requests &&
@@ -880,11 +896,81 @@ void Pool::on_call_done(const std::shared_ptr<Request>& request, TransportResult
       }
       dispatches = take_queued_dispatches();
     }
-    if (!outcome.ok && !request->finished.load()) ++counters_.errors;
   }
   // The freed worker gets its next call before this reply is decoded and sent.
   for (auto& [next, connection] : dispatches) start_call(next, connection);
-  request->finish(std::move(outcome));
+  finish(request, std::move(outcome));
+}
+
+void Pool::finish(const std::shared_ptr<Request>& request, Outcome&& outcome) {
+  const bool failed = !outcome.ok;
+  if (request->finish(std::move(outcome)) && failed) errors_.fetch_add(1, std::memory_order_relaxed);
+}
+
+// ------------------------------------------------------- abandoned calls
+
+void Pool::hold_abandoned(Worker& worker, const Request& request) {
+  const auto now = SteadyClock::now();
+  const auto deadline = request.submitted + request.call.timeout;
+  worker.abandoned[request.id] = Worker::Abandoned{std::max(now, deadline) + config_.overrun_grace, deadline,
+                                                   request.call.tool};
+  if (!worker.abandoned_timer)
+    worker.abandoned_timer = loop_.add_timer(now + config_.overrun_poll,
+                                             [self = shared_from_this(), key = worker.key] { self->poll_abandoned(key); });
+}
+
+void Pool::poll_abandoned(WorkerKey key) {
+  std::shared_ptr<WorkerConnection> connection;
+  {
+    std::lock_guard lock(mutex_);
+    auto* worker = find_worker(key);
+    if (worker == nullptr) return;
+    worker->abandoned_timer.reset();
+    if (worker->ending || stopping_ || !worker->connection) return;
+    connection = worker->connection;
+  }
+  std::weak_ptr<Pool> weak = weak_from_this();
+  connection->running(std::max(config_.overrun_poll, Millis(1000)),
+                      [weak, key](std::optional<std::vector<RequestId>> running) {
+                        if (auto pool = weak.lock())
+                          pool->loop_.post([pool, key, running = std::move(running)]() mutable {
+                            pool->on_running(key, std::move(running));
+                          });
+                      });
+}
+
+void Pool::on_running(WorkerKey key, std::optional<std::vector<RequestId>> running) {
+  std::vector<Dispatch> dispatches;
+  std::optional<PoolEvent> hung;
+  {
+    std::lock_guard lock(mutex_);
+    auto* worker = find_worker(key);
+    if (worker == nullptr || worker->ending || stopping_) return;
+    const auto now = SteadyClock::now();
+    for (auto it = worker->abandoned.begin(); it != worker->abandoned.end();) {
+      const bool still_running = !running || std::find(running->begin(), running->end(), it->first) != running->end();
+      if (still_running && now >= it->second.kill_at && !hung) {
+        const auto overrun = std::chrono::duration_cast<Millis>(now - it->second.deadline).count();
+        hung = PoolEvent{PoolEvent::Type::worker_hung, worker->id, worker->pid, {}, it->second.tool, {}, overrun};
+      }
+      if (still_running) {
+        ++it;
+        continue;
+      }
+      scheduler_.release(key);
+      it = worker->abandoned.erase(it);
+    }
+    if (hung) {
+      kill_worker(*worker);  // its exit frees the slots and brings a replacement
+    } else {
+      if (!worker->abandoned.empty() && !worker->abandoned_timer)
+        worker->abandoned_timer = loop_.add_timer(now + config_.overrun_poll,
+                                                  [self = shared_from_this(), key] { self->poll_abandoned(key); });
+      dispatches = take_queued_dispatches();
+    }
+  }
+  if (hung) emit(std::move(*hung));
+  for (auto& [request, connection] : dispatches) start_call(request, connection);
 }
 
 std::vector<Pool::Dispatch> Pool::take_queued_dispatches() {
@@ -921,11 +1007,10 @@ void Pool::expire_queue() {
       requests_.erase(it);
     }
     counters_.queue_timeouts += expired.size();
-    counters_.errors += expired.size();
   }
   for (auto& request : expired) {
     const auto waited = std::min(config_.queue_timeout, request->call.timeout);
-    request->finish(error_outcome(ErrorCategory::timeout, "queue_timeout",
+    finish(request, error_outcome(ErrorCategory::timeout, "queue_timeout",
                                   "no worker of pool " + config_.name + " became free within " +
                                       std::to_string(waited.count()) + " ms"));
   }
@@ -954,7 +1039,7 @@ void Pool::begin_shutdown() {
     if (workers_.empty()) all_exited_.notify_all();  // no exit will come to wake stop()
   }
   for (auto& request : queued)
-    request->finish(error_outcome(ErrorCategory::pool, "pool_not_initialized",
+    finish(request, error_outcome(ErrorCategory::pool, "pool_not_initialized",
                                   "pool " + config_.name + " stopped before the request ran"));
   for (auto pgid : groups) signal_group(pgid, SIGTERM);
   loop_.add_timer(SteadyClock::now() + config_.graceful_shutdown, [self = shared_from_this()] {
@@ -984,7 +1069,7 @@ void Pool::stop() {
     requests_.clear();
   }
   for (auto& request : remaining)
-    request->finish(error_outcome(ErrorCategory::pool, "pool_not_initialized", "pool " + config_.name + " stopped"));
+    finish(request, error_outcome(ErrorCategory::pool, "pool_not_initialized", "pool " + config_.name + " stopped"));
 }
 
 // -------------------------------------------------------------------- stats
@@ -992,6 +1077,7 @@ void Pool::stop() {
 PoolStats Pool::stats() const {
   std::lock_guard lock(mutex_);
   PoolStats stats = counters_;
+  stats.errors = errors_.load(std::memory_order_relaxed);
   stats.queued = scheduler_.queue_length();
   stats.sessions = sessions_.size();
   stats.workers = workers_.size();
@@ -1015,7 +1101,8 @@ std::vector<WorkerInfo> Pool::workers() const {
                  : worker->state == Worker::State::draining ? "draining"
                                                             : "starting";
     info.capacity = config_.capacity_per_worker;
-    info.inflight = static_cast<int>(worker->inflight.size());
+    // Slots in use: running calls, and calls whose callers gave up that the worker still runs.
+    info.inflight = static_cast<int>(worker->inflight.size() + worker->abandoned.size());
     info.requests = worker->served;
     infos.push_back(std::move(info));
   }

@@ -61,6 +61,12 @@ struct PoolConfig {
   double ttl_jitter = 0.1;  // up to this fraction of the TTL is added at random
   std::uint64_t max_requests = 0;
 
+  // A call whose caller gave up (timeout, cancel, death) keeps its slot
+  // while the worker still runs it; past its deadline plus this grace the
+  // worker is killed and replaced, as gunicorn's worker timeout does.
+  Millis overrun_grace{5000};
+  Millis overrun_poll{100};  // how often such a worker is asked what it still runs
+
   Millis session_ttl{3600000};  // idle sessions are forgotten after this
   int stream_window = 32;       // stream chunks read ahead of the consumer
 };
@@ -75,6 +81,7 @@ struct PoolEvent {
     capacity_reached,
     heartbeat_timeout,  // text: missed count
     worker_recycled,    // text: "ttl_expired" | "max_requests"
+    worker_hung,        // text: the tool that overran; millis: by how much past its deadline
     internal_error,     // text: what went wrong on the pool's own thread
   };
   Type type;
@@ -83,6 +90,7 @@ struct PoolEvent {
   std::string stream;  // worker_output: "stdout" | "stderr"
   std::string text;    // output line, exit description
   Error error;         // worker_start_failed
+  std::int64_t millis = 0;
 };
 
 class EventSink {
@@ -187,6 +195,9 @@ class Pool : public std::enable_shared_from_this<Pool> {
   void send_heartbeat(WorkerKey key);
   void on_heartbeat(WorkerKey key, bool ok);
   void recycle(WorkerKey key, const char* reason);
+  void hold_abandoned(Worker& worker, const Request& request);  // pool lock held
+  void poll_abandoned(WorkerKey key);
+  void on_running(WorkerKey key, std::optional<std::vector<RequestId>> running);
   void terminate_drained(WorkerKey key);
   void fail_start(Worker& worker, Error error);
 
@@ -195,6 +206,8 @@ class Pool : public std::enable_shared_from_this<Pool> {
   void assign(const std::shared_ptr<Request>& request, Worker& worker);  // pool lock held
   void sweep_sessions();
   void on_call_done(const std::shared_ptr<Request>& request, TransportResult&& result);
+  // Delivers the request's one outcome and counts it if it failed.
+  void finish(const std::shared_ptr<Request>& request, Outcome&& outcome);
   std::vector<Dispatch> take_queued_dispatches();  // pool lock held
   Outcome outcome_from(const Request& request, TransportResult&& result) const;
   void emit(PoolEvent&& event) noexcept;
@@ -219,6 +232,9 @@ class Pool : public std::enable_shared_from_this<Pool> {
   bool started_ = false;
   std::optional<EventLoop::TimerId> queue_timer_;  // loop thread
   PoolStats counters_;
+  // Counted where an outcome is delivered (Request::finish), so a call that
+  // fails on two paths at once (worker exit and its gRPC error) counts once.
+  std::atomic<std::uint64_t> errors_{0};
   std::minstd_rand jitter_random_{std::random_device{}()};  // loop thread
 };
 

@@ -42,6 +42,10 @@ class WorkerConnection {
   // `wait_for_ready`: wait (up to the timeout) for a broken connection to
   // come back instead of failing at once, as a liveness probe should.
   virtual void ping(Millis timeout, bool wait_for_ready, std::function<void(bool ok)> done) = 0;
+  // The request ids of the calls the worker is running; nullopt when it did
+  // not answer in time.
+  using Running = std::function<void(std::optional<std::vector<std::uint64_t>>)>;
+  virtual void running(Millis timeout, Running done) = 0;
   // nullopt when the worker did not answer in time.
   virtual void report(Millis timeout, std::function<void(std::optional<std::vector<ToolConcurrency>>)> done) = 0;
 };

@@ -45,6 +45,7 @@ enum class Affinity {
 };
 
 struct CallRequest {
+  std::uint64_t request_id = 0;  // the pool's id, which the worker reports while it runs the call
   std::string tool;
   std::string session_id;
   std::vector<Param> params;

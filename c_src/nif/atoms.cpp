@@ -27,6 +27,7 @@ void Atoms::init(ErlNifEnv* env) {
   capacity_reached = atom("capacity_reached");
   heartbeat_timeout = atom("heartbeat_timeout");
   worker_recycled = atom("worker_recycled");
+  worker_hung = atom("worker_hung");
   internal_error = atom("internal_error");
   stdout_ = atom("stdout");
   stderr_ = atom("stderr");

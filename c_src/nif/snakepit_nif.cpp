@@ -165,6 +165,10 @@ class ProcessEventSink final : public core::EventSink {
         type = a.worker_recycled;
         data = enif_make_atom(env, event.text.c_str());
         break;
+      case Type::worker_hung:
+        type = a.worker_hung;
+        data = enif_make_tuple2(env, make_binary(env, event.text), enif_make_int64(env, event.millis));
+        break;
       case Type::internal_error:
         type = a.internal_error;
         data = make_binary(env, event.text);
@@ -327,6 +331,7 @@ ERL_NIF_TERM pool_start(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   int max_requests = 0;
   reader.integer("max_requests", max_requests);
   reader.millis("session_ttl_ms", config.session_ttl);
+  reader.millis("tool_overrun_grace_ms", config.overrun_grace);
   config.max_requests = static_cast<std::uint64_t>(std::max(max_requests, 0));
   if (!reader.bad_key().empty()) return error_with(env, "native pool config: missing or invalid " + reader.bad_key());
   config.max_queue = static_cast<std::size_t>(std::max(max_queue, 0));

@@ -68,6 +68,10 @@ struct FakeCall {
   std::atomic<int> granted{0};
   std::atomic<bool> cancelled{false};
   std::atomic<bool> completed{false};
+  // The worker's side: the tool runs until the test ends it (when the
+  // transport's tools outlive their callers) or its call completes.
+  std::atomic<bool> tool_done{false};
+  std::atomic<bool> outlives{false};  // its call ended (cancel, deadline) with the tool still running
 };
 
 class FakeTransport;
@@ -93,6 +97,7 @@ class FakeConnection : public WorkerConnection {
   std::shared_ptr<CallHandle> execute_stream(CallRequest&& request, TimePoint deadline, int window, Chunk on_chunk,
                                              Done done) override;
   void ping(Millis, bool wait_for_ready, std::function<void(bool ok)> done) override;
+  void running(Millis, Running done) override;
   void report(Millis, std::function<void(std::optional<std::vector<ToolConcurrency>>)> done) override;
 
  private:
@@ -116,6 +121,21 @@ class FakeTransport : public Transport {
   }
 
   void set_answers_reports(bool answers) { answers_reports_ = answers; }
+  // Tools go on running after their call was cancelled or timed out, until
+  // end_tool(): as a Python tool does, which nothing can interrupt.
+  void set_tools_outlive_calls(bool outlive) { tools_outlive_calls_ = outlive; }
+  void end_tool(const std::shared_ptr<FakeCall>& call) { call->tool_done = true; }
+  int running_polls() const { return running_polls_; }
+  std::vector<std::uint64_t> running_on(const std::string& socket_path) {
+    ++running_polls_;
+    std::lock_guard lock(mutex_);
+    std::vector<std::uint64_t> ids;
+    for (const auto& call : calls_) {
+      const bool ended = call->tool_done || (call->completed && !call->outlives);
+      if (call->socket_path == socket_path && !ended) ids.push_back(call->request.request_id);
+    }
+    return ids;
+  }
   void set_ping_ok(bool ok) { ping_ok_ = ok; }
   // Pings to this one worker fail (the others answer).
   void set_failing_ping_socket(std::string socket_path) {
@@ -163,6 +183,9 @@ class FakeTransport : public Transport {
 
   // Returns false if the call had completed already.
   bool complete(const std::shared_ptr<FakeCall>& call, TransportResult result) {
+    using Status = TransportResult::Status;
+    const bool ended_by_client = result.status == Status::cancelled || result.status == Status::deadline_exceeded;
+    if (tools_outlive_calls_ && ended_by_client) call->outlives = true;
     if (call->completed.exchange(true)) return false;
     call->done(std::move(result));
     return true;
@@ -240,6 +263,8 @@ class FakeTransport : public Transport {
   std::condition_variable cv_;
   Mode mode_ = Mode::hold;
   std::atomic<bool> answers_reports_{true};
+  std::atomic<bool> tools_outlive_calls_{false};
+  std::atomic<int> running_polls_{0};
   std::atomic<bool> ping_ok_{true};
   std::atomic<int> waiting_pings_{0};
   std::string failing_ping_socket_;
@@ -262,6 +287,11 @@ void FakeConnection::ping(Millis, bool wait_for_ready, std::function<void(bool o
   transport_->note_ping(wait_for_ready);
   const bool ok = transport_->ping_ok() && transport_->failing_ping_socket() != socket_path_;
   transport_->post([done = std::move(done), ok] { done(ok); });
+}
+
+void FakeConnection::running(Millis, Running done) {
+  auto ids = transport_->running_on(socket_path_);
+  transport_->post([done = std::move(done), ids = std::move(ids)]() mutable { done(std::move(ids)); });
 }
 
 void FakeConnection::report(Millis, std::function<void(std::optional<std::vector<ToolConcurrency>>)> done) {
@@ -1391,4 +1421,126 @@ TEST_CASE("pool: the first heartbeat waits for the initial delay") {
   f.transport->set_ping_ok(true);
   REQUIRE(f.sink->wait_count(PoolEvent::Type::worker_ready, 2));
   f.remember_pids();
+}
+
+// ------------------------------------------------- calls whose callers gave up
+
+namespace {
+TransportResult deadline_result() {
+  TransportResult result;
+  result.status = TransportResult::Status::deadline_exceeded;
+  result.grpc_code = 4;
+  result.grpc_message = "Deadline Exceeded";
+  return result;
+}
+}  // namespace
+
+TEST_CASE("pool: a timed-out call keeps its worker's slot until the tool really ends") {
+  PoolFixture f;
+  f.config.pool_size = 1;
+  f.config.overrun_poll = 10ms;
+  f.start();
+  REQUIRE(f.wait_ready(1));
+  f.transport->set_tools_outlive_calls(true);
+  auto slow = f.submit("slow");
+  REQUIRE(f.transport->wait_calls(1));
+  f.transport->complete(f.transport->call(0), deadline_result());
+  REQUIRE(slow.inbox->wait());
+  CHECK(slow.inbox->first().error.reason == "worker_timeout");
+
+  // The tool still runs: the next call waits in the queue, the worker is busy.
+  auto next = f.submit("next");
+  REQUIRE(wait_until([&] { return f.transport->running_polls() >= 3; }));
+  CHECK(f.transport->call_count() == 1);
+  CHECK(f.pool->stats().busy == 1);
+  CHECK(f.pool->stats().queued == 1);
+
+  f.transport->end_tool(f.transport->call(0));
+  REQUIRE(f.transport->wait_calls(2));
+  CHECK(f.transport->call(1)->request.tool == "next");
+  CHECK(f.transport->call(1)->request.request_id == next.id);
+  CHECK(f.sink->count(PoolEvent::Type::worker_hung) == 0);
+}
+
+TEST_CASE("pool: a cancelled running call keeps its slot until the worker is done with it") {
+  PoolFixture f;
+  f.config.pool_size = 1;
+  f.config.overrun_poll = 10ms;
+  f.start();
+  REQUIRE(f.wait_ready(1));
+  f.transport->set_tools_outlive_calls(true);
+  auto first = f.submit("first");
+  REQUIRE(f.transport->wait_calls(1));
+  f.pool->cancel(first.id);
+  REQUIRE(first.inbox->wait());
+  CHECK(first.inbox->first().error.reason == "cancelled");
+  auto next = f.submit("next");
+  REQUIRE(wait_until([&] { return f.transport->running_polls() >= 3; }));
+  CHECK(f.transport->call_count() == 1);
+  f.transport->end_tool(f.transport->call(0));
+  REQUIRE(f.transport->wait_calls(2));
+}
+
+TEST_CASE("pool: a tool running past its deadline by the grace gets its worker killed and replaced") {
+  PoolFixture f;
+  f.config.pool_size = 1;
+  f.config.overrun_poll = 10ms;
+  f.config.overrun_grace = 150ms;
+  f.start();
+  REQUIRE(f.wait_ready(1));
+  const pid_t stuck_pid = f.pool->workers().at(0).os_pid;
+  f.transport->set_tools_outlive_calls(true);
+  auto stuck = f.submit("stuck", 50ms);
+  REQUIRE(f.transport->wait_calls(1));
+  f.transport->complete(f.transport->call(0), deadline_result());
+  REQUIRE(stuck.inbox->wait());
+  auto waiting = f.submit("waiting", 10s);
+
+  REQUIRE(f.sink->wait_count(PoolEvent::Type::worker_hung, 1));
+  const auto hung = f.sink->of(PoolEvent::Type::worker_hung).at(0);
+  CHECK(hung.text == "stuck");
+  CHECK(hung.os_pid == stuck_pid);
+  CHECK(hung.millis >= 100);  // past the deadline by about the grace
+  REQUIRE(f.sink->wait_count(PoolEvent::Type::worker_exited, 1));
+  REQUIRE(f.sink->wait_count(PoolEvent::Type::worker_ready, 2));
+  f.remember_pids();
+  CHECK(pid_gone(stuck_pid));
+
+  // The queued call runs on the replacement.
+  REQUIRE(f.transport->wait_calls(2));
+  CHECK(f.transport->call(1)->request.tool == "waiting");
+  f.transport->complete_ok(f.transport->call(1), "1");
+  REQUIRE(waiting.inbox->wait());
+  CHECK(waiting.inbox->first().ok);
+  CHECK(f.sink->count(PoolEvent::Type::worker_hung) == 1);
+}
+
+TEST_CASE("pool: a call failing on two paths at once (worker exit, transport error) counts one error") {
+  PoolFixture f;
+  f.config.pool_size = 1;
+  f.config.capacity_per_worker = 8;
+  f.config.restart_backoff = 10ms;
+  f.start();
+  REQUIRE(f.wait_ready(1));
+  std::size_t submitted = 0;
+  for (int round = 0; round < 6; ++round) {
+    REQUIRE(wait_until([&] { return f.pool->stats().ready == 1; }));
+    f.remember_pids();
+    const std::size_t before = f.transport->call_count();
+    std::vector<Submitted> calls;
+    for (int i = 0; i < 8; ++i) calls.push_back(f.submit("doomed"));
+    submitted += calls.size();
+    REQUIRE(f.transport->wait_calls(before + 8));
+    const pid_t pid = f.pool->workers().at(0).os_pid;
+    // The transport reports the broken connection while the exit is handled.
+    std::thread breaker([&] {
+      for (std::size_t i = before; i < before + 8; ++i) f.transport->complete(f.transport->call(i), unavailable_result());
+    });
+    ::kill(pid, SIGKILL);
+    breaker.join();
+    for (auto& call : calls) REQUIRE(call.inbox->wait());
+  }
+  const auto stats = f.pool->stats();
+  CHECK(stats.requests == submitted);
+  CHECK(stats.errors == submitted);
 }

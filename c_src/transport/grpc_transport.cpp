@@ -32,6 +32,7 @@ TransportResult::Status classify(grpc::StatusCode code) {
 }
 
 void fill_request(pb::ExecuteToolRequest& request, core::CallRequest&& call) {
+  request.set_request_id(call.request_id);
   request.set_tool_name(std::move(call.tool));
   request.set_session_id(std::move(call.session_id));
   request.set_stream(call.stream);
@@ -201,6 +202,22 @@ class GrpcConnection final : public core::WorkerConnection {
     state->context.set_wait_for_ready(wait_for_ready);
     stub_->async()->Ping(&state->context, &state->request, &state->response,
                          [state, done = std::move(done)](grpc::Status status) { done(status.ok()); });
+  }
+
+  void running(core::Millis timeout, Running done) override {
+    struct PingCall {
+      grpc::ClientContext context;
+      pb::PingRequest request;
+      pb::PingResponse response;
+    };
+    auto state = std::make_shared<PingCall>();
+    state->context.set_deadline(std::chrono::system_clock::now() + timeout);
+    stub_->async()->Ping(&state->context, &state->request, &state->response,
+                         [state, done = std::move(done)](grpc::Status status) {
+                           if (!status.ok()) return done(std::nullopt);
+                           const auto& ids = state->response.running_requests();
+                           done(std::vector<std::uint64_t>(ids.begin(), ids.end()));
+                         });
   }
 
   void report(core::Millis timeout,

@@ -85,6 +85,7 @@ defmodule Snakepit.Config do
     graceful_shutdown_timeout_ms: :non_neg_integer,
     affinity: {:one_of, @affinities},
     session_ttl_ms: :pos_integer,
+    tool_overrun_grace_ms: :non_neg_integer,
     max_queue_size: :pos_integer,
     queue_timeout_ms: :pos_integer,
     python_executable: :optional_string,
@@ -107,6 +108,7 @@ defmodule Snakepit.Config do
     graceful_shutdown_timeout_ms: 6_000,
     affinity: :hint,
     session_ttl_ms: 3_600_000,
+    tool_overrun_grace_ms: 5_000,
     restart_backoff_ms: 500,
     max_restart_backoff_ms: 10_000
   }
@@ -165,6 +167,7 @@ defmodule Snakepit.Config do
           graceful_shutdown_timeout_ms: non_neg_integer(),
           affinity: :hint | :strict_queue | :strict_fail_fast,
           session_ttl_ms: pos_integer(),
+          tool_overrun_grace_ms: non_neg_integer(),
           max_queue_size: pos_integer(),
           queue_timeout_ms: pos_integer(),
           python_executable: String.t() | nil,

@@ -322,6 +322,24 @@ defmodule Snakepit.Pool do
     %{state | ready: MapSet.delete(state.ready, worker_id)}
   end
 
+  defp handle_event(:worker_hung, worker_id, {tool, overrun_ms}, state) do
+    log(
+      state,
+      :error,
+      "worker #{worker_id} still ran tool #{tool} #{overrun_ms} ms past its caller's deadline; " <>
+        "killing and replacing it",
+      worker_id: worker_id
+    )
+
+    Telemetry.execute([:snakepit, :worker, :hung], %{overrun_ms: overrun_ms}, %{
+      pool: state.config.name,
+      worker_id: worker_id,
+      command: tool
+    })
+
+    state
+  end
+
   defp handle_event(:internal_error, worker_id, message, state) do
     log(state, :error, message, worker_id: worker_id)
     state
@@ -378,6 +396,7 @@ defmodule Snakepit.Pool do
       heartbeat_dependent: config.heartbeat.dependent,
       worker_ttl_ms: config.worker_ttl_ms || 0,
       session_ttl_ms: config.session_ttl_ms,
+      tool_overrun_grace_ms: config.tool_overrun_grace_ms,
       max_requests: max_requests(config.worker_max_requests)
     }
   end

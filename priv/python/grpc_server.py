@@ -38,7 +38,7 @@ import time  # noqa: E402
 import traceback  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from concurrent import futures  # noqa: E402
-from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence  # noqa: E402
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Set  # noqa: E402
 
 from snakepit_bridge import json_codec  # noqa: E402
 
@@ -263,6 +263,9 @@ def build_servicer(pb2: Any, pb2_grpc: Any, grpc: Any) -> type:
             # Process profile: one tool at a time, even when a call the parent
             # gave up on (deadline, cancelled) is still running here.
             self._tool_gate: Optional[threading.Lock] = threading.Lock() if one_at_a_time else None
+            # Request ids of the calls past the gate, reported by Ping: a call
+            # whose caller gave up keeps its slot in the pool until it leaves.
+            self._running: Set[int] = set()
             funcs = discover_tools(type(adapter))
             self._tools: Dict[str, Callable[..., Any]] = {
                 name: getattr(adapter, name) for name in funcs
@@ -278,9 +281,15 @@ def build_servicer(pb2: Any, pb2_grpc: Any, grpc: Any) -> type:
 
         # --- helpers -------------------------------------------------------
 
-        def _enter_gate(self, context: Any) -> bool:
+        def _enter_gate(self, context: Any, request_id: int) -> bool:
             """Waits for the gate at most until the call's deadline; False
             when the caller is gone by then (the tool must not run)."""
+            if not self._pass_gate(context):
+                return False
+            self._running.add(request_id)
+            return True
+
+        def _pass_gate(self, context: Any) -> bool:
             gate = self._tool_gate
             if gate is None:
                 return True
@@ -296,7 +305,8 @@ def build_servicer(pb2: Any, pb2_grpc: Any, grpc: Any) -> type:
                 return False
             return True
 
-        def _leave_gate(self) -> None:
+        def _leave_gate(self, request_id: int) -> None:
+            self._running.discard(request_id)
             if self._tool_gate is not None:
                 self._tool_gate.release()
 
@@ -345,7 +355,11 @@ def build_servicer(pb2: Any, pb2_grpc: Any, grpc: Any) -> type:
         # --- RPCs ----------------------------------------------------------
 
         def Ping(self, request: Any, context: Any) -> Any:
-            return pb2.PingResponse(message=request.message or "pong", server_time=_now())
+            # set.copy() is atomic under the GIL; iterating the live set is not.
+            running = self._running.copy()
+            return pb2.PingResponse(
+                message=request.message or "pong", server_time=_now(), running_requests=running
+            )
 
         def Heartbeat(self, request: Any, context: Any) -> Any:
             return pb2.HeartbeatResponse(server_time=_now(), session_valid=True)
@@ -357,7 +371,7 @@ def build_servicer(pb2: Any, pb2_grpc: Any, grpc: Any) -> type:
             try:
                 fn = self._resolve(name, request.session_id)
                 args = self._decode_args(request)
-                gated = self._enter_gate(context)
+                gated = self._enter_gate(context, request.request_id)
                 if not gated:
                     raise _CallerGone(name)
                 result = self._call_tool(fn, args, name, self._tracker)
@@ -381,7 +395,7 @@ def build_servicer(pb2: Any, pb2_grpc: Any, grpc: Any) -> type:
                 )
             finally:
                 if gated:
-                    self._leave_gate()
+                    self._leave_gate(request.request_id)
 
         def ExecuteStreamingTool(self, request: Any, context: Any) -> Any:
             name = request.tool_name
@@ -396,7 +410,7 @@ def build_servicer(pb2: Any, pb2_grpc: Any, grpc: Any) -> type:
                     args = self._decode_args(request)
                     # The whole stream holds the gate: its generator runs
                     # tool code on every next().
-                    gated = self._enter_gate(context)
+                    gated = self._enter_gate(context, request.request_id)
                     if not gated:
                         raise _CallerGone(name)
                     if tracker is not None:
@@ -448,7 +462,7 @@ def build_servicer(pb2: Any, pb2_grpc: Any, grpc: Any) -> type:
                 if tracked:
                     tracker.exit(name)
                 if gated:
-                    self._leave_gate()
+                    self._leave_gate(request.request_id)
 
         def GetWorkerReport(self, request: Any, context: Any) -> Any:
             resp = pb2.WorkerReportResponse()

@@ -44,6 +44,7 @@ defmodule Snakepit.ConfigTest do
                graceful_shutdown_timeout_ms: 6_000,
                affinity: :hint,
                session_ttl_ms: 3_600_000,
+               tool_overrun_grace_ms: 5_000,
                max_queue_size: 1_000,
                queue_timeout_ms: 10_000,
                python_executable: nil,

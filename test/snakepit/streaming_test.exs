@@ -158,6 +158,10 @@ defmodule Snakepit.StreamingTest do
     marker = Path.join(System.tmp_dir!(), "snakepit_cap_#{System.unique_integer([:positive])}")
     on_exit(fn -> File.rm(marker) end)
     parent = self()
+    # A stream an earlier test cancelled holds its slot until Python closes it.
+    assert eventually(fn ->
+             match?([%{inflight: 0}], Snakepit.get_stats(:streams).worker_loads)
+           end)
 
     task =
       Task.async(fn ->
