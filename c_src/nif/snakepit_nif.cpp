@@ -657,7 +657,8 @@ ERL_NIF_TERM elixir_tools_start(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) 
   return enif_make_tuple2(env, nif.atoms.ok, make_binary(env, socket));
 }
 
-// elixir_tool_reply(id, {:ok, value} | {:error, message}) for an :execute call.
+// elixir_tool_reply(id, {:ok, value} | {:error, message}) for an :execute call:
+// :ok, or :needs_preprocess when value holds structs.
 ERL_NIF_TERM elixir_tool_reply(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   auto& nif = state(env);
   ErlNifUInt64 id;
@@ -669,7 +670,10 @@ ERL_NIF_TERM elixir_tool_reply(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   std::string payload;
   if (ok) {
     TermEncoder encoder(env, nif.atoms, 0);
-    if (encoder.encode_value(reply[1], payload) != TermEncoder::Status::ok) {
+    const auto status = encoder.encode_value(reply[1], payload);
+    // Nothing is sent: Snakepit.Args converts the structs and the caller replies again.
+    if (status == TermEncoder::Status::needs_preprocess) return nif.atoms.needs_preprocess;
+    if (status != TermEncoder::Status::ok) {
       ok = false;
       payload = encoder.error_message();
     }

@@ -1,16 +1,19 @@
 defmodule Snakepit.Args do
   @moduledoc false
-  # The slow path for arguments the NIF does not encode itself: structs.
+  # The slow path for terms the NIF does not encode itself: structs.
   # Calendar structs become ISO 8601 strings; any other struct is refused.
   # A struct is a map whose :__struct__ is an atom (what `%module{}` matches),
   # the same test the NIF applies, so what this returns never needs it again.
 
   @calendar [DateTime, NaiveDateTime, Date, Time]
 
-  @doc "Converts the structs in `args`; an error has a message and the path of the bad value."
-  @spec prepare(map()) :: {:ok, map()} | {:error, String.t(), String.t()}
-  def prepare(args) do
-    {:ok, convert(args, "args")}
+  @doc """
+  Converts the structs in `term` (arguments, or an Elixir tool's result);
+  `root` starts the paths. An error has a message and the bad value's path.
+  """
+  @spec prepare(term(), String.t()) :: {:ok, term()} | {:error, String.t(), String.t()}
+  def prepare(term, root \\ "args") do
+    {:ok, convert(term, root)}
   catch
     {:unencodable, path, problem} ->
       path = IO.iodata_to_binary(path)

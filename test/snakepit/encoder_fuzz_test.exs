@@ -10,7 +10,7 @@ defmodule Snakepit.EncoderFuzzTest do
   alias Snakepit.RandomTerms
 
   @default_seed 20_261_126
-  @default_iterations 300
+  @default_iterations 1000
   @call_timeout 30_000
 
   @tag timeout: :infinity
