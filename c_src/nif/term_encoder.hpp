@@ -35,6 +35,8 @@ class TermEncoder {
   // Key kinds, as bits: keys of one kind never collide as JSON text, so only
   // a map that mixes kinds is checked for duplicates.
   enum KeyKind : unsigned { kAtomKey = 1, kBinaryKey = 2, kIntegerKey = 4 };
+  // A key's JSON text into `text`, its kind into `kinds`. False when over
+  // budget (status_ says so) or when no JSON key can hold it (`text` says why).
   bool key_text(ERL_NIF_TERM key, std::string& text, unsigned& kinds);
   bool atom_text(ERL_NIF_TERM atom, std::string& text);
   bool utf8_atom_text(ERL_NIF_TERM atom, std::string& text);
