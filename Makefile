@@ -2,6 +2,7 @@
 #   make demo   install what is missing, build, run a pool and print results
 #   make test   install what is missing, build, run every suite
 #   make bench  side-by-side benchmarks (not part of make test)
+#   make fuzz-terms  random argument terms through echo, random seed (printed)
 
 SHELL := /bin/bash
 export LANG ?= C.UTF-8
@@ -39,7 +40,7 @@ SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-
 SAN_OBJ := $(CORE_SRC:%.cpp=$(SAN)/%.o) $(TEST_SRC:%.cpp=$(SAN)/%.o)
 SAN_TESTS := $(SAN)/unit_tests
 
-.PHONY: all native deps test unit-test sanitize-test python-test elixir-test demo bench clean format
+.PHONY: all native deps test unit-test sanitize-test python-test elixir-test demo bench clean format fuzz-terms
 
 all: native
 
@@ -108,6 +109,15 @@ test: deps
 	$(MAKE) -j2 sanitize-test
 	$(MAKE) python-test
 	$(MAKE) elixir-test
+
+# The argument encoder against random terms (test/snakepit/encoder_fuzz_test.exs,
+# which `make test` runs with a fixed seed). SNAKEPIT_FUZZ_SEED=n repeats a run;
+# SNAKEPIT_FUZZ_ITERATIONS sets its length (20,000 take about half a minute).
+fuzz-terms: native
+	@seed=$${SNAKEPIT_FUZZ_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; \
+	iterations=$${SNAKEPIT_FUZZ_ITERATIONS:-50000}; \
+	echo "fuzz-terms: SNAKEPIT_FUZZ_SEED=$$seed SNAKEPIT_FUZZ_ITERATIONS=$$iterations"; \
+	SNAKEPIT_FUZZ_SEED=$$seed SNAKEPIT_FUZZ_ITERATIONS=$$iterations mix test test/snakepit/encoder_fuzz_test.exs
 
 demo: deps
 	$(MAKE) native

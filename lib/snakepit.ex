@@ -255,11 +255,13 @@ defmodule Snakepit do
   defp native_timeout(:infinity), do: @no_deadline_ms
   defp native_timeout(ms), do: ms
 
-  defp submit_native(call, args, _native_opts) when not is_map(args) do
+  defp submit_native(call, args, native_opts, prepared? \\ false)
+
+  defp submit_native(call, args, _native_opts, _prepared?) when not is_map(args) do
     rejected(call, "args must be a map, got: #{inspect(args, limit: 5)}")
   end
 
-  defp submit_native(call, args, native_opts) do
+  defp submit_native(call, args, native_opts, prepared?) do
     ref = make_ref()
 
     case Native.submit(call.handle, call.command, args, native_opts, ref) do
@@ -271,10 +273,16 @@ defmodule Snakepit do
         if error.details.reason == :pool_saturated, do: saturated(call)
         {:error, error}
 
+      # Args.prepare leaves no struct behind, so one pass is enough; a second
+      # request for it would mean the NIF and Args disagree on what a struct
+      # is, and is refused rather than retried forever.
+      :needs_preprocess when prepared? ->
+        rejected(call, "args still hold a struct after conversion", "args")
+
       :needs_preprocess ->
         case Args.prepare(args) do
-          {:ok, prepared} -> submit_native(call, prepared, native_opts)
-          {:error, message} -> rejected(call, message)
+          {:ok, prepared} -> submit_native(call, prepared, native_opts, true)
+          {:error, message, path} -> rejected(call, message, path)
         end
     end
   end
@@ -287,13 +295,14 @@ defmodule Snakepit do
   end
 
   # Refused here, before the pool saw it: still a request and an error in its stats.
-  defp rejected(call, message) do
+  defp rejected(call, message, path \\ nil) do
     Native.count_rejected(call.handle)
 
     {:error,
      Error.new(:validation, :invalid_args, message,
        command: call.command,
-       pool_name: call.pool_name
+       pool_name: call.pool_name,
+       details: if(path, do: %{path: path}, else: %{})
      )}
   end
 

@@ -363,6 +363,19 @@ ERL_NIF_TERM submit(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   return submit_impl(env, argv, kSchedulerEncodeBudget);
 }
 
+// {:error, {:validation, reason, message, %{path: path}}} (no path when
+// empty), counted as a rejected request: refused before anything is sent.
+ERL_NIF_TERM rejected(ErlNifEnv* env, PoolResource* resource, const char* reason, const std::string& message,
+                      const std::string& path) {
+  const auto& atoms = state(env).atoms;
+  resource->pool->count_rejected();
+  ERL_NIF_TERM extra = enif_make_new_map(env);
+  if (!path.empty()) enif_make_map_put(env, extra, atoms.path, make_binary(env, path), &extra);
+  return enif_make_tuple2(env, atoms.error,
+                          enif_make_tuple4(env, atoms.validation, enif_make_atom(env, reason),
+                                           make_binary(env, message), extra));
+}
+
 ERL_NIF_TERM submit_impl(ErlNifEnv* env, const ERL_NIF_TERM argv[], std::size_t budget) {
   auto& nif = state(env);
   auto* resource = get_pool(env, argv[0]);
@@ -374,6 +387,11 @@ ERL_NIF_TERM submit_impl(ErlNifEnv* env, const ERL_NIF_TERM argv[], std::size_t 
       arity != 4 || !enif_get_int64(env, opts[0], &timeout_ms) || !get_string(env, opts[1], call.session_id) ||
       !enif_is_ref(env, argv[4]))
     return enif_make_badarg(env);
+  // Protobuf strings must be UTF-8: the worker would refuse the request.
+  if (!codec::valid_utf8(call.tool))
+    return rejected(env, resource, "invalid_args", "tool name is not valid UTF-8", "");
+  if (!codec::valid_utf8(call.session_id))
+    return rejected(env, resource, "invalid_option", "session_id is not valid UTF-8", "");
   call.timeout = Millis(timeout_ms);
   const auto& a = nif.atoms;
   if (enif_is_identical(opts[2], a.strict_queue)) call.affinity = core::Affinity::strict_queue;
@@ -388,21 +406,8 @@ ERL_NIF_TERM submit_impl(ErlNifEnv* env, const ERL_NIF_TERM argv[], std::size_t 
       return enif_schedule_nif(env, "submit_dirty", ERL_NIF_DIRTY_JOB_CPU_BOUND, submit_dirty, 5, argv);
     case TermEncoder::Status::needs_preprocess:
       return nif.atoms.needs_preprocess;
-    case TermEncoder::Status::invalid: {
-      resource->pool->count_rejected();
-      core::Error error;
-      error.category = core::ErrorCategory::validation;
-      error.reason = "invalid_args";
-      error.message = encoder.error_message();
-      ERL_NIF_TERM tuple = make_error_tuple(env, nif.atoms, error);
-      const ERL_NIF_TERM* elements;
-      int arity;
-      enif_get_tuple(env, tuple, &arity, &elements);
-      ERL_NIF_TERM extra = elements[3];
-      enif_make_map_put(env, extra, nif.atoms.path, make_binary(env, encoder.error_path()), &extra);
-      tuple = enif_make_tuple4(env, elements[0], elements[1], elements[2], extra);
-      return enif_make_tuple2(env, nif.atoms.error, tuple);
-    }
+    case TermEncoder::Status::invalid:
+      return rejected(env, resource, "invalid_args", encoder.error_message(), encoder.error_path());
   }
 
   ErlNifPid caller;
@@ -580,7 +585,8 @@ ERL_NIF_TERM elixir_tools_start(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) 
   return enif_make_tuple2(env, nif.atoms.ok, make_binary(env, socket));
 }
 
-// elixir_tool_reply(id, {:ok, value} | {:error, message}) for an :execute call.
+// elixir_tool_reply(id, {:ok, value} | {:error, message}) for an :execute call:
+// :ok, or :needs_preprocess when value holds structs.
 ERL_NIF_TERM elixir_tool_reply(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   auto& nif = state(env);
   ErlNifUInt64 id;
@@ -592,7 +598,10 @@ ERL_NIF_TERM elixir_tool_reply(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   std::string payload;
   if (ok) {
     TermEncoder encoder(env, nif.atoms, 0);
-    if (encoder.encode_value(reply[1], payload) != TermEncoder::Status::ok) {
+    const auto status = encoder.encode_value(reply[1], payload);
+    // Nothing is sent: Snakepit.Args converts the structs and the caller replies again.
+    if (status == TermEncoder::Status::needs_preprocess) return nif.atoms.needs_preprocess;
+    if (status != TermEncoder::Status::ok) {
       ok = false;
       payload = encoder.error_message();
     }

@@ -1,5 +1,10 @@
 #include "term_encoder.hpp"
 
+#include <algorithm>
+#include <cctype>
+#include <string_view>
+#include <utility>
+
 #include "../codec/json.hpp"
 
 namespace snakepit::nif {
@@ -13,9 +18,35 @@ const char* describe_type(ErlNifTermType type) {
     case ERL_NIF_TERM_TYPE_REFERENCE: return "a reference";
     case ERL_NIF_TERM_TYPE_FUN: return "a function";
     case ERL_NIF_TERM_TYPE_TUPLE: return "a tuple";
+    case ERL_NIF_TERM_TYPE_FLOAT: return "a float";
+    case ERL_NIF_TERM_TYPE_MAP: return "a map";
+    case ERL_NIF_TERM_TYPE_LIST: return "a list";
+    case ERL_NIF_TERM_TYPE_INTEGER: return "an integer outside the 64-bit range";
+    case ERL_NIF_TERM_TYPE_BITSTRING: return "a bitstring that is not a whole number of bytes";
     default: return "a value of unsupported type";
   }
 }
+
+// An Elixir atom that needs no quotes after the colon (:name, :ok?).
+bool plain_atom(std::string_view text) {
+  auto word = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '@'; };
+  if (text.empty() || !(std::isalpha(static_cast<unsigned char>(text[0])) || text[0] == '_')) return false;
+  if (text.back() == '?' || text.back() == '!') text.remove_suffix(1);
+  return std::all_of(text.begin(), text.end(), word);
+}
+
+// Owns a binary made by enif_term_to_binary.
+class OwnedBinary {
+ public:
+  OwnedBinary() = default;
+  OwnedBinary(const OwnedBinary&) = delete;
+  OwnedBinary& operator=(const OwnedBinary&) = delete;
+  ~OwnedBinary() {
+    if (owned) enif_release_binary(&bin);
+  }
+  ErlNifBinary bin{};
+  bool owned = false;
+};
 }  // namespace
 
 std::string TermEncoder::path() const {
@@ -40,10 +71,10 @@ bool TermEncoder::check_budget(std::size_t more) {
   return true;
 }
 
-// OTP 25 reads atoms as Latin-1 only; the text is re-encoded as UTF-8.
+// The common atom reads as Latin-1 and is re-encoded as UTF-8.
 bool TermEncoder::atom_text(ERL_NIF_TERM atom, std::string& text) {
   unsigned length = 0;
-  if (!enif_get_atom_length(env_, atom, &length, ERL_NIF_LATIN1)) return false;
+  if (!enif_get_atom_length(env_, atom, &length, ERL_NIF_LATIN1)) return utf8_atom_text(atom, text);
   std::string latin1(length + 1, '\0');
   const int written = enif_get_atom(env_, atom, latin1.data(), length + 1, ERL_NIF_LATIN1);
   if (written <= 0) return false;
@@ -60,27 +91,126 @@ bool TermEncoder::atom_text(ERL_NIF_TERM atom, std::string& text) {
   return true;
 }
 
-bool TermEncoder::key_text(ERL_NIF_TERM key, std::string& text) {
+// OTP 25's enif_get_atom reads Latin-1 only (ERL_NIF_UTF8 came in OTP 26).
+// The external term format holds an atom beyond Latin-1 as its UTF-8 text
+// (ATOM_UTF8_EXT / SMALL_ATOM_UTF8_EXT), so the rare such atom is read there.
+bool TermEncoder::utf8_atom_text(ERL_NIF_TERM atom, std::string& text) {
+  constexpr unsigned char kVersion = 131, kAtomUtf8 = 118, kSmallAtomUtf8 = 119;
+  OwnedBinary external;
+  if (!enif_term_to_binary(env_, atom, &external.bin)) return false;
+  external.owned = true;
+  const unsigned char* data = external.bin.data;
+  const std::size_t size = external.bin.size;
+  std::size_t start = 0, length = 0;
+  if (size >= 3 && data[0] == kVersion && data[1] == kSmallAtomUtf8) {
+    start = 3;
+    length = data[2];
+  } else if (size >= 4 && data[0] == kVersion && data[1] == kAtomUtf8) {
+    start = 4;
+    length = (std::size_t{data[2]} << 8) | data[3];
+  }
+  if (start == 0 || start + length != size) return false;
+  text.assign(reinterpret_cast<const char*>(data + start), length);
+  return true;
+}
+
+bool TermEncoder::key_text(ERL_NIF_TERM key, std::string& text, unsigned& kinds) {
   ErlNifBinary bin;
-  if (enif_is_atom(env_, key)) return atom_text(key, text);
   if (enif_is_binary(env_, key) && enif_inspect_binary(env_, key, &bin)) {
+    kinds |= kBinaryKey;
+    if (!check_budget(bin.size + 3)) return false;
     std::string_view view(reinterpret_cast<const char*>(bin.data), bin.size);
-    if (!codec::valid_utf8(view)) return fail("has a map key that is not valid UTF-8");
+    if (!codec::valid_utf8(view)) {
+      text = "has a map key that is not valid UTF-8";
+      return false;
+    }
     text.assign(view);
     return true;
   }
-  ErlNifSInt64 number;
-  if (enif_get_int64(env_, key, &number)) {
-    text = std::to_string(number);
-    return true;
+  if (enif_is_atom(env_, key)) {
+    kinds |= kAtomKey;
+    if (atom_text(key, text)) return check_budget(text.size() + 3);
+    text = "has a map key that is an atom whose text cannot be read";
+    return false;
   }
-  return fail(std::string("has a map key that is ") + describe_type(enif_term_type(env_, key)) +
-              " (keys must be atoms, strings or integers)");
+  ErlNifSInt64 number;
+  ErlNifUInt64 unsigned_number;
+  if (enif_get_int64(env_, key, &number)) {
+    kinds |= kIntegerKey;
+    text = std::to_string(number);
+    return check_budget(8);
+  }
+  if (enif_get_uint64(env_, key, &unsigned_number)) {
+    kinds |= kIntegerKey;
+    text = std::to_string(unsigned_number);
+    return check_budget(8);
+  }
+  text = std::string("has a map key that is ") + describe_type(enif_term_type(env_, key)) +
+         " (keys must be atoms, strings or integers)";
+  return false;
+}
+
+// A struct is a map whose :__struct__ is an atom, as Elixir's %module{}
+// pattern has it, and exactly what Snakepit.Args converts; any other
+// :__struct__ value is an ordinary key (else the two would disagree and
+// the caller would preprocess forever).
+bool TermEncoder::is_struct(ERL_NIF_TERM map) {
+  ERL_NIF_TERM module;
+  return enif_get_map_value(env_, map, atoms_.struct_, &module) && enif_is_atom(env_, module);
+}
+
+// Runs only for a map that mixes key kinds: :a and "a", or 1 and "1",
+// would reach Python as one key with the last value silently winning.
+bool TermEncoder::check_distinct_keys(ERL_NIF_TERM map) {
+  std::size_t size = 0;
+  enif_get_map_size(env_, map, &size);
+  std::vector<std::pair<std::string, ERL_NIF_TERM>> keys;
+  keys.reserve(size);
+  ErlNifMapIterator it;
+  if (!enif_map_iterator_create(env_, map, &it, ERL_NIF_MAP_ITERATOR_FIRST)) return fail("could not be read");
+  ERL_NIF_TERM key, value;
+  unsigned kinds = 0;
+  std::string text;
+  while (enif_map_iterator_get_pair(env_, &it, &key, &value)) {
+    key_text(key, text, kinds);  // every key was read once already
+    keys.emplace_back(text, key);
+    enif_map_iterator_next(env_, &it);
+  }
+  enif_map_iterator_destroy(env_, &it);
+  // Equal texts in term order, so the message is the same on every run.
+  std::sort(keys.begin(), keys.end(), [](const auto& a, const auto& b) {
+    if (a.first != b.first) return a.first < b.first;
+    return enif_compare(a.second, b.second) < 0;
+  });
+  for (std::size_t i = 1; i < keys.size(); ++i) {
+    if (keys[i].first != keys[i - 1].first) continue;
+    return fail("has keys " + describe_key(keys[i - 1].second, keys[i - 1].first) + " and " +
+                describe_key(keys[i].second, keys[i].first) + ", which are the same key in JSON");
+  }
+  return true;
+}
+
+// A key as Elixir writes it: "a", :a, :"日本", nil, 1.
+std::string TermEncoder::describe_key(ERL_NIF_TERM key, const std::string& text) {
+  std::string out;
+  if (enif_is_atom(env_, key)) {
+    if (text == "nil" || text == "true" || text == "false") return text;
+    out.push_back(':');
+    if (plain_atom(text)) return out + text;
+  } else if (!enif_is_binary(env_, key)) {
+    return text;
+  }
+  codec::append_string(out, text);
+  return out;
 }
 
 TermEncoder::Status TermEncoder::encode_args(ERL_NIF_TERM args, std::vector<core::Param>& params) {
   if (!enif_is_map(env_, args)) {
     fail("must be a map");
+    return status_;
+  }
+  if (is_struct(args)) {
+    fail("must be a plain map, not a struct");
     return status_;
   }
   ErlNifMapIterator it;
@@ -89,15 +219,14 @@ TermEncoder::Status TermEncoder::encode_args(ERL_NIF_TERM args, std::vector<core
     return status_;
   }
   ERL_NIF_TERM key, value;
-  ERL_NIF_TERM struct_value;
-  if (enif_get_map_value(env_, args, atoms_.struct_, &struct_value)) {
-    enif_map_iterator_destroy(env_, &it);
-    fail("must be a plain map, not a struct");
-    return status_;
-  }
+  unsigned kinds = 0;
   while (status_ == Status::ok && enif_map_iterator_get_pair(env_, &it, &key, &value)) {
     core::Param param;
-    if (!key_text(key, param.name)) break;
+    if (!key_text(key, param.name, kinds)) {
+      path_.clear();
+      if (status_ == Status::ok) fail(param.name);
+      break;
+    }
     path_.assign(1, "." + param.name);
     ErlNifBinary bin;
     int arity = 0;
@@ -125,6 +254,10 @@ TermEncoder::Status TermEncoder::encode_args(ERL_NIF_TERM args, std::vector<core
     enif_map_iterator_next(env_, &it);
   }
   enif_map_iterator_destroy(env_, &it);
+  if (status_ == Status::ok && (kinds & (kinds - 1)) != 0) {
+    path_.clear();
+    check_distinct_keys(args);
+  }
   return status_;
 }
 
@@ -146,7 +279,7 @@ bool TermEncoder::encode(ERL_NIF_TERM term, std::string& out, int depth) {
         out.append("null");
       } else {
         std::string text;
-        if (!atom_text(term, text)) return fail("is an atom outside Latin-1 (send a string instead)");
+        if (!atom_text(term, text)) return fail("is an atom whose text cannot be read");
         codec::append_string(out, text);
       }
       return check_budget(8);
@@ -199,15 +332,14 @@ bool TermEncoder::encode_list(ERL_NIF_TERM list, std::string& out, int depth) {
     if (!encode(head, out, depth + 1)) return false;
     ++index;
   }
-  if (!enif_is_empty_list(env_, tail)) return fail("is an improper list");
   path_.pop_back();
+  if (!enif_is_empty_list(env_, tail)) return fail("is an improper list");
   out.push_back(']');
   return check_budget(2);
 }
 
 bool TermEncoder::encode_map(ERL_NIF_TERM map, std::string& out, int depth) {
-  ERL_NIF_TERM struct_value;
-  if (enif_get_map_value(env_, map, atoms_.struct_, &struct_value)) {
+  if (is_struct(map)) {
     // Calendar structs become ISO 8601 text on the Elixir side.
     status_ = Status::needs_preprocess;
     return false;
@@ -218,10 +350,13 @@ bool TermEncoder::encode_map(ERL_NIF_TERM map, std::string& out, int depth) {
   ERL_NIF_TERM key, value;
   bool first = true;
   bool ok = true;
+  unsigned kinds = 0;
   std::string name;
   path_.emplace_back();
   while (enif_map_iterator_get_pair(env_, &it, &key, &value)) {
-    if (!key_text(key, name)) {
+    if (!key_text(key, name, kinds)) {
+      path_.pop_back();
+      if (status_ == Status::ok) fail(name);
       ok = false;
       break;
     }
@@ -239,6 +374,7 @@ bool TermEncoder::encode_map(ERL_NIF_TERM map, std::string& out, int depth) {
   enif_map_iterator_destroy(env_, &it);
   if (!ok) return false;
   path_.pop_back();
+  if ((kinds & (kinds - 1)) != 0 && !check_distinct_keys(map)) return false;
   out.push_back('}');
   return check_budget(2);
 }

@@ -32,8 +32,17 @@ class TermEncoder {
   bool encode(ERL_NIF_TERM term, std::string& out, int depth);
   bool encode_map(ERL_NIF_TERM map, std::string& out, int depth);
   bool encode_list(ERL_NIF_TERM list, std::string& out, int depth);
-  bool key_text(ERL_NIF_TERM key, std::string& text);
+  // Key kinds, as bits: keys of one kind never collide as JSON text, so only
+  // a map that mixes kinds is checked for duplicates.
+  enum KeyKind : unsigned { kAtomKey = 1, kBinaryKey = 2, kIntegerKey = 4 };
+  // A key's JSON text into `text`, its kind into `kinds`. False when over
+  // budget (status_ says so) or when no JSON key can hold it (`text` says why).
+  bool key_text(ERL_NIF_TERM key, std::string& text, unsigned& kinds);
   bool atom_text(ERL_NIF_TERM atom, std::string& text);
+  bool utf8_atom_text(ERL_NIF_TERM atom, std::string& text);
+  bool is_struct(ERL_NIF_TERM map);
+  bool check_distinct_keys(ERL_NIF_TERM map);
+  std::string describe_key(ERL_NIF_TERM key, const std::string& text);
   bool fail(std::string message);
   bool check_budget(std::size_t more);
   std::string path() const;

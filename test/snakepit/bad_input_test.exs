@@ -44,6 +44,85 @@ defmodule Snakepit.BadInputTest do
     assert {:ok, 3} = Snakepit.execute("add", %{a: 1, b: 2})
   end
 
+  test "an atom key outside Latin-1 encodes as UTF-8 and keeps every argument" do
+    assert {:ok, %{"日本" => 1, "value" => 2}} = Snakepit.execute("echo", %{:日本 => 1, "value" => 2})
+
+    assert {:ok, %{"nested" => %{"ключ" => [%{"😀" => true}]}}} =
+             Snakepit.execute("echo", %{nested: %{ключ: [%{"😀": true}]}})
+  end
+
+  test "a map key that cannot be encoded is refused by path" do
+    error = validation_error(%{outer: %{{1, 2} => 1}})
+    assert error.message =~ "args.outer has a map key that is a tuple"
+    assert error.details.path == "args.outer"
+
+    error = validation_error(%{outer: %{(2 ** 64) => 1}})
+    assert error.message =~ "args.outer has a map key that is an integer outside the 64-bit range"
+
+    error = validation_error(%{<<0xFF>> => 1})
+    assert error.message =~ "args has a map key that is not valid UTF-8"
+  end
+
+  test "keys equal as JSON are refused naming the path and both keys" do
+    error = validation_error(%{:a => 1, "a" => 2})
+    assert error.details.path == "args"
+    assert error.message =~ ~s(args has keys :a and "a")
+
+    error = validation_error(%{x: %{1 => :x, "1" => :y}})
+    assert error.details.path == "args.x"
+    assert error.message =~ ~s(args.x has keys 1 and "1")
+
+    error = validation_error(%{x: [%{nil => 1, "nil" => 2}]})
+    assert error.details.path == "args.x[0]"
+    assert error.message =~ ~s(args.x[0] has keys nil and "nil")
+
+    error = validation_error(%{x: %{:"1" => 1, 1 => 2, "b" => 3}})
+    assert error.message =~ ~s(args.x has keys 1 and :"1")
+
+    assert {:ok, %{"a" => 1, "b" => 2, "1" => 3}} =
+             Snakepit.execute("echo", %{:a => 1, "b" => 2, 1 => 3})
+  end
+
+  test "a map whose :__struct__ is not an atom is a plain map, not a hang" do
+    for bad <- ["NotAModule", 42] do
+      task =
+        Task.async(fn ->
+          Snakepit.execute("echo", %{value: %{__struct__: bad}}, timeout: 5_000)
+        end)
+
+      assert {:ok, {:ok, %{"value" => %{"__struct__" => ^bad}}}} = Task.yield(task, 10_000),
+             "execute did not return for __struct__: #{inspect(bad)}"
+    end
+
+    error = validation_error(%{__struct__: "x", d: ~D[2020-01-02], pid: self()})
+    assert error.details.path == "args.pid"
+  end
+
+  test "a struct next to an improper list is refused by path, not raised" do
+    error = validation_error(%{a_when: ~U[2020-01-02 03:04:05Z], bad: [1 | 2]})
+    assert error.message =~ "args.bad is an improper list"
+    assert error.details.path == "args.bad"
+
+    error = validation_error(%{d: [~D[2020-01-02], [:a, :b | :c]]})
+    assert error.details.path == "args.d[1]"
+
+    # Without a struct the NIF names the same path.
+    assert validation_error(%{bad: [1, 2 | 3]}).details.path == "args.bad"
+  end
+
+  test "invalid UTF-8 in a tool name or session_id is refused before sending" do
+    assert {:error, %Snakepit.Error{category: :validation} = error} =
+             Snakepit.execute(<<"echo", 0xFF>>, %{})
+
+    assert error.message =~ "tool name is not valid UTF-8"
+
+    assert {:error, %Snakepit.Error{category: :validation} = error} =
+             Snakepit.execute("echo", %{}, session_id: <<"s", 0xC3>>)
+
+    assert error.message =~ "session_id is not valid UTF-8"
+    assert {:ok, %{}} = Snakepit.execute("echo", %{}, session_id: "ok")
+  end
+
   test "an invalid config value raises naming the key, the value and what is allowed" do
     error =
       assert_raise ArgumentError, fn ->

@@ -142,6 +142,23 @@ defmodule Snakepit.ElixirToolsTest do
     assert message =~ "result.owner is a pid"
   end
 
+  test "a result with structs: calendar types arrive as ISO 8601, others are a clear error",
+       ctx do
+    ToolRegistry.register_elixir_tool(ctx.session, "when", fn _ ->
+      %{"day" => ~D[2026-11-26], "at" => [~U[2026-11-26 10:20:30Z]], "n" => 1}
+    end)
+
+    ToolRegistry.register_elixir_tool(ctx.session, "ranged", fn _ -> %{"r" => [1..3]} end)
+
+    assert {:ok, %{"result" => result}} = call_elixir(ctx, "when", %{})
+    assert result == %{"day" => "2026-11-26", "at" => ["2026-11-26T10:20:30Z"], "n" => 1}
+
+    assert {:ok, %{"raised" => "ElixirToolError", "message" => message}} =
+             call_elixir(ctx, "ranged", %{})
+
+    assert message =~ "result.r[0] is a Range struct"
+  end
+
   test "elixir_tools lists the session's exposed tools", ctx do
     ToolRegistry.register_elixir_tool(ctx.session, "visible", fn _ -> 1 end, %{
       description: "shown"

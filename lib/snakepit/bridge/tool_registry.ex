@@ -18,7 +18,7 @@ defmodule Snakepit.Bridge.ToolRegistry do
   use GenServer
   require Logger
 
-  alias Snakepit.Native
+  alias Snakepit.{Args, Native}
 
   @table __MODULE__
   @default_timeout 30_000
@@ -83,7 +83,7 @@ defmodule Snakepit.Bridge.ToolRegistry do
       [{_, fun, metadata}] ->
         {:ok, _} =
           Task.Supervisor.start_child(Snakepit.Bridge.TaskSupervisor, fn ->
-            Native.elixir_tool_reply(id, run(fun, built_params(params), name, metadata.timeout))
+            reply(id, run(fun, built_params(params), name, metadata.timeout))
           end)
 
       [] ->
@@ -112,6 +112,19 @@ defmodule Snakepit.Bridge.ToolRegistry do
   # (see c_src/nif/term_builder.hpp) and are built in the tool's task.
   defp built_params({:json, params}), do: Native.decode_params(params)
   defp built_params(params), do: params
+
+  # A result holding structs is converted (calendar types to ISO 8601) and
+  # sent again; after one conversion no struct is left.
+  defp reply(id, {:ok, value} = result) do
+    with :needs_preprocess <- Native.elixir_tool_reply(id, result) do
+      case Args.prepare(value, "result") do
+        {:ok, prepared} -> Native.elixir_tool_reply(id, {:ok, prepared})
+        {:error, message, _path} -> Native.elixir_tool_reply(id, {:error, message})
+      end
+    end
+  end
+
+  defp reply(id, error), do: Native.elixir_tool_reply(id, error)
 
   # The tool runs in its own process so a timeout can kill it.
   defp run(fun, params, name, timeout) do
