@@ -9,11 +9,13 @@ defmodule Snakepit.CrashBarrier do
       # or, as upstream Snakepit reads it, in the arguments:
       Snakepit.execute("embed", %{text: text, idempotent: true})
 
-  A crash is a worker process killed by a signal: `SIGSEGV` or `SIGBUS`
-  (`:segfault`), `SIGABRT` (`:abort`), `SIGKILL` (`:oom`, as the kernel's
-  OOM killer sends it), or an exit status 139 / 134 / 137 (the same signals
-  through a shell), or a message naming CUDA or the GPU (`:gpu`). A worker
-  that exits on its own, or is stopped by the pool (`SIGTERM`), is not a
+  A crash is the call's worker process dying under it: killed by `SIGSEGV`
+  or `SIGBUS` (`:segfault`), `SIGABRT` (`:abort`), `SIGKILL` (`:oom`, as
+  the kernel's OOM killer sends it), an exit status 139 / 134 / 137 (the
+  same signals through a shell), a message naming CUDA or the GPU (`:gpu`),
+  or a death whose cause the runtime could not see (`:unknown`: the
+  connection dropped, or the exit status was lost). A worker known to have
+  exited with another status, or stopped by the pool (`SIGTERM`), is not a
   crash. The crashed worker is replaced by the pool (with a new worker id),
   so the retry runs on a different worker process.
 
@@ -24,9 +26,11 @@ defmodule Snakepit.CrashBarrier do
       (`true` / `false` mean `:always` / `:never`)
     * `max_restarts` (1) - retries per call
     * `backoff_ms` (`[50, 100, 200]`) - wait before retry n
-    * `mark_on` (`[:segfault, :abort, :oom, :gpu]`) - which crash kinds count;
-      upstream's default leaves out `:abort`, here an `abort()` (a failed
-      assertion in native code) is a crash like a segfault
+    * `mark_on` (`[:segfault, :abort, :oom, :gpu, :unknown]`) - which crash
+      kinds count; upstream's default is `[:segfault, :oom, :gpu]`: here an
+      `abort()` (a failed assertion in native code) is a crash like a
+      segfault, and so is a death of unknown cause, which the runtime cannot
+      tell from one
     * `taint_on_exit_codes` (`[]`), `taint_on_error_types` (`[]`) - more
       exit statuses, and message substrings that mean `:gpu`
 
@@ -42,7 +46,7 @@ defmodule Snakepit.CrashBarrier do
 
   alias Snakepit.{Error, Telemetry}
 
-  @type classification :: :segfault | :abort | :oom | :gpu | :unknown
+  @type classification :: :segfault | :abort | :oom | :gpu | :unknown | :exited
   @type crash_info :: %{
           reason: String.t(),
           exit_code: integer() | nil,
@@ -57,7 +61,7 @@ defmodule Snakepit.CrashBarrier do
     retry: :idempotent,
     max_restarts: 1,
     backoff_ms: [50, 100, 200],
-    mark_on: [:segfault, :abort, :oom, :gpu],
+    mark_on: [:segfault, :abort, :oom, :gpu, :unknown],
     taint_on_exit_codes: [],
     taint_on_error_types: []
   }
@@ -70,6 +74,8 @@ defmodule Snakepit.CrashBarrier do
     "Killed" => {9, :oom}
   }
   @exit_codes %{139 => :segfault, 135 => :segfault, 134 => :abort, 137 => :oom}
+  # The worker's process ended (exit seen) or its connection dropped first.
+  @died [:worker_exited, :worker_unavailable]
 
   @doc """
   The effective config: the defaults, `config :snakepit, :crash_barrier`,
@@ -101,10 +107,8 @@ defmodule Snakepit.CrashBarrier do
   (or the taint lists) count, `:error` for anything else.
   """
   @spec crash_info(term(), map()) :: {:ok, crash_info()} | :error
-  def crash_info(
-        {:error, %Error{category: :worker, details: %{reason: :worker_exited}} = error},
-        config
-      ) do
+  def crash_info({:error, %Error{category: :worker, details: %{reason: reason}} = error}, config)
+      when reason in @died do
     {signal, exit_code, by_exit} = exit_of(error.message)
     gpu? = gpu?(error.message, config)
 
@@ -112,6 +116,8 @@ defmodule Snakepit.CrashBarrier do
       cond do
         by_exit != nil -> by_exit
         gpu? -> :gpu
+        # Known, and none of the above: a plain exit or a stop by the pool.
+        exit_code != nil or signal != nil -> :exited
         true -> :unknown
       end
 
@@ -161,11 +167,12 @@ defmodule Snakepit.CrashBarrier do
   @spec after_call(Snakepit.result(), String.t() | atom(), map(), keyword()) ::
           Snakepit.result()
   def after_call(
-        {:error, %Error{category: :worker, details: %{reason: :worker_exited}}} = result,
+        {:error, %Error{category: :worker, details: %{reason: reason}}} = result,
         command,
         args,
         opts
-      ) do
+      )
+      when reason in @died do
     if Keyword.get(opts, :crash_barrier, true) == false do
       result
     else
@@ -225,7 +232,7 @@ defmodule Snakepit.CrashBarrier do
 
   defp exit_of(message) do
     cond do
-      match = Regex.run(~r/killed by signal ([^,]+?) while/, message) ->
+      match = Regex.run(~r/killed by signal (.+?)(?: while|,|$)/m, message) ->
         signal = Enum.at(match, 1)
 
         case Map.get(@signals, signal) do
