@@ -200,7 +200,8 @@ defmodule Snakepit.Bridge.SessionStore do
         {@programs, updated.programs}
       ])
 
-      {:reply, {:ok, %{updated | last_accessed: to_seconds(now)}}, state}
+      [row] = :ets.lookup(@table, id)
+      {:reply, {:ok, to_session(row)}, state}
     else
       {:ok, other} -> {:reply, {:error, {:update_failed, {:not_the_session, other}}}, state}
       {:error, _} = error -> {:reply, error, state}
