@@ -409,17 +409,19 @@ defmodule Snakepit do
     do: {:error, {:timeout, :worker_timeout, "no reply within #{call.timeout} ms", %{}}}
 
   defp finish({result, worker_id}, call) do
+    result =
+      case result do
+        {:ok, _} = ok ->
+          ok
+
+        {:error, native_error} ->
+          {:error,
+           Error.from_native(native_error, command: call.command, pool_name: call.pool_name)}
+      end
+
     Calls.finished(call, result, worker_id)
     SessionStore.served(call.session_id, worker_id)
-
-    case result do
-      {:ok, _} = ok ->
-        ok
-
-      {:error, native_error} ->
-        {:error,
-         Error.from_native(native_error, command: call.command, pool_name: call.pool_name)}
-    end
+    result
   end
 
   defp stream_result({:ok, _}), do: :ok
