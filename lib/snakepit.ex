@@ -12,7 +12,9 @@ defmodule Snakepit do
   never raises for a worker-side failure.
   """
 
-  alias Snakepit.{Args, Error, Native, Pool, Telemetry}
+  alias Snakepit.{Args, CrashBarrier, Error, Native, Pool, Telemetry}
+  alias Snakepit.Bridge.SessionStore
+  alias Snakepit.Telemetry.Calls
 
   @default_timeout 30_000
   # `timeout: :infinity` has no deadline; natively that is a very long one.
@@ -39,8 +41,13 @@ defmodule Snakepit do
   @spec execute(String.t() | atom(), map(), keyword()) :: result()
   def execute(command, args, opts \\ []) do
     with {:ok, call} <- submit(command, args, opts, false) do
-      call |> await_reply() |> finish(call)
+      try do
+        call |> await_reply() |> finish(call)
+      catch
+        kind, reason -> Calls.raised(call, kind, reason, __STACKTRACE__)
+      end
     end
+    |> CrashBarrier.after_call(command, args, opts)
   end
 
   @doc "Like `execute/3`, in session `session_id` (see the `:affinity` option)."
@@ -196,7 +203,11 @@ defmodule Snakepit do
       pool_name: pool_name(opts),
       command: to_string(command),
       timeout: Keyword.get(opts, :timeout, @default_timeout),
-      started: System.monotonic_time()
+      started: System.monotonic_time(),
+      session_id: Keyword.get(opts, :session_id),
+      correlation_id: Keyword.get(opts, :correlation_id),
+      stream: stream?,
+      span: nil
     }
 
     with :ok <- validate_opts(call, opts),
@@ -266,7 +277,7 @@ defmodule Snakepit do
 
     case Native.submit(call.handle, call.command, args, native_opts, ref) do
       {:ok, request_id} ->
-        {:ok, Map.merge(call, %{request_id: request_id, ref: ref})}
+        {:ok, call |> Map.merge(%{request_id: request_id, ref: ref}) |> Calls.started()}
 
       {:error, native_error} ->
         error = Error.from_native(native_error, command: call.command, pool_name: call.pool_name)
@@ -288,10 +299,19 @@ defmodule Snakepit do
   end
 
   defp saturated(call) do
-    Telemetry.execute([:snakepit, :pool, :saturated], %{count: 1}, %{
-      pool: call.pool_name,
-      command: call.command
-    })
+    stats = Native.stats(call.handle)
+
+    # Refused because the queue is full: its length is its bound right now.
+    Telemetry.execute(
+      [:snakepit, :pool, :saturated],
+      %{count: 1, queue_size: stats.queued, max_queue_size: stats.queued},
+      %{
+        pool: call.pool_name,
+        command: call.command,
+        available_workers: stats.available,
+        busy_workers: stats.busy
+      }
+    )
   end
 
   # Refused here, before the pool saw it: still a request and an error in its stats.
@@ -406,24 +426,19 @@ defmodule Snakepit do
     do: {:error, {:timeout, :worker_timeout, "no reply within #{call.timeout} ms", %{}}}
 
   defp finish({result, worker_id}, call) do
-    duration_us =
-      System.convert_time_unit(System.monotonic_time() - call.started, :native, :microsecond)
+    result =
+      case result do
+        {:ok, _} = ok ->
+          ok
 
-    Telemetry.execute([:snakepit, :request, :executed], %{duration_us: duration_us}, %{
-      pool: call.pool_name,
-      worker_id: worker_id,
-      command: call.command,
-      success: match?({:ok, _}, result)
-    })
+        {:error, native_error} ->
+          {:error,
+           Error.from_native(native_error, command: call.command, pool_name: call.pool_name)}
+      end
 
-    case result do
-      {:ok, _} = ok ->
-        ok
-
-      {:error, native_error} ->
-        {:error,
-         Error.from_native(native_error, command: call.command, pool_name: call.pool_name)}
-    end
+    Calls.finished(call, result, worker_id)
+    SessionStore.served(call.session_id, worker_id)
+    result
   end
 
   defp stream_result({:ok, _}), do: :ok

@@ -10,7 +10,8 @@ defmodule Snakepit.Application do
     children =
       [
         {Task.Supervisor, name: Snakepit.Bridge.TaskSupervisor},
-        Snakepit.Bridge.ToolRegistry
+        Snakepit.Bridge.ToolRegistry,
+        Snakepit.Bridge.SessionStore
       ] ++ Enum.map(pools, &{Snakepit.Pool, &1})
 
     {run_id, _runtime_dir} = Snakepit.Native.runtime_info()

@@ -1,19 +1,32 @@
 defmodule Snakepit.Error do
   @moduledoc """
-  The error returned (or raised) by every Snakepit call.
+  The error returned (or raised) by Snakepit calls for everything that is
+  not a tool's own exception.
 
       %Snakepit.Error{
-        category: :python_error,
-        message: "bad input",
-        details: %{reason: :python_exception, python_type: "ValueError", command: "predict", pool_name: :ml},
-        python_traceback: "Traceback (most recent call last): ...",
+        category: :pool,
+        message: "no pool named :ml is running",
+        details: %{reason: :pool_not_found, command: "predict", pool_name: :ml},
+        python_traceback: nil,
         grpc_status: nil
       }
 
   `category` is one of `:worker`, `:timeout`, `:python_error`, `:grpc_error`,
-  `:validation` or `:pool`. `details` always carries `:reason` (an atom) and,
-  when known, `:command` and `:pool_name`. Python errors also carry
-  `details.python_type` (for example `"ValueError"`) and `python_traceback`.
+  `:validation` or `:pool`. Errors returned by calls always carry
+  `details.reason` (an atom) and, when known, `details.command` and
+  `details.pool_name`.
+
+  A Python exception raised by a tool is returned as the exception struct of
+  its type instead (`Snakepit.Error.ValueError`, `Snakepit.Error.KeyError`,
+  ..., `Snakepit.Error.PythonException` for other types; see
+  `Snakepit.Error.PythonException`). Those structs also carry `category:
+  :python_error`, `details`, `python_type` and `python_traceback`, so code
+  that matches on these fields works with both.
+
+  `to_string/1` renders an error for logs:
+
+      iex> to_string(Snakepit.Error.pool_error("Pool not found", %{pool_name: :test}))
+      "[pool] Pool not found\\nDetails: %{pool_name: :test}"
 
   Some reasons always belong to the same category, whatever the caller says
   (see `category_for_reason/1`):
@@ -38,15 +51,15 @@ defmodule Snakepit.Error do
   @typedoc "What kind of failure this is."
   @type category :: :worker | :timeout | :python_error | :grpc_error | :validation | :pool
 
-  @typedoc "Structured context; `:reason` is always present."
-  @type details :: %{required(:reason) => atom(), optional(atom()) => term()}
+  @typedoc "Structured context; errors returned by calls always have `:reason`."
+  @type details :: %{optional(atom()) => term()}
 
   @type t :: %__MODULE__{
           category: category(),
           message: String.t(),
           details: details(),
           python_traceback: String.t() | nil,
-          grpc_status: non_neg_integer() | nil
+          grpc_status: non_neg_integer() | atom() | nil
         }
 
   defexception category: :worker,
@@ -111,6 +124,79 @@ defmodule Snakepit.Error do
   end
 
   @doc """
+  A worker error (category `:worker`).
+
+      iex> Snakepit.Error.worker_error("Worker crashed")
+      %Snakepit.Error{category: :worker, message: "Worker crashed", details: %{}}
+  """
+  @spec worker_error(String.t(), map()) :: t()
+  def worker_error(message, details \\ %{}), do: build(:worker, message, details)
+
+  @doc """
+  A timeout error (category `:timeout`).
+
+      iex> Snakepit.Error.timeout_error("Request timed out", %{timeout_ms: 5000})
+      %Snakepit.Error{category: :timeout, message: "Request timed out", details: %{timeout_ms: 5000}}
+  """
+  @spec timeout_error(String.t(), map()) :: t()
+  def timeout_error(message, details \\ %{}), do: build(:timeout, message, details)
+
+  @doc """
+  A Python error (category `:python_error`) with its traceback; the message
+  is prefixed with the exception type and `details.exception_type` set.
+
+      iex> Snakepit.Error.python_error("ValueError", "Invalid input", "Traceback...")
+      %Snakepit.Error{
+        category: :python_error,
+        message: "ValueError: Invalid input",
+        python_traceback: "Traceback...",
+        details: %{exception_type: "ValueError"}
+      }
+  """
+  @spec python_error(String.t(), String.t(), String.t() | nil, map()) :: t()
+  def python_error(exception_type, message, traceback, details \\ %{}) do
+    %{
+      build(:python_error, "#{exception_type}: #{message}", details)
+      | python_traceback: traceback,
+        details: Map.put(Map.new(details), :exception_type, exception_type)
+    }
+  end
+
+  @doc """
+  A gRPC error (category `:grpc_error`); `status` is a gRPC status name or code.
+
+      iex> Snakepit.Error.grpc_error(:unavailable, "Service unavailable")
+      %Snakepit.Error{category: :grpc_error, message: "Service unavailable", grpc_status: :unavailable, details: %{}}
+  """
+  @spec grpc_error(atom() | non_neg_integer(), String.t(), map()) :: t()
+  def grpc_error(status, message, details \\ %{})
+      when is_atom(status) or (is_integer(status) and status >= 0) do
+    %{build(:grpc_error, message, details) | grpc_status: status}
+  end
+
+  @doc """
+  A pool error (category `:pool`).
+
+      iex> Snakepit.Error.pool_error("Pool not found", %{pool_name: :test})
+      %Snakepit.Error{category: :pool, message: "Pool not found", details: %{pool_name: :test}}
+  """
+  @spec pool_error(String.t(), map()) :: t()
+  def pool_error(message, details \\ %{}), do: build(:pool, message, details)
+
+  @doc """
+  A validation error (category `:validation`).
+
+      iex> Snakepit.Error.validation_error("Invalid field", %{field: "user_id"})
+      %Snakepit.Error{category: :validation, message: "Invalid field", details: %{field: "user_id"}}
+  """
+  @spec validation_error(String.t(), map()) :: t()
+  def validation_error(message, details \\ %{}), do: build(:validation, message, details)
+
+  defp build(category, message, details) when is_binary(message) do
+    %__MODULE__{category: category, message: message, details: Map.new(details)}
+  end
+
+  @doc """
   Converts a native error tuple into an error.
 
   The tuple is `{category, reason, message, extra}` (a 3-tuple without
@@ -122,8 +208,13 @@ defmodule Snakepit.Error do
 
   `opts` accepts the same options as `new/4`, typically `:command` and
   `:pool_name`; they win over values found in `extra`.
+
+  A Python exception (category `:python_error` with a `python_type`) comes
+  back as its exception struct (see `Snakepit.Error.PythonException`); a
+  Python `ToolNotFoundError` (the tool does not exist) stays a
+  `%Snakepit.Error{}` with reason `:tool_not_found`.
   """
-  @spec from_native(tuple(), keyword()) :: t()
+  @spec from_native(tuple(), keyword()) :: t() | Snakepit.Error.PythonException.any_t()
   def from_native(native, opts \\ [])
 
   def from_native({category, reason, message}, opts),
@@ -148,6 +239,7 @@ defmodule Snakepit.Error do
     category
     |> resolve_category(reason)
     |> new(reason, native_message(message), merged)
+    |> Snakepit.Error.PythonException.from_error()
   end
 
   @doc """
@@ -216,4 +308,35 @@ defmodule Snakepit.Error do
       false -> type <> ": " <> message
     end
   end
+
+  defimpl String.Chars do
+    def to_string(error), do: Snakepit.Error.format(error)
+  end
+
+  @doc """
+  Renders an error (or a Python exception struct) as upstream Snakepit does:
+  `"[category] message"`, then `"Details: ..."`, the gRPC status and the
+  Python traceback when present. `to_string/1` and string interpolation use it.
+  """
+  @spec format(t() | Snakepit.Error.PythonException.any_t()) :: String.t()
+  def format(%{category: category, message: message} = error) do
+    details = Map.get(error, :details) || %{}
+    grpc_status = Map.get(error, :grpc_status)
+    traceback = Map.get(error, :python_traceback)
+
+    IO.iodata_to_binary([
+      "[#{category}] ",
+      format_message(error, message),
+      if(map_size(details) > 0, do: ["\nDetails: ", inspect(details)], else: []),
+      if(grpc_status, do: ["\ngRPC Status: ", Kernel.to_string(grpc_status)], else: []),
+      if(traceback, do: ["\n\nPython Traceback:\n", traceback], else: [])
+    ])
+  end
+
+  defp format_message(%__MODULE__{}, message), do: message || ""
+
+  defp format_message(%{python_type: type}, message) when is_binary(type) and type != "",
+    do: prefix_type(message || "", type)
+
+  defp format_message(_error, message), do: message || ""
 end

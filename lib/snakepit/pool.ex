@@ -11,6 +11,7 @@ defmodule Snakepit.Pool do
   require Logger
 
   alias Snakepit.{Error, Native, Python, Telemetry}
+  alias Snakepit.Telemetry.PoolEvents
 
   @default_await_timeout 15_000
 
@@ -167,7 +168,8 @@ defmodule Snakepit.Pool do
        log_level: Snakepit.Config.globals(Application.get_all_env(:snakepit)).log_level,
        ready: MapSet.new(),
        start_error: nil,
-       waiters: []
+       waiters: [],
+       telemetry: PoolEvents.init(config)
      }}
   end
 
@@ -226,21 +228,13 @@ defmodule Snakepit.Pool do
 
   defp handle_event(:worker_ready, worker_id, os_pid, state) do
     log(state, :debug, "worker #{worker_id} ready (os pid #{os_pid})", worker_id: worker_id)
-    reply_waiters(%{state | ready: MapSet.put(state.ready, worker_id), start_error: nil}, :ok)
+    ready = MapSet.put(state.ready, worker_id)
+    telemetry = PoolEvents.ready(state.telemetry, worker_id, os_pid, MapSet.size(ready))
+    reply_waiters(%{state | ready: ready, start_error: nil, telemetry: telemetry}, :ok)
   end
 
-  defp handle_event(:worker_spawned, worker_id, os_pid, state) do
-    Telemetry.execute(
-      [:snakepit, :pool, :worker, :spawned],
-      %{count: 1, monotonic_ms: System.monotonic_time(:millisecond)},
-      %{
-        pool: state.config.name,
-        worker_id: worker_id,
-        os_pid: os_pid
-      }
-    )
-
-    state
+  defp handle_event(:worker_spawned, worker_id, _os_pid, state) do
+    %{state | telemetry: PoolEvents.spawned(state.telemetry, worker_id)}
   end
 
   defp handle_event(:worker_start_failed, worker_id, native_error, state) do
@@ -263,14 +257,8 @@ defmodule Snakepit.Pool do
       log(state, :warning, "worker #{worker_id} (os pid #{os_pid}) #{how}", worker_id: worker_id)
     end
 
-    Telemetry.execute([:snakepit, :pool, :worker, :terminated], %{count: 1}, %{
-      pool: state.config.name,
-      worker_id: worker_id,
-      os_pid: os_pid,
-      reason: how
-    })
-
-    %{state | ready: MapSet.delete(state.ready, worker_id)}
+    telemetry = PoolEvents.exited(state.telemetry, worker_id, os_pid, how)
+    %{state | ready: MapSet.delete(state.ready, worker_id), telemetry: telemetry}
   end
 
   defp handle_event(:worker_output, worker_id, {stream, line}, state) do

@@ -12,8 +12,10 @@ defmodule Snakepit.BinaryTest do
     assert {:ok, %{"data" => "plain text"}} = Snakepit.execute("echo", %{data: "plain text"})
 
     assert {:error,
-            %Snakepit.Error{category: :python_error, details: %{python_type: "TypeError"}}} =
-             Snakepit.execute("echo", %{data: {:binary, "plain text"}})
+            %Snakepit.Error.TypeError{
+              category: :python_error,
+              details: %{python_type: "TypeError"}
+            }} = Snakepit.execute("echo", %{data: {:binary, "plain text"}})
   end
 
   test "a 50 MB binary round-trips" do

@@ -161,8 +161,12 @@ defmodule Snakepit.ElixirToolsTest do
 
   test "elixir_tools lists the session's exposed tools", ctx do
     ToolRegistry.register_elixir_tool(ctx.session, "visible", fn _ -> 1 end, %{
-      description: "shown"
+      description: "shown",
+      exposed_to_python: true
     })
+
+    # Not exposed unless asked: listed to Python only with exposed_to_python: true.
+    ToolRegistry.register_elixir_tool(ctx.session, "default_hidden", fn _ -> 1 end)
 
     ToolRegistry.register_elixir_tool(ctx.session, "hidden", fn _ -> 1 end, %{
       exposed_to_python: false
@@ -174,5 +178,6 @@ defmodule Snakepit.ElixirToolsTest do
              )
 
     refute Map.has_key?(tools, "hidden")
+    refute Map.has_key?(tools, "default_hidden")
   end
 end

@@ -81,17 +81,19 @@ defmodule Snakepit.ErrorTest do
   end
 
   describe "from_native/2" do
-    test "converts a python error with string keys" do
+    test "converts a python error with string keys into its exception struct" do
       native =
         {:python_error, :python_exception, "bad input",
          %{"python_type" => "ValueError", "traceback" => "Traceback ...", "worker_id" => "w1"}}
 
       error = Error.from_native(native, command: "predict", pool_name: :ml)
 
-      assert error.category == :python_error
+      assert %Snakepit.Error.ValueError{category: :python_error} = error
       assert error.message == "bad input"
+      assert error.python_type == "ValueError"
       assert error.python_traceback == "Traceback ..."
       assert error.grpc_status == nil
+      assert error.context == %{command: "predict", pool_name: :ml, worker_id: "w1"}
 
       assert error.details == %{
                reason: :python_exception,
@@ -101,7 +103,7 @@ defmodule Snakepit.ErrorTest do
                pool_name: :ml
              }
 
-      assert Exception.message(error) == "ValueError: bad input"
+      assert Exception.message(error) == "bad input"
     end
 
     test "converts a grpc error with atom keys" do
@@ -138,6 +140,7 @@ defmodule Snakepit.ErrorTest do
     test "caller options win over native extra data" do
       native = {:python_error, :python_exception, "m", %{"python_type" => "TypeError"}}
       error = Error.from_native(native, python_type: "RuntimeError", details: %{attempt: 2})
+      assert %Snakepit.Error.RuntimeError{} = error
 
       assert error.details == %{
                reason: :python_exception,

@@ -56,11 +56,12 @@ defmodule Snakepit.ExecuteTest do
     assert Enum.all?(workers, &String.starts_with?(&1, "default_worker_"))
   end
 
-  test "a Python exception is a :python_error with type and traceback" do
-    assert {:error, %Snakepit.Error{} = error} =
+  test "a Python exception is its exception struct, with category, type and traceback" do
+    assert {:error, %Snakepit.Error.ValueError{} = error} =
              Snakepit.execute("raise_error", %{message: "bad input", error_type: "ValueError"})
 
     assert error.category == :python_error
+    assert error.python_type == "ValueError"
     assert error.details.python_type == "ValueError"
     assert error.details.command == "raise_error"
     assert error.details.pool_name == :default
@@ -69,8 +70,9 @@ defmodule Snakepit.ExecuteTest do
     assert error.python_traceback =~ "ValueError"
   end
 
-  test "an unknown tool is a :python_error and the pool keeps serving" do
-    assert {:error, %Snakepit.Error{category: :python_error} = error} =
+  test "an unknown tool is a %Snakepit.Error{} (:tool_not_found) and the pool keeps serving" do
+    assert {:error,
+            %Snakepit.Error{category: :python_error, details: %{reason: :tool_not_found}} = error} =
              Snakepit.execute("no_such_tool", %{})
 
     assert error.message =~ "no_such_tool"

@@ -241,10 +241,11 @@ defmodule Snakepit.LifecycleTest do
         startup_batch_delay_ms: 600
       )
 
+    # The event comes when a worker is ready; its duration reaches back to the spawn.
     spawned =
-      for {%{monotonic_ms: at}, %{pool: ^pool}} <-
+      for {%{system_time: ready, duration: duration}, %{pool_name: ^pool}} <-
             drain_events([:snakepit, :pool, :worker, :spawned]),
-          do: at
+          do: System.convert_time_unit(ready - duration, :native, :millisecond)
 
     assert length(spawned) == 4
     [a, b, c, d] = Enum.sort(spawned)

@@ -11,7 +11,7 @@ defmodule Snakepit.ObservabilityTest do
     pool = start_pool!(name: :telemetry_pool, pool_size: 1)
 
     assert_receive {:telemetry_event, [:snakepit, :pool, :worker, :spawned], %{},
-                    %{pool: ^pool, worker_id: id}}
+                    %{pool_name: ^pool, worker_id: id}}
 
     assert {:ok, 3} = Snakepit.execute("add", %{a: 1, b: 2}, pool_name: pool)
 
@@ -23,8 +23,8 @@ defmodule Snakepit.ObservabilityTest do
     {:ok, [worker]} = Snakepit.Pool.workers(pool)
     System.cmd("kill", ["-KILL", Integer.to_string(worker.os_pid)])
 
-    assert_receive {:telemetry_event, [:snakepit, :pool, :worker, :terminated], %{},
-                    %{pool: ^pool, worker_id: ^id}},
+    assert_receive {:telemetry_event, [:snakepit, :pool, :worker, :terminated], %{lifetime: _},
+                    %{pool_name: ^pool, worker_id: ^id, planned: false}},
                    5_000
   end
 

@@ -113,7 +113,7 @@ defmodule Snakepit.StreamingTest do
   test "a Python exception mid-stream: earlier chunks delivered, then a :python_error with traceback" do
     {result, chunks} = collect("failing_stream", %{n: 3})
     assert Enum.map(chunks, & &1["i"]) == [0, 1, 2]
-    assert {:error, %Snakepit.Error{category: :python_error} = error} = result
+    assert {:error, %Snakepit.Error.ValueError{category: :python_error} = error} = result
     assert error.details.python_type == "ValueError"
     assert error.message =~ "stream broke after 3"
     assert error.python_traceback =~ "failing_stream"

@@ -1,29 +1,46 @@
 defmodule Snakepit.Bridge.ToolRegistry do
   @moduledoc """
-  Elixir functions that Python tools can call.
+  Tools per session: Elixir functions that Python tools can call, and the
+  Python tools a worker announced.
 
-      Snakepit.Bridge.ToolRegistry.register_elixir_tool("session-1", "lookup_price",
-        fn %{"sku" => sku} -> Prices.get(sku) end,
-        %{description: "Price of a SKU", exposed_to_python: true})
+      :ok =
+        Snakepit.Bridge.ToolRegistry.register_elixir_tool("session-1", "lookup_price",
+          fn %{"sku" => sku} -> Prices.get(sku) end,
+          %{description: "Price of a SKU", exposed_to_python: true})
 
   In Python, within a call of that session:
-  `self.session_context.call_elixir_tool("lookup_price", sku="A-1")`.
+  `self.session_context.call_elixir_tool("lookup_price", sku="A-1")`;
+  `self.session_context.elixir_tools` lists the tools registered with
+  `exposed_to_python: true` (default false).
 
-  The native runtime serves these calls on its private Unix socket and hands
-  each one to this process, which runs the function in a supervised task
-  (never on a native thread) with a timeout (`:timeout` in the metadata,
-  default 30 s). A raise, an unknown tool or a timeout becomes a Python
-  exception carrying the message.
+  Tool names are 1 to 64 characters of letters, digits, `_`, `-` and `.`,
+  starting with a letter or digit; metadata is a map (or keyword list) of at
+  most 32 entries and 4 KB. Registering a name twice in a session is
+  `{:error, {:duplicate_tool, name}}`.
+
+  The native runtime serves Python's calls on its private Unix socket and
+  hands each one to this process, which runs the function in a supervised
+  task (never on a native thread) with a timeout (`:timeout` in the
+  metadata, default 30 s). A raise, an unknown tool or a timeout becomes a
+  Python exception carrying the message.
   """
   use GenServer
-  require Logger
 
   alias Snakepit.{Args, Native}
+  alias Snakepit.Bridge.InternalToolSpec
 
   @table __MODULE__
   @default_timeout 30_000
+  @name_pattern ~r/^[A-Za-z0-9][A-Za-z0-9_\-\.]*$/
+  @max_name_length 64
+  @max_metadata_entries 32
+  @max_metadata_bytes 4_096
 
   @type tool_fun :: (map() -> term())
+  @type error ::
+          {:duplicate_tool, String.t()}
+          | {:invalid_tool_name, :empty | :too_long | :invalid_format | :invalid_type}
+          | {:invalid_metadata, :too_many_entries | :too_large | :unsupported_type}
 
   @doc false
   def start_link(_opts), do: GenServer.start_link(__MODULE__, :ok, name: __MODULE__)
@@ -31,14 +48,50 @@ defmodule Snakepit.Bridge.ToolRegistry do
   @doc """
   Registers `fun` (arity 1, gets the keyword arguments as a map with string
   keys) as tool `name` of `session_id`. Metadata: `:description`,
-  `:exposed_to_python` (default true), `:timeout` in ms.
+  `:parameters`, `:exposed_to_python` (default false), `:timeout` in ms.
   """
-  @spec register_elixir_tool(String.t(), String.t(), tool_fun(), map()) :: :ok
+  @spec register_elixir_tool(String.t(), String.t(), tool_fun(), map() | keyword()) ::
+          :ok | {:error, error()}
   def register_elixir_tool(session_id, name, fun, metadata \\ %{}) when is_function(fun, 1) do
     GenServer.call(
       __MODULE__,
-      {:register, to_string(session_id), to_string(name), fun, Map.new(metadata)}
+      {:register, to_string(session_id), [{:local, name, fun, metadata}]}
     )
+    |> single()
+  end
+
+  @doc "Registers a Python tool `name` of worker `worker_id` in `session_id`."
+  @spec register_python_tool(String.t(), String.t(), String.t(), map() | keyword()) ::
+          :ok | {:error, error()}
+  def register_python_tool(session_id, name, worker_id, metadata \\ %{}) do
+    GenServer.call(
+      __MODULE__,
+      {:register, to_string(session_id), [{:remote, name, worker_id, metadata}]}
+    )
+    |> single()
+  end
+
+  @doc """
+  Registers several Python tools at once, each a map with `:name` and
+  optionally `:worker_id`, `:description`, `:parameters`, `:metadata`. All
+  or none: `{:ok, names}`, or the first error with nothing registered.
+  """
+  @spec register_tools(String.t(), [map()]) :: {:ok, [String.t()]} | {:error, error()}
+  def register_tools(session_id, specs) when is_list(specs) do
+    entries =
+      for spec <- specs do
+        spec = Map.new(spec)
+
+        metadata =
+          spec
+          |> Map.get(:metadata, %{})
+          |> Map.new()
+          |> Map.merge(Map.take(spec, [:description, :parameters]))
+
+        {:remote, Map.get(spec, :name), Map.get(spec, :worker_id), metadata}
+      end
+
+    GenServer.call(__MODULE__, {:register, to_string(session_id), entries})
   end
 
   @doc "Removes a tool; `:ok` whether or not it existed."
@@ -47,14 +100,61 @@ defmodule Snakepit.Bridge.ToolRegistry do
     GenServer.call(__MODULE__, {:unregister, to_string(session_id), to_string(name)})
   end
 
-  @doc "The tools of a session as `{name, metadata}` pairs."
-  @spec list_tools(String.t()) :: [{String.t(), map()}]
-  def list_tools(session_id) do
-    session_id = to_string(session_id)
+  @doc "Removes every tool of a session."
+  @spec cleanup_session(String.t()) :: :ok
+  def cleanup_session(session_id),
+    do: GenServer.call(__MODULE__, {:cleanup, to_string(session_id)})
 
-    for [name, metadata] <- :ets.match(@table, {{session_id, :"$1"}, :_, :"$2"}),
-        do: {name, metadata}
+  @doc "A tool of a session."
+  @spec get_tool(String.t(), String.t()) ::
+          {:ok, InternalToolSpec.t()} | {:error, {:tool_not_found, String.t(), String.t()}}
+  def get_tool(session_id, name) do
+    session_id = to_string(session_id)
+    name = to_string(name)
+
+    case :ets.lookup(@table, {session_id, name}) do
+      [{_key, spec}] -> {:ok, spec}
+      [] -> {:error, {:tool_not_found, session_id, name}}
+    end
   end
+
+  @doc "The tools of a session."
+  @spec list_tools(String.t()) :: [InternalToolSpec.t()]
+  def list_tools(session_id) do
+    :ets.select(@table, [{{{to_string(session_id), :_}, :"$1"}, [], [:"$1"]}])
+  end
+
+  @doc "The session's Elixir tools that Python sees (`exposed_to_python: true`)."
+  @spec list_exposed_elixir_tools(String.t()) :: [InternalToolSpec.t()]
+  def list_exposed_elixir_tools(session_id) do
+    for %InternalToolSpec{type: :local, exposed_to_python: true} = spec <- list_tools(session_id),
+        do: spec
+  end
+
+  @doc """
+  Runs an Elixir tool in the caller's process: `{:ok, result}`,
+  `{:error, {:tool_execution_failed, exception}}`, `{:error, {:tool_not_local, name}}`
+  or `{:error, {:tool_not_found, session_id, name}}`.
+  """
+  @spec execute_local_tool(String.t(), String.t(), map()) :: {:ok, term()} | {:error, term()}
+  def execute_local_tool(session_id, name, params) do
+    case get_tool(session_id, name) do
+      {:ok, %InternalToolSpec{type: :local, handler: fun}} ->
+        try do
+          {:ok, fun.(params)}
+        rescue
+          exception -> {:error, {:tool_execution_failed, exception}}
+        end
+
+      {:ok, %InternalToolSpec{name: name}} ->
+        {:error, {:tool_not_local, name}}
+
+      error ->
+        error
+    end
+  end
+
+  # ---------------------------------------------------------------- server
 
   @impl GenServer
   def init(:ok) do
@@ -64,12 +164,13 @@ defmodule Snakepit.Bridge.ToolRegistry do
   end
 
   @impl GenServer
-  def handle_call({:register, session_id, name, fun, metadata}, _from, state) do
-    metadata =
-      Map.merge(%{description: "", exposed_to_python: true, timeout: @default_timeout}, metadata)
-
-    :ets.insert(@table, {{session_id, name}, fun, metadata})
-    {:reply, :ok, state}
+  def handle_call({:register, session_id, entries}, _from, state) do
+    with {:ok, specs} <- build_all(entries),
+         :ok <- insert_all(session_id, specs) do
+      {:reply, {:ok, Enum.map(specs, & &1.name)}, state}
+    else
+      {:error, _} = error -> {:reply, error, state}
+    end
   end
 
   def handle_call({:unregister, session_id, name}, _from, state) do
@@ -77,17 +178,27 @@ defmodule Snakepit.Bridge.ToolRegistry do
     {:reply, :ok, state}
   end
 
+  def handle_call({:cleanup, session_id}, _from, state) do
+    :ets.match_delete(@table, {{session_id, :_}, :_})
+    {:reply, :ok, state}
+  end
+
   @impl GenServer
   def handle_info({:snakepit_elixir_call, id, :execute, session_id, name, params}, state) do
-    case :ets.lookup(@table, {session_id, name}) do
-      [{_, fun, metadata}] ->
+    case get_tool(session_id, name) do
+      {:ok, %InternalToolSpec{type: :local, handler: fun, metadata: metadata}} ->
+        timeout = Map.get(metadata, :timeout, @default_timeout)
+
         {:ok, _} =
           Task.Supervisor.start_child(Snakepit.Bridge.TaskSupervisor, fn ->
-            reply(id, run(fun, built_params(params), name, metadata.timeout))
+            reply(id, run(fun, built_params(params), name, timeout))
           end)
 
-      [] ->
-        known = session_id |> list_tools() |> Enum.map(&elem(&1, 0))
+      {:ok, %InternalToolSpec{}} ->
+        Native.elixir_tool_reply(id, {:error, "tool #{inspect(name)} is not an Elixir tool"})
+
+      {:error, _not_found} ->
+        known = session_id |> list_tools() |> Enum.map(& &1.name)
 
         Native.elixir_tool_reply(
           id,
@@ -100,10 +211,7 @@ defmodule Snakepit.Bridge.ToolRegistry do
   end
 
   def handle_info({:snakepit_elixir_call, id, :list, session_id, _name, _params}, state) do
-    tools =
-      for {name, %{exposed_to_python: true} = metadata} <- list_tools(session_id),
-          do: {name, to_string(metadata.description)}
-
+    tools = for spec <- list_exposed_elixir_tools(session_id), do: {spec.name, spec.description}
     Native.elixir_tools_list_reply(id, tools)
     {:noreply, state}
   end
@@ -125,6 +233,102 @@ defmodule Snakepit.Bridge.ToolRegistry do
   end
 
   defp reply(id, error), do: Native.elixir_tool_reply(id, error)
+
+  defp single({:ok, [_name]}), do: :ok
+  defp single({:error, _} = error), do: error
+
+  defp build_all(entries) do
+    Enum.reduce_while(entries, {:ok, []}, fn entry, {:ok, acc} ->
+      case build(entry) do
+        {:ok, spec} ->
+          if Enum.any?(acc, &(&1.name == spec.name)),
+            do: {:halt, {:error, {:duplicate_tool, spec.name}}},
+            else: {:cont, {:ok, [spec | acc]}}
+
+        error ->
+          {:halt, error}
+      end
+    end)
+    |> case do
+      {:ok, specs} -> {:ok, Enum.reverse(specs)}
+      error -> error
+    end
+  end
+
+  defp build({type, name, target, metadata}) do
+    with {:ok, name} <- validate_name(name),
+         {:ok, metadata} <- validate_metadata(metadata) do
+      spec = %InternalToolSpec{
+        name: name,
+        type: type,
+        parameters: Map.get(metadata, :parameters, []),
+        description: to_string(Map.get(metadata, :description, "")),
+        metadata: metadata
+      }
+
+      case type do
+        :local ->
+          {:ok,
+           %{
+             spec
+             | handler: target,
+               exposed_to_python: Map.get(metadata, :exposed_to_python) == true
+           }}
+
+        :remote ->
+          {:ok, %{spec | worker_id: target}}
+      end
+    end
+  end
+
+  # All or none: the table is only written by this process.
+  defp insert_all(session_id, specs) do
+    case Enum.find(specs, &:ets.member(@table, {session_id, &1.name})) do
+      nil ->
+        :ets.insert(@table, for(spec <- specs, do: {{session_id, spec.name}, spec}))
+        :ok
+
+      taken ->
+        {:error, {:duplicate_tool, taken.name}}
+    end
+  end
+
+  defp validate_name(name) when is_binary(name) do
+    name = String.trim(name)
+
+    cond do
+      name == "" -> {:error, {:invalid_tool_name, :empty}}
+      byte_size(name) > @max_name_length -> {:error, {:invalid_tool_name, :too_long}}
+      not Regex.match?(@name_pattern, name) -> {:error, {:invalid_tool_name, :invalid_format}}
+      true -> {:ok, name}
+    end
+  end
+
+  defp validate_name(name) when is_atom(name) and name not in [nil, true, false],
+    do: validate_name(Atom.to_string(name))
+
+  defp validate_name(_name), do: {:error, {:invalid_tool_name, :invalid_type}}
+
+  defp validate_metadata(nil), do: {:ok, %{}}
+
+  defp validate_metadata(metadata) when is_map(metadata) or is_list(metadata) do
+    metadata = Map.new(metadata)
+
+    cond do
+      map_size(metadata) > @max_metadata_entries ->
+        {:error, {:invalid_metadata, :too_many_entries}}
+
+      byte_size(:erlang.term_to_binary(metadata)) > @max_metadata_bytes ->
+        {:error, {:invalid_metadata, :too_large}}
+
+      true ->
+        {:ok, metadata}
+    end
+  rescue
+    ArgumentError -> {:error, {:invalid_metadata, :unsupported_type}}
+  end
+
+  defp validate_metadata(_metadata), do: {:error, {:invalid_metadata, :unsupported_type}}
 
   # The tool runs in its own process so a timeout can kill it.
   defp run(fun, params, name, timeout) do
