@@ -197,7 +197,7 @@ defmodule Snakepit.LifecycleTest do
         args: [
           "sh",
           "-c",
-          "sleep 60 & wait",
+          "sleep 60 & echo $!; wait",
           "--snakepit-run-id",
           marker,
           "--snakepit-owner-pid",
@@ -206,7 +206,11 @@ defmodule Snakepit.LifecycleTest do
       ])
 
     {:os_pid, _} = Port.info(port, :os_pid)
-    assert eventually(fn -> Enum.any?(Snakepit.Orphans.workers(), &(elem(&1, 1) == marker)) end)
+    # Until the child has exec'd `sleep`, it is a copy of the shell with the
+    # same command line: wait for that, so exactly one process matches.
+    assert_receive {^port, {:data, child_line}}, 5_000
+    child = child_line |> String.trim() |> String.to_integer()
+    assert eventually(fn -> File.read("/proc/#{child}/comm") == {:ok, "sleep\n"} end)
     [{orphan, ^marker, _}] = Enum.filter(Snakepit.Orphans.workers(), &(elem(&1, 1) == marker))
 
     # Our own live workers carry this BEAM as owner: a sweep run with another
