@@ -47,6 +47,7 @@ enum class Affinity {
 struct CallRequest {
   std::string tool;
   std::string session_id;
+  std::string correlation_id;  // empty: none given
   std::vector<Param> params;
   Millis timeout{30000};
   Affinity affinity = Affinity::hint;
