@@ -26,8 +26,11 @@ defmodule Snakepit.Pool do
 
   alias Snakepit.{Error, Native, Python, Telemetry}
 
-  # A failed pool's published entry: no handle, the error calls get.
-  @type entry :: {reference(), atom(), timeout(), timeout()} | {:failed, Error.t()}
+  # What the hot path reads per pool: a running pool's handle, default
+  # affinity and timeouts; or a failed pool's error (and its native handle,
+  # if it has one, for stats).
+  @type entry ::
+          {reference(), atom(), timeout(), timeout()} | {:failed, Error.t(), reference() | nil}
 
   @doc false
   def child_spec(config) do
@@ -45,11 +48,15 @@ defmodule Snakepit.Pool do
     GenServer.start_link(__MODULE__, config, name: process_name(config.name))
   end
 
-  @doc "The native handle of a running pool, for the hot path."
+  @doc "The native handle of a pool (also of a failed one, whose workers keep retrying)."
   @spec lookup(atom()) :: {:ok, reference()} | {:error, Error.t()}
   def lookup(pool_name) do
-    with {:ok, {handle, _affinity, _call_timeout, _stream_timeout}} <- route(pool_name),
-         do: {:ok, handle}
+    case :persistent_term.get({__MODULE__, pool_name}, nil) do
+      {:failed, _error, handle} when handle != nil -> {:ok, handle}
+      {:failed, error, nil} -> {:error, error}
+      nil -> {:error, not_found(pool_name)}
+      {handle, _affinity, _call_timeout, _stream_timeout} -> {:ok, handle}
+    end
   end
 
   @doc """
@@ -59,7 +66,7 @@ defmodule Snakepit.Pool do
   @spec route(atom()) :: {:ok, {reference(), atom(), timeout(), timeout()}} | {:error, Error.t()}
   def route(pool_name) do
     case :persistent_term.get({__MODULE__, pool_name}, nil) do
-      {:failed, error} -> {:error, error}
+      {:failed, error, _handle} -> {:error, error}
       nil -> {:error, not_found(pool_name)}
       entry -> {:ok, entry}
     end
@@ -302,7 +309,7 @@ defmodule Snakepit.Pool do
     %{state | entry: entry}
   end
 
-  defp running_entry(%{entry: {:failed, _}, handle: handle} = state) when handle != nil do
+  defp running_entry(%{entry: {:failed, _, _}, handle: handle} = state) when handle != nil do
     globals = Snakepit.Config.globals(Application.get_all_env(:snakepit))
     {handle, state.config.affinity, globals.request_timeout, globals.stream_timeout}
   end
@@ -326,7 +333,9 @@ defmodule Snakepit.Pool do
     state = %{state | start_error: failed}
 
     state =
-      if match?({:failed, _}, state.entry), do: state, else: publish(state, {:failed, failed})
+      if match?({:failed, _, _}, state.entry),
+        do: state,
+        else: publish(state, {:failed, failed, state.handle})
 
     reply_waiters(state)
   end
@@ -468,8 +477,8 @@ defmodule Snakepit.Pool do
 
   # The worker formats its log records as "LEVEL logger: message"; the line
   # goes to Logger at that level, the worker id as metadata. Other lines
-  # (print, tracebacks) get a level from their text, and a stderr line
-  # continuing a record (a traceback) at least that record's level.
+  # (print, tracebacks) get a level from their text; on stderr at least the
+  # level of the line before, so a traceback's lines stay together.
   defp handle_event(:worker_output, worker_id, {stream, line}, state) do
     {level, message, state} = output_level(state, worker_id, stream, line)
     log(state, level, message, worker_id: worker_id, stream: stream)
@@ -552,16 +561,12 @@ defmodule Snakepit.Pool do
 
       {level, message, %{state | output_levels: levels}}
     else
+      _ when stream == :stderr ->
+        level = max_level(text_level(line), Map.get(state.output_levels, worker_id, :info))
+        {level, line, %{state | output_levels: Map.put(state.output_levels, worker_id, level)}}
+
       _ ->
-        level = text_level(line)
-
-        level =
-          case {stream, Map.get(state.output_levels, worker_id)} do
-            {:stderr, record} when record != nil -> max_level(level, record)
-            _ -> level
-          end
-
-        {level, line, state}
+        {text_level(line), line, state}
     end
   end
 
