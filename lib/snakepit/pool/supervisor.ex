@@ -24,8 +24,9 @@ defmodule Snakepit.Pool.Supervisor do
         []
 
       _pid ->
+        # which_children lists the last started first.
         for {{Snakepit.Pool, name}, _pid, _type, _modules} <-
-              Supervisor.which_children(Snakepit.Pool),
+              Enum.reverse(Supervisor.which_children(Snakepit.Pool)),
             do: name
     end
   end
