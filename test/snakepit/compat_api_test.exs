@@ -154,6 +154,14 @@ defmodule Snakepit.CompatApiTest do
       assert {:error, {:pool_not_found, :nope}} = Snakepit.Pool.list_workers(Snakepit.Pool, :nope)
     end
 
+    test "Snakepit.Pool.Registry answers upstream's worker queries" do
+      ids = Snakepit.list_workers()
+      assert Snakepit.Pool.Registry.worker_count() == length(ids)
+      assert Snakepit.Pool.Registry.list_workers() == ids
+      assert Snakepit.Pool.Registry.worker_exists?(hd(ids))
+      refute Snakepit.Pool.Registry.worker_exists?("no_such_worker")
+    end
+
     test "execute/3 and execute_stream/4" do
       assert {:ok, 5} = Snakepit.Pool.execute("add", %{a: 2, b: 3}, [])
       assert {:ok, 5} = Snakepit.Pool.execute("add", %{a: 2, b: 3})
