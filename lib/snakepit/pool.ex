@@ -273,6 +273,7 @@ defmodule Snakepit.Pool do
       start_error: nil,
       waiters: [],
       entry: nil,
+      running: nil,
       output_levels: %{}
     }
 
@@ -281,8 +282,8 @@ defmodule Snakepit.Pool do
     # keep running.
     case start_native(config, globals) do
       {:ok, handle} ->
-        entry = {handle, config.affinity, globals.request_timeout, globals.stream_timeout}
-        {:ok, publish(%{state | handle: handle}, entry)}
+        running = {handle, config.affinity, globals.request_timeout, globals.stream_timeout}
+        {:ok, publish(%{state | handle: handle, running: running}, running)}
 
       {:error, message} ->
         error = Error.new(:worker, :start_failed, message, pool_name: config.name)
@@ -308,13 +309,6 @@ defmodule Snakepit.Pool do
     if state.entry != entry, do: :persistent_term.put({__MODULE__, state.config.name}, entry)
     %{state | entry: entry}
   end
-
-  defp running_entry(%{entry: {:failed, _, _}, handle: handle} = state) when handle != nil do
-    globals = Snakepit.Config.globals(Application.get_all_env(:snakepit))
-    {handle, state.config.affinity, globals.request_timeout, globals.stream_timeout}
-  end
-
-  defp running_entry(state), do: state.entry
 
   defp fail(state, error) do
     failed =
@@ -422,7 +416,8 @@ defmodule Snakepit.Pool do
         start_error: nil
     }
 
-    state |> publish(running_entry(state)) |> reply_waiters()
+    # A worker that got ready brings a failed pool back.
+    state |> publish(state.running) |> reply_waiters()
   end
 
   defp handle_event(:worker_spawned, worker_id, os_pid, state) do

@@ -89,7 +89,8 @@ defmodule Snakepit.BootTest do
                Snakepit.Pool.await_ready(Snakepit.Pool, 30_000)
 
       # The failed pool's workers keep retrying with backoff; its stats stay readable.
-      assert %{workers: 1} = Snakepit.get_stats(:broken)
+      assert %{ready: 0, worker_restarts: restarts} = Snakepit.get_stats(:broken)
+      assert restarts >= 0
       assert {:ok, _} = Snakepit.execute("ping", %{}, pool_name: :healthy)
     end
 
