@@ -26,7 +26,7 @@ defmodule Snakepit.MixProject do
   def project do
     [
       app: :snakepit,
-      version: "0.1.0",
+      version: "0.13.0",
       elixir: "~> 1.14",
       compilers: [:snakepit_native | Mix.compilers()],
       elixirc_paths: elixirc_paths(Mix.env()),

@@ -2,41 +2,61 @@ defmodule Snakepit do
   @moduledoc """
   Pools of Python workers for Elixir, with the runtime in a C++ NIF.
 
-  Configure pools under `config :snakepit, pools: [...]` (see
-  `Snakepit.Config`) and call tools:
+  Configure pools under `config :snakepit, pooling_enabled: true, pools:
+  [...]` (see `Snakepit.Config`) and call tools:
 
       {:ok, 3} = Snakepit.execute("add", %{a: 1, b: 2})
       {:ok, result} = Snakepit.execute("predict", %{data: [1, 2, 3]}, pool_name: :ml)
 
   Every call returns `{:ok, result}` or `{:error, %Snakepit.Error{}}`; it
-  never raises for a worker-side failure.
+  never raises for a worker-side failure or a bad option.
   """
 
   alias Snakepit.{Args, CrashBarrier, Error, Native, Pool, Telemetry}
   alias Snakepit.Bridge.SessionStore
   alias Snakepit.Telemetry.Calls
 
-  @default_timeout 30_000
   # `timeout: :infinity` has no deadline; natively that is a very long one.
   @no_deadline_ms 10 * 365 * 24 * 3_600_000
   # The native side answers by the deadline; this only guards against a lost reply.
   @reply_margin_ms 2_000
+  # `receive ... after` takes at most 2^32 - 1 ms; past that the native
+  # deadline alone bounds the wait.
+  @max_receive_ms 4_294_967_295 - @reply_margin_ms
   @affinities [:hint, :strict_queue, :strict_fail_fast]
   # Stream chunks are granted back to the native reader in batches of this
   # size; the native window is twice that, which bounds the caller's mailbox.
   @stream_grant 16
+  # Tags a stream callback's exception, so no value it returns is taken for one.
+  @callback_raised :"$snakepit_callback_raised"
 
   @type result :: {:ok, term()} | {:error, Error.t()}
-  @type stream_callback :: (map() -> :halt | term())
+  @type stream_callback :: (map() -> :halt | {:halt, term()} | term())
+  @type stream_result ::
+          :ok
+          | {:error, Error.t()}
+          | {:error, {:callback_exception, Exception.t(), Exception.stacktrace()}}
+          | {:error, term()}
 
   @doc """
   Runs the tool `command` with `args` (a map) in a worker of the pool.
 
-  Options: `:pool_name` (or `:pool`, a pool name; default the first pool,
-  also for `Snakepit.Pool` as upstream Snakepit passes it), `:timeout` in ms
-  or `:infinity` (default 30 s, covering queueing and the call itself),
-  `:session_id`, `:affinity` (`:hint | :strict_queue | :strict_fail_fast`,
-  default the pool's).
+  Options:
+
+    * `:pool_name` (or `:pool`) - a pool name; default the first pool (also
+      for `Snakepit.Pool`, as upstream Snakepit passes it)
+    * `:timeout` - ms or `:infinity`, covering queueing and the call; default
+      the pool's request timeout (`:pool_request_timeout`, else the
+      `:timeout_profile`'s: 300 s for `:balanced`)
+    * `:session_id` - a string; calls of a session prefer one worker
+    * `:affinity` - `:hint | :strict_queue | :strict_fail_fast` or the same
+      as a case-insensitive string; default the pool's
+    * `:binary_parameters` - a map of name => binary, each arriving in Python
+      as a `bytes` argument of that name
+    * `:correlation_id` - a string passed to Python in the request metadata
+      (`"correlation_id"`) and to telemetry metadata
+
+  A bad option value is a `:validation` error naming the option.
   """
   @spec execute(String.t() | atom(), map(), keyword()) :: result()
   def execute(command, args, opts \\ []) do
@@ -60,13 +80,24 @@ defmodule Snakepit do
   Runs a streaming tool (one that yields) and calls `callback` in the
   caller's process with each chunk: the chunk's JSON object as a map (a
   value that is not an object comes as `%{"data" => value}`) plus
-  `"is_final"`. Returning `:halt` from the callback stops the stream and
-  closes the Python generator. Returns `:ok` at the end, or the error that
-  ended the stream (chunks before it were delivered). Options as `execute/3`.
+  `"is_final"`. Called as `execute_stream(command, callback)`,
+  `execute_stream(command, args, callback)` or with options last.
+
+  The callback decides: `:halt` stops the stream (the Python generator is
+  closed) and the call returns `:ok`; `{:halt, reason}` stops it and the
+  call returns `{:error, reason}`; any other value continues. A callback
+  that raises stops the stream first, then the call returns `{:error,
+  {:callback_exception, exception, stacktrace}}` (a throw or exit is
+  re-raised after the stream is stopped).
+
+  Returns `:ok` at the end, or the error that ended the stream (chunks
+  before it were delivered). Options as `execute/3`; the default `timeout`
+  is the pool's stream timeout (`:pool_streaming_timeout`, else the
+  `:timeout_profile`'s: 900 s for `:balanced`).
   """
   @spec execute_stream(String.t() | atom(), map(), stream_callback(), keyword()) ::
-          :ok | {:error, Error.t()}
-  def execute_stream(command, args, callback, opts \\ []) when is_function(callback, 1) do
+          stream_result()
+  def execute_stream(command, args \\ %{}, callback, opts \\ []) when is_function(callback, 1) do
     with {:ok, call} <- submit(command, args, opts, true) do
       call |> stream_loop(callback, 0) |> finish(call) |> stream_result()
     end
@@ -79,9 +110,8 @@ defmodule Snakepit do
           map(),
           stream_callback(),
           keyword()
-        ) ::
-          :ok | {:error, Error.t()}
-  def execute_in_session_stream(session_id, command, args, callback, opts \\ []) do
+        ) :: stream_result()
+  def execute_in_session_stream(session_id, command, args \\ %{}, callback, opts \\ []) do
     execute_stream(command, args, callback, Keyword.put(opts, :session_id, session_id))
   end
 
@@ -159,42 +189,49 @@ defmodule Snakepit do
   end
 
   @doc """
-  Runs `fun` with Snakepit started and its pools ready, then stops Snakepit
-  so no worker outlives the script. Returns what `fun` returns, or
-  `{:error, reason}` when Snakepit cannot start or its pools do not get
-  ready. Options: `:timeout` bounds the wait for readiness (default 30 s);
-  `:stop_mode` is `:if_started` (default: stop Snakepit only if this call
-  started it), `:always` or `:never`.
+  Runs `fun` with Snakepit started and its pools ready, then shuts down so
+  no worker outlives the script. Returns what `fun` returns (an exception
+  it raises is re-raised after the shutdown), `{:error,
+  :pool_initialization_timeout}` when the pools do not get ready in time,
+  the pool's start error (with its Python traceback) when one cannot start,
+  or `{:error, reason}` when Snakepit itself cannot start.
+
+  Options, as upstream's:
+
+    * `:timeout` - how long to wait for the pools (15_000 ms)
+    * `:await_pool` - whether to wait for them (default: `pooling_enabled`)
+    * `:restart` - restart an already started Snakepit so the script's
+      config applies: `true`, `false` or `:auto` (default; restarts when
+      `stop_mode: :always` inside a Mix project)
+    * `:stop_mode` - `:if_started` (default: stop Snakepit only if this call
+      started it), `:always` or `:never`
+    * `:shutdown_timeout` - how long stopping Snakepit may take (15_000 ms)
+    * `:cleanup_timeout` - after stopping, how long this run's workers get
+      to exit before they are killed (5_000 ms; 0 skips the check)
+    * `:exit_mode` - after the shutdown: `:none` (default), `:halt`
+      (`System.halt/1`), `:stop` (`System.stop/1`) or `:auto` (`:stop` when
+      this call started Snakepit and the VM runs with `--no-halt`, else
+      `:none`); the status is 0, or 1 when `fun` raised or the pools did not
+      start. Without the option: the `SNAKEPIT_SCRIPT_EXIT` environment
+      variable (`none | halt | stop | auto`), else `:halt` when
+      `SNAKEPIT_SCRIPT_HALT` is true (`1`, `true`, `yes`, `y`, `on`)
+    * `:halt` - `true` for `exit_mode: :halt` (ignored when `:exit_mode` is given)
   """
   @spec run_as_script((() -> result), keyword()) :: result | {:error, term()}
         when result: term()
-  def run_as_script(fun, opts \\ []) when is_function(fun, 0) do
-    stop_mode = Keyword.get(opts, :stop_mode, :if_started)
+  def run_as_script(fun, opts \\ []) when is_function(fun, 0),
+    do: Snakepit.Script.run(fun, opts)
 
-    case Application.ensure_all_started(:snakepit) do
-      {:ok, started} ->
-        try do
-          with :ok <- Pool.await_ready(:all, Keyword.get(opts, :timeout, 30_000)), do: fun.()
-        after
-          if stop?(stop_mode, started), do: Application.stop(:snakepit)
-        end
-
-      {:error, reason} ->
-        {:error, reason}
-    end
-  end
-
-  defp stop?(:always, _started), do: true
-  defp stop?(:never, _started), do: false
-  defp stop?(:if_started, started), do: :snakepit in started
-
-  @doc "Kills worker processes left behind by BEAMs that are gone. Returns `:ok`."
-  @spec cleanup() :: :ok
-  def cleanup do
-    {run_id, _runtime_dir} = Native.runtime_info()
-    Snakepit.Orphans.sweep(run_id)
-    :ok
-  end
+  @doc """
+  Stops this run's Python workers: every worker process this BEAM started
+  gets SIGTERM (with its process group), and those still alive after 5 s
+  SIGKILL. Returns `:ok` when all are gone, or `{:timeout, os_pids}` naming
+  those that outlived even SIGKILL. Pools that are still running replace
+  their workers; call it after stopping Snakepit (as `run_as_script/2`
+  does) to be sure nothing is left.
+  """
+  @spec cleanup() :: :ok | {:timeout, [non_neg_integer()]}
+  def cleanup, do: Snakepit.Orphans.stop_run(5_000)
 
   # ------------------------------------------------------------ internals
 
@@ -202,21 +239,27 @@ defmodule Snakepit do
     call = %{
       pool_name: pool_name(opts),
       command: to_string(command),
-      timeout: Keyword.get(opts, :timeout, @default_timeout),
       started: System.monotonic_time(),
-      session_id: Keyword.get(opts, :session_id),
-      correlation_id: Keyword.get(opts, :correlation_id),
+      session_id: nil,
+      correlation_id: nil,
       stream: stream?,
       span: nil
     }
 
-    with :ok <- validate_opts(call, opts),
-         {:ok, handle, default_affinity} <- route(call) do
-      native_opts =
-        {native_timeout(call.timeout), opts |> Keyword.get(:session_id, "") |> to_string(),
-         Keyword.get(opts, :affinity, default_affinity), stream?}
-
-      submit_native(Map.put(call, :handle, handle), args, native_opts)
+    with {:ok, {handle, affinity, call_timeout, stream_timeout}} <- route(call),
+         call = Map.merge(call, %{handle: handle, timeout: Keyword.get(opts, :timeout)}),
+         call = %{
+           call
+           | timeout: call.timeout || if(stream?, do: stream_timeout, else: call_timeout)
+         },
+         {:ok, native_opts} <- native_opts(call, opts, affinity, stream?),
+         {:ok, args} <- binary_parameters(call, args, Keyword.get(opts, :binary_parameters)) do
+      call
+      |> Map.merge(%{
+        session_id: nonempty(elem(native_opts, 1)),
+        correlation_id: nonempty(elem(native_opts, 4))
+      })
+      |> submit_native(args, native_opts)
     end
   end
 
@@ -233,27 +276,97 @@ defmodule Snakepit do
     end
   end
 
-  defp validate_opts(call, opts) do
-    affinity = Keyword.get(opts, :affinity, :hint)
-
-    cond do
-      not (call.timeout == :infinity or (is_integer(call.timeout) and call.timeout >= 0)) ->
-        {:error,
-         option_error(
-           call,
-           "timeout must be a non-negative integer (ms) or :infinity, got: #{inspect(call.timeout)}"
-         )}
-
-      affinity not in @affinities ->
-        {:error,
-         option_error(
-           call,
-           "affinity must be one of #{inspect(@affinities)}, got: #{inspect(affinity)}"
-         )}
-
-      true ->
-        :ok
+  # {timeout_ms, session_id, affinity, stream?, correlation_id}, as the NIF takes them.
+  defp native_opts(call, opts, default_affinity, stream?) do
+    with {:ok, timeout} <- timeout_opt(call.timeout),
+         {:ok, session_id} <- string_opt(:session_id, Keyword.get(opts, :session_id)),
+         {:ok, affinity} <- affinity_opt(Keyword.get(opts, :affinity, default_affinity)),
+         {:ok, correlation_id} <- string_opt(:correlation_id, Keyword.get(opts, :correlation_id)) do
+      {:ok, {timeout, session_id, affinity, stream?, correlation_id}}
+    else
+      {:error, message} -> {:error, option_error(call, message)}
     end
+  end
+
+  defp nonempty(""), do: nil
+  defp nonempty(text), do: text
+
+  defp timeout_opt(:infinity), do: {:ok, @no_deadline_ms}
+  defp timeout_opt(ms) when is_integer(ms) and ms >= 0, do: {:ok, min(ms, @no_deadline_ms)}
+
+  defp timeout_opt(other),
+    do:
+      {:error, "timeout must be a non-negative integer (ms) or :infinity, got: #{inspect(other)}"}
+
+  defp string_opt(_name, nil), do: {:ok, ""}
+
+  defp string_opt(name, value) when is_binary(value) do
+    if String.valid?(value),
+      do: {:ok, value},
+      else: {:error, "#{name} must be valid UTF-8, got: #{inspect(value)}"}
+  end
+
+  # Atoms and integers have an obvious text; so does a valid charlist.
+  defp string_opt(_name, value) when is_atom(value) or is_integer(value),
+    do: {:ok, to_string(value)}
+
+  defp string_opt(name, value) when is_list(value) do
+    case :unicode.characters_to_binary(value) do
+      text when is_binary(text) -> {:ok, text}
+      _incomplete_or_error -> not_text(name, value)
+    end
+  rescue
+    ArgumentError -> not_text(name, value)
+  end
+
+  defp string_opt(name, value), do: not_text(name, value)
+
+  defp not_text(name, value),
+    do: {:error, "#{name} must be a string, got: #{inspect(value, limit: 5)}"}
+
+  defp affinity_opt(affinity) when affinity in @affinities, do: {:ok, affinity}
+
+  defp affinity_opt(affinity) when is_binary(affinity) do
+    case Enum.find(@affinities, &(Atom.to_string(&1) == String.downcase(affinity))) do
+      nil -> invalid_affinity(affinity)
+      found -> {:ok, found}
+    end
+  end
+
+  defp affinity_opt(affinity), do: invalid_affinity(affinity)
+
+  defp invalid_affinity(affinity) do
+    {:error,
+     "affinity must be one of #{inspect(@affinities)} (or the same as a string), " <>
+       "got: #{inspect(affinity)}"}
+  end
+
+  # Each binary parameter travels as raw bytes ({:binary, bin}), as Python bytes.
+  defp binary_parameters(_call, args, nil), do: {:ok, args}
+
+  defp binary_parameters(call, args, params) when is_map(params) and is_map(args) do
+    Enum.reduce_while(params, {:ok, args}, fn
+      {name, bin}, {:ok, acc} when (is_binary(name) or is_atom(name)) and is_binary(bin) ->
+        {:cont, {:ok, Map.put(acc, name, {:binary, bin})}}
+
+      {name, value}, _acc ->
+        message =
+          "binary_parameters must map names (strings or atoms) to binaries, got " <>
+            "#{inspect(name)} => #{inspect(value, limit: 5)}"
+
+        {:halt, {:error, option_error(call, message)}}
+    end)
+  end
+
+  # Args that are not a map are refused by submit_native.
+  defp binary_parameters(_call, args, params) when is_map(params), do: {:ok, args}
+
+  defp binary_parameters(call, _args, params) do
+    {:error,
+     option_error(
+       call,
+       "binary_parameters must be a map of name => binary, got: #{inspect(params, limit: 5)}"
+     )}
   end
 
   defp option_error(call, message) do
@@ -262,9 +375,6 @@ defmodule Snakepit do
       pool_name: call.pool_name
     )
   end
-
-  defp native_timeout(:infinity), do: @no_deadline_ms
-  defp native_timeout(ms), do: ms
 
   defp submit_native(call, args, native_opts, prepared? \\ false)
 
@@ -343,6 +453,7 @@ defmodule Snakepit do
   defp built_chunk(chunk), do: chunk
 
   defp reply_wait(:infinity), do: :infinity
+  defp reply_wait(timeout) when timeout > @max_receive_ms, do: :infinity
   defp reply_wait(timeout), do: timeout + @reply_margin_ms
 
   defp stream_loop(%{ref: ref} = call, callback, consumed) do
@@ -350,9 +461,15 @@ defmodule Snakepit do
       {^ref, :chunk, chunk} ->
         case run_callback(call, callback, built_chunk(chunk)) do
           :halt ->
-            Native.cancel(call.handle, call.request_id)
-            drain_stream(ref)
+            stop_stream(call)
             {{:ok, nil}, ""}
+
+          {:halt, reason} ->
+            stop_stream(call)
+            {{:halted, reason}, ""}
+
+          {@callback_raised, exception, stacktrace} ->
+            {{:halted, {:callback_exception, exception, stacktrace}}, ""}
 
           _ when consumed + 1 == @stream_grant ->
             Native.grant(call.handle, call.request_id, @stream_grant)
@@ -369,18 +486,28 @@ defmodule Snakepit do
     end
   end
 
-  # A raising callback must not leave the stream running against a caller
-  # that is gone: cancel it, drop what it sent, then re-raise.
+  # A callback that fails must not leave the stream running: cancel it and
+  # drop what it sent first. An exception is returned (as upstream does),
+  # a throw or exit re-raised.
   defp run_callback(call, callback, chunk) do
     callback.(chunk)
+  rescue
+    exception ->
+      stop_stream(call)
+      {@callback_raised, exception, __STACKTRACE__}
   catch
     kind, reason ->
-      Native.cancel(call.handle, call.request_id)
-      drain_stream(call.ref)
+      stop_stream(call)
       :erlang.raise(kind, reason, __STACKTRACE__)
   end
 
+  defp stop_stream(call) do
+    Native.cancel(call.handle, call.request_id)
+    drain_stream(call.ref)
+  end
+
   defp remaining(%{timeout: :infinity}), do: :infinity
+  defp remaining(%{timeout: timeout}) when timeout > @max_receive_ms, do: :infinity
 
   defp remaining(call) do
     elapsed =
@@ -430,6 +557,10 @@ defmodule Snakepit do
       case result do
         {:ok, _} = ok ->
           ok
+
+        # The stream callback stopped it: {:halt, reason} or an exception.
+        {:halted, reason} ->
+          {:error, reason}
 
         {:error, native_error} ->
           {:error,

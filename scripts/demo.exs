@@ -1,4 +1,6 @@
 # `make demo`: a process pool with the built-in showcase adapter.
+Application.put_env(:snakepit, :pooling_enabled, true)
+
 Application.put_env(:snakepit, :pools, [%{name: :default, worker_profile: :process, pool_size: 2}])
 
 Logger.configure(level: :warning)

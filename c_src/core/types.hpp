@@ -48,6 +48,7 @@ struct CallRequest {
   std::uint64_t request_id = 0;  // the pool's id, which the worker reports while it runs the call
   std::string tool;
   std::string session_id;
+  std::string correlation_id;  // empty: none given
   std::vector<Param> params;
   Millis timeout{30000};
   Affinity affinity = Affinity::hint;

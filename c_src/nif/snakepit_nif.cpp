@@ -358,7 +358,7 @@ ERL_NIF_TERM submit_impl(ErlNifEnv* env, const ERL_NIF_TERM argv[], std::size_t 
 
 ERL_NIF_TERM submit_dirty(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) { return submit_impl(env, argv, 0); }
 
-// submit(pool, tool, args, {timeout_ms, session_id, affinity, stream?}, ref)
+// submit(pool, tool, args, {timeout_ms, session_id, affinity, stream?, correlation_id}, ref)
 ERL_NIF_TERM submit(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   return submit_impl(env, argv, kSchedulerEncodeBudget);
 }
@@ -384,8 +384,8 @@ ERL_NIF_TERM submit_impl(ErlNifEnv* env, const ERL_NIF_TERM argv[], std::size_t 
   const ERL_NIF_TERM* opts = nullptr;
   int arity = 0;
   if (resource == nullptr || !get_string(env, argv[1], call.tool) || !enif_get_tuple(env, argv[3], &arity, &opts) ||
-      arity != 4 || !enif_get_int64(env, opts[0], &timeout_ms) || !get_string(env, opts[1], call.session_id) ||
-      !enif_is_ref(env, argv[4]))
+      arity != 5 || !enif_get_int64(env, opts[0], &timeout_ms) || !get_string(env, opts[1], call.session_id) ||
+      !get_string(env, opts[4], call.correlation_id) || !enif_is_ref(env, argv[4]))
     return enif_make_badarg(env);
   // Protobuf strings must be UTF-8: the worker would refuse the request.
   if (!codec::valid_utf8(call.tool))

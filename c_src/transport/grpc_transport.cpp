@@ -36,6 +36,8 @@ void fill_request(pb::ExecuteToolRequest& request, core::CallRequest&& call) {
   request.set_tool_name(std::move(call.tool));
   request.set_session_id(std::move(call.session_id));
   request.set_stream(call.stream);
+  // Upstream's key: the Python side reads it from the request metadata.
+  if (!call.correlation_id.empty()) (*request.mutable_metadata())["correlation_id"] = std::move(call.correlation_id);
   auto& parameters = *request.mutable_parameters();
   auto& binaries = *request.mutable_binary_parameters();
   for (auto& param : call.params) {

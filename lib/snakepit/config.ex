@@ -2,10 +2,19 @@ defmodule Snakepit.Config do
   @moduledoc """
   Reads, normalises and validates Snakepit's application configuration.
 
-  Everything here is pure: the functions take the `:snakepit` application
-  environment (for example `Application.get_all_env(:snakepit)`) and return
-  plain maps, raising `ArgumentError` on any invalid value. The error message
-  names the key, shows the offending value and says what is allowed.
+  `pools/1`, `normalize_pool/2`, `globals/1` and `ignored_keys/1` are pure:
+  they take the `:snakepit` application environment (for example
+  `Application.get_all_env(:snakepit)`) and return plain maps, raising
+  `ArgumentError` on any invalid value. The error message names the key,
+  shows the offending value and says what is allowed. Upstream's API
+  (`get_pool_configs/0`, `get_pool_config/1`, `validate_pool_config/1`,
+  `normalize_pool_config/1`, `grpc_listener_config/0`, ...) reads the
+  application environment itself.
+
+  Keys Snakepit native does not use (upstream's gRPC listener, instance and
+  process-registry settings, `capacity_strategy`, `memory_threshold_mb`,
+  unknown keys) never stop the boot: the application names them in one
+  warning (`ignored_keys/1`).
 
   ## Pool forms
 
@@ -19,10 +28,14 @@ defmodule Snakepit.Config do
   ## Global defaults
 
   Top-level `:pool_size`, `:adapter_module`, `:affinity`,
-  `:graceful_shutdown_timeout_ms` and `:heartbeat` act as defaults for every
-  pool, as do `:pool_max_queue_size` (per pool `:max_queue_size`),
-  `:pool_queue_timeout` (per pool `:queue_timeout_ms`) and
-  `:python_executable`.
+  `:capacity_strategy`, `:graceful_shutdown_timeout_ms` and `:heartbeat` act
+  as defaults for every pool, as do `:default_pool_size` (per pool
+  `:pool_size`), `:pool_startup_batch_size`, `:pool_startup_batch_delay_ms`,
+  `:pool_max_workers` (per pool `:max_workers`, 150, which caps
+  `:pool_size`), `:pool_max_queue_size` (per pool `:max_queue_size`),
+  `:pool_queue_timeout` (per pool `:queue_timeout_ms`; default from
+  `:timeout_profile`) and `:python_executable`. `:affinity` may be an atom
+  or a case-insensitive string; `:heartbeat` keys atoms or strings.
 
   ## Derived keys
 
@@ -83,7 +96,10 @@ defmodule Snakepit.Config do
     worker_ttl: :ttl,
     worker_max_requests: :max_requests,
     graceful_shutdown_timeout_ms: :non_neg_integer,
-    affinity: {:one_of, @affinities},
+    affinity: :affinity,
+    capacity_strategy: {:one_of, [:pool, :profile, :hybrid]},
+    max_workers: :pos_integer,
+    memory_threshold_mb: :optional_pos_integer,
     session_ttl_ms: :pos_integer,
     tool_overrun_grace_ms: :non_neg_integer,
     max_queue_size: :pos_integer,
@@ -107,6 +123,8 @@ defmodule Snakepit.Config do
     worker_max_requests: :infinity,
     graceful_shutdown_timeout_ms: 6_000,
     affinity: :hint,
+    capacity_strategy: :pool,
+    memory_threshold_mb: nil,
     session_ttl_ms: 3_600_000,
     tool_overrun_grace_ms: 5_000,
     restart_backoff_ms: 500,
@@ -114,7 +132,149 @@ defmodule Snakepit.Config do
   }
 
   # Top-level keys that set a pool default of the same name.
-  @global_pool_defaults [:pool_size, :adapter_module, :affinity, :graceful_shutdown_timeout_ms]
+  @global_pool_defaults [
+    :pool_size,
+    :adapter_module,
+    :affinity,
+    :graceful_shutdown_timeout_ms,
+    :capacity_strategy
+  ]
+  # Top-level keys (upstream's names) that set the default of a pool key.
+  @renamed_pool_defaults [
+    default_pool_size: :pool_size,
+    pool_startup_batch_size: :startup_batch_size,
+    pool_startup_batch_delay_ms: :startup_batch_delay_ms,
+    pool_max_workers: :max_workers
+  ]
+
+  # Pool keys that are validated and kept but change nothing here: the
+  # native scheduler is always load-aware, and worker memory is not watched.
+  @inert_pool_keys [:capacity_strategy, :memory_threshold_mb]
+
+  # Upstream's timeout profiles (lib/snakepit/defaults.ex), in ms.
+  @timeout_profiles %{
+    balanced: %{default_timeout: 300_000, stream_timeout: 900_000, queue_timeout: 10_000},
+    production: %{default_timeout: 300_000, stream_timeout: 900_000, queue_timeout: 10_000},
+    production_strict: %{default_timeout: 60_000, stream_timeout: 300_000, queue_timeout: 5_000},
+    development: %{default_timeout: 900_000, stream_timeout: 3_600_000, queue_timeout: 60_000},
+    ml_inference: %{default_timeout: 900_000, stream_timeout: 3_600_000, queue_timeout: 60_000},
+    batch: %{default_timeout: 3_600_000, stream_timeout: :infinity, queue_timeout: 300_000}
+  }
+
+  # Global keys read by this module (validated by globals/1 and pools/1).
+  @global_keys [
+    :pooling_enabled,
+    :pools,
+    :pool_config,
+    :pool_size,
+    :adapter_module,
+    :adapter_args,
+    :adapter_env,
+    :affinity,
+    :capacity_strategy,
+    :graceful_shutdown_timeout_ms,
+    :heartbeat,
+    :pool_max_queue_size,
+    :pool_queue_timeout,
+    :pool_max_workers,
+    :timeout_profile,
+    :pool_request_timeout,
+    :pool_streaming_timeout,
+    :pool_startup_timeout,
+    :pool_await_ready_timeout,
+    :pool_startup_batch_size,
+    :pool_startup_batch_delay_ms,
+    :default_pool_size,
+    :python_executable,
+    :log_level
+  ]
+
+  # Global keys other parts of Snakepit read (fault tolerance, sessions, the
+  # interpreter, log categories): accepted here without a word.
+  @owned_elsewhere [:log_categories, :python_runtime, :python, :crash_barrier, :session_store]
+  @owned_prefixes ["crash_barrier_", "circuit_breaker_", "retry_", "health_monitor_", "session_"]
+
+  # Upstream keys for machinery Snakepit native does not have (the Elixir
+  # gRPC listener, the DETS process registry, instance isolation, Elixir-side
+  # worker supervision and its timeouts): accepted, named in the boot warning.
+  @no_meaning_here [
+    :grpc_listener,
+    :grpc_port,
+    :grpc_host,
+    :grpc_internal_host,
+    :grpc_listener_ready_timeout_ms,
+    :grpc_listener_port_check_interval_ms,
+    :grpc_listener_reuse_attempts,
+    :grpc_listener_reuse_wait_timeout_ms,
+    :grpc_listener_reuse_retry_delay_ms,
+    :grpc_max_connections,
+    :grpc_num_acceptors,
+    :grpc_socket_backlog,
+    :grpc_port_pool_size,
+    :grpc_request_logging,
+    :grpc_server_ready_timeout,
+    :grpc_stream_open_timeout_ms,
+    :grpc_stream_control_timeout_ms,
+    :grpc_worker_execute_timeout,
+    :grpc_worker_stream_timeout,
+    :grpc_worker_health_check_interval,
+    :grpc_worker_health_check_timeout_ms,
+    :grpc_client_execute_timeout,
+    :grpc_command_timeout,
+    :grpc_batch_inference_timeout,
+    :grpc_large_dataset_timeout,
+    :instance_name,
+    :instance_token,
+    :data_dir,
+    :rogue_cleanup,
+    :rogue_cleanup_run_markers,
+    :process_group_kill,
+    :process_registry_cleanup_interval,
+    :process_registry_dets_flush_interval_ms,
+    :process_registry_unregister_cleanup_attempts,
+    :process_registry_unregister_cleanup_delay,
+    :cleanup_on_stop,
+    :cleanup_on_stop_timeout_ms,
+    :cleanup_poll_interval_ms,
+    :cleanup_retry_interval_ms,
+    :cleanup_max_retries,
+    :checkout_timeout,
+    :default_command_timeout,
+    :worker_call_margin_ms,
+    :pool_reply_margin_ms,
+    :pool_max_cancelled_entries,
+    :pool_cancelled_retention_multiplier,
+    :worker_ready_timeout,
+    :lifecycle_check_interval,
+    :lifecycle_check_max_concurrency,
+    :lifecycle_health_check_interval,
+    :lifecycle_worker_action_timeout_ms,
+    :heartbeat_ping_interval_ms,
+    :heartbeat_timeout_ms,
+    :heartbeat_max_missed,
+    :heartbeat_initial_delay_ms,
+    :affinity_cache_ttl_seconds,
+    :default_capacity_strategy,
+    :default_worker_profile,
+    :config_default_batch_delay,
+    :config_default_batch_size,
+    :config_default_threads_per_worker,
+    :executor_batch_timeout,
+    :shutdown_margin_ms,
+    :log_python_output,
+    :library_mode,
+    :test_mode,
+    :environment,
+    :enable_otlp,
+    :telemetry_log_level,
+    :telemetry_metrics,
+    :auto_install_python_deps,
+    :require_python_313,
+    :bootstrap_project_root,
+    :bootstrap_runner,
+    :env_doctor_module,
+    :env_doctor_runner
+  ]
   @legacy_keys [:pool_size, :adapter_module, :adapter_args, :adapter_env]
 
   @derived_from %{
@@ -124,11 +284,8 @@ defmodule Snakepit.Config do
     worker_ttl_ms: ":worker_ttl"
   }
 
-  # Upstream options accepted for compatibility and otherwise ignored.
-  @ignored_keys [:max_workers, :capacity_strategy]
-
   @user_keys [:name, :heartbeat | Keyword.keys(@pool_fields)]
-  @allowed_keys @user_keys ++ Map.keys(@derived_from) ++ @ignored_keys
+  @allowed_keys @user_keys ++ Map.keys(@derived_from)
 
   @typedoc "Worker execution model."
   @type worker_profile :: :process | :thread
@@ -166,6 +323,9 @@ defmodule Snakepit.Config do
           worker_max_requests: :infinity | pos_integer(),
           graceful_shutdown_timeout_ms: non_neg_integer(),
           affinity: :hint | :strict_queue | :strict_fail_fast,
+          capacity_strategy: :pool | :profile | :hybrid,
+          max_workers: pos_integer(),
+          memory_threshold_mb: pos_integer() | nil,
           session_ttl_ms: pos_integer(),
           tool_overrun_grace_ms: non_neg_integer(),
           max_queue_size: pos_integer(),
@@ -176,10 +336,16 @@ defmodule Snakepit.Config do
         }
 
   @type globals :: %{
+          pooling_enabled: boolean(),
           pool_max_queue_size: pos_integer(),
           pool_queue_timeout: pos_integer(),
           python_executable: String.t() | nil,
-          log_level: :debug | :info | :warning | :error | :none | nil
+          log_level: :debug | :info | :warning | :error | :none,
+          timeout_profile: atom(),
+          request_timeout: timeout(),
+          stream_timeout: timeout(),
+          pool_startup_timeout: pos_integer(),
+          pool_await_ready_timeout: timeout()
         }
 
   @doc "The Python adapter class used when a pool names none."
@@ -189,8 +355,8 @@ defmodule Snakepit.Config do
   @doc """
   Returns the normalised pools described by the application environment.
 
-  Raises `ArgumentError` on invalid values, unknown keys, a missing `:name`
-  or duplicate pool names. With no pool configuration at all the result is
+  Raises `ArgumentError` on invalid values, a missing `:name` or duplicate
+  pool names (unknown keys are dropped, see `ignored_keys/1`). With no pool configuration at all the result is
   a single default pool named `:default`.
   """
   @spec pools(keyword()) :: [pool_config()]
@@ -212,14 +378,15 @@ defmodule Snakepit.Config do
   Normalises and validates one pool given as a map or keyword list.
 
   `globals` is the application environment, used for defaults (see the
-  module documentation).
+  module documentation). Keys it does not know are dropped; the application
+  names them in one warning at boot (see `ignored_keys/1`).
   """
   @spec normalize_pool(map() | keyword(), keyword()) :: pool_config()
   def normalize_pool(pool, globals \\ []) when is_list(globals) do
     attrs = attrs!(pool, "invalid pool config")
     name = name!(attrs)
     ctx = "in pool #{inspect(name)}"
-    check_keys!(attrs, @allowed_keys, @user_keys, "key", ctx)
+    attrs = Map.take(attrs, @allowed_keys)
 
     defaults = pool_defaults(globals)
 
@@ -238,20 +405,226 @@ defmodule Snakepit.Config do
   @doc """
   Returns the validated global settings.
 
-  `:pool_max_queue_size` defaults to 1000, `:pool_queue_timeout` to 10_000 ms,
-  `:python_executable` to `nil` and `:log_level` to `nil`. `:log_level` is
-  the lowest level of Snakepit's own log lines, worker output included
-  (`:none` silences them; `:warn` is accepted as `:warning`); unset, only
-  Logger's level decides.
+  `:pooling_enabled` defaults to `false` (no pool starts, as upstream),
+  `:pool_max_queue_size` to 1000, `:pool_queue_timeout` to the timeout
+  profile's queue timeout (10_000 ms for `:balanced`), `:python_executable`
+  to `nil`, `:pool_startup_timeout` (per worker start) to 60_000 ms,
+  `:pool_await_ready_timeout` to 15_000 ms and `:log_level` to `:error`.
+
+  `:log_level` is the lowest level of Snakepit's own log lines, worker
+  output included (`:none` silences them; `:warn` is accepted as
+  `:warning`). `:request_timeout` and `:stream_timeout` are the default
+  `timeout:` of calls and of streams: `:pool_request_timeout` and
+  `:pool_streaming_timeout` when set, else those of `:timeout_profile`
+  (default `:balanced`, see `timeout_profiles/0`).
   """
   @spec globals(keyword()) :: globals()
   def globals(env) when is_list(env) do
+    profile = global!(env, :timeout_profile, :balanced, {:one_of, Map.keys(@timeout_profiles)})
+    timeouts = Map.fetch!(@timeout_profiles, profile)
+
     %{
+      pooling_enabled: global!(env, :pooling_enabled, false, :boolean),
       pool_max_queue_size: global!(env, :pool_max_queue_size, 1_000, :pos_integer),
-      pool_queue_timeout: global!(env, :pool_queue_timeout, 10_000, :pos_integer),
+      pool_queue_timeout: global!(env, :pool_queue_timeout, timeouts.queue_timeout, :pos_integer),
       python_executable: global!(env, :python_executable, nil, :optional_string),
-      log_level: global!(env, :log_level, nil, :log_level)
+      log_level: global!(env, :log_level, :error, :log_level),
+      timeout_profile: profile,
+      request_timeout: global!(env, :pool_request_timeout, timeouts.default_timeout, :timeout),
+      stream_timeout: global!(env, :pool_streaming_timeout, timeouts.stream_timeout, :timeout),
+      pool_startup_timeout: global!(env, :pool_startup_timeout, 60_000, :pos_integer),
+      pool_await_ready_timeout: global!(env, :pool_await_ready_timeout, 15_000, :timeout)
     }
+  end
+
+  @doc """
+  Upstream's timeout profiles (`config :snakepit, timeout_profile: name`):
+  per profile the default `timeout:` of a call (`default_timeout`), of a
+  stream (`stream_timeout`) and the queue timeout (`queue_timeout`), in ms.
+  """
+  @spec timeout_profiles() :: %{atom() => %{atom() => timeout()}}
+  def timeout_profiles, do: @timeout_profiles
+
+  @doc """
+  The configuration keys Snakepit native accepts but does not use, as one
+  message naming them, or `nil` when there are none: upstream keys for
+  machinery it does not have (the Elixir gRPC listener, ...), pool keys that
+  change nothing here, and unknown keys, globally, per pool and in
+  `:heartbeat`. The application logs it once at boot; such keys never stop
+  the boot.
+  """
+  @spec ignored_keys(keyword()) :: String.t() | nil
+  def ignored_keys(env) when is_list(env) do
+    {no_meaning, unknown} =
+      env
+      |> Keyword.keys()
+      |> Enum.reject(&(&1 in @global_keys or &1 in @owned_elsewhere or owned_prefix?(&1)))
+      |> Enum.split_with(&(&1 in @no_meaning_here))
+
+    parts =
+      [
+        keys_part("upstream keys with no meaning in Snakepit native", no_meaning, @global_ctx),
+        keys_part("unknown keys", unknown, @global_ctx),
+        heartbeat_ignored(Keyword.get(env, :heartbeat), @global_ctx)
+      ] ++ Enum.flat_map(pool_inputs(env), &pool_ignored/1)
+
+    case Enum.reject(parts, &is_nil/1) do
+      [] -> nil
+      parts -> "Snakepit ignores these configuration keys: " <> Enum.join(parts, "; ")
+    end
+  end
+
+  defp owned_prefix?(key) do
+    text = Atom.to_string(key)
+    Enum.any?(@owned_prefixes, &String.starts_with?(text, &1))
+  end
+
+  defp pool_inputs(env) do
+    case Keyword.get(env, :pools) do
+      [_ | _] = pools ->
+        pools
+
+      _ ->
+        case Keyword.get(env, :pool_config) do
+          nil -> []
+          config -> [config |> loose_attrs() |> Map.put(:name, :default)]
+        end
+    end
+  end
+
+  # For naming keys only: anything that is not a map or keyword list has none.
+  defp loose_attrs(value) when is_map(value) and not is_struct(value), do: value
+
+  defp loose_attrs(value) when is_list(value),
+    do: if(Keyword.keyword?(value), do: Map.new(value), else: %{})
+
+  defp loose_attrs(_value), do: %{}
+
+  defp pool_ignored(pool) do
+    attrs = loose_attrs(pool)
+    ctx = "in pool #{inspect(Map.get(attrs, :name))}"
+    keys = Map.keys(attrs)
+
+    [
+      keys_part(
+        "keys that change nothing here",
+        Enum.filter(keys, &(&1 in @inert_pool_keys)),
+        ctx
+      ),
+      keys_part("unknown keys", Enum.reject(keys, &(&1 in @allowed_keys)), ctx),
+      heartbeat_ignored(Map.get(attrs, :heartbeat), ctx)
+    ]
+  end
+
+  defp heartbeat_ignored(nil, _ctx), do: nil
+
+  defp heartbeat_ignored(heartbeat, ctx) do
+    known = Keyword.keys(@heartbeat_fields)
+
+    unknown =
+      heartbeat |> loose_attrs() |> Map.keys() |> Enum.reject(&(heartbeat_key(&1) in known))
+
+    keys_part("unknown heartbeat keys", unknown, "in :heartbeat " <> ctx)
+  end
+
+  defp keys_part(_label, [], _ctx), do: nil
+
+  defp keys_part(label, keys, ctx),
+    do: "#{label} #{ctx}: " <> (keys |> Enum.sort() |> Enum.map_join(", ", &inspect/1))
+
+  ## Upstream's Snakepit.Config API
+
+  @doc """
+  The normalised pools of the `:snakepit` application environment:
+  `{:ok, pools}` or `{:error, {:invalid_config, message}}`.
+  """
+  @spec get_pool_configs() :: {:ok, [pool_config()]} | {:error, {:invalid_config, String.t()}}
+  def get_pool_configs do
+    {:ok, pools(Application.get_all_env(:snakepit))}
+  rescue
+    error in ArgumentError -> {:error, {:invalid_config, Exception.message(error)}}
+  end
+
+  @doc """
+  The normalised pool named `pool_name`: `{:ok, pool}`, `{:error,
+  :pool_not_found}`, or the error of `get_pool_configs/0`.
+  """
+  @spec get_pool_config(atom()) :: {:ok, pool_config()} | {:error, term()}
+  def get_pool_config(pool_name) when is_atom(pool_name) do
+    with {:ok, pools} <- get_pool_configs() do
+      case Enum.find(pools, &(&1.name == pool_name)) do
+        nil -> {:error, :pool_not_found}
+        pool -> {:ok, pool}
+      end
+    end
+  end
+
+  @doc """
+  Validates and normalises one pool map (defaults from the application
+  environment): `{:ok, pool}` or `{:error, {:invalid_pool_config, reason}}`
+  where `reason` is the message naming the key, the value and what is allowed.
+  """
+  @spec validate_pool_config(term()) ::
+          {:ok, pool_config()} | {:error, {:invalid_pool_config, term()}}
+  def validate_pool_config(config) when is_map(config) do
+    {:ok, normalize_pool_config(config)}
+  rescue
+    error in ArgumentError -> {:error, {:invalid_pool_config, Exception.message(error)}}
+  end
+
+  def validate_pool_config(invalid), do: {:error, {:invalid_pool_config, invalid}}
+
+  @doc """
+  Normalises one pool map, every default filled in from the application
+  environment; raises `ArgumentError` on an invalid value.
+  """
+  @spec normalize_pool_config(map() | keyword()) :: pool_config()
+  def normalize_pool_config(config),
+    do: normalize_pool(config, Application.get_all_env(:snakepit))
+
+  @doc "Whether a pool config uses the thread profile."
+  @spec thread_profile?(map()) :: boolean()
+  def thread_profile?(config) when is_map(config), do: Map.get(config, :worker_profile) == :thread
+
+  @doc "Whether the application environment lists its pools under `:pools`."
+  @spec multi_pool_mode?() :: boolean()
+  def multi_pool_mode?, do: is_list(Application.get_env(:snakepit, :pools))
+
+  @doc """
+  The heartbeat settings every pool starts from: the defaults with the
+  global `:heartbeat` config (atom or string keys) merged over them.
+  """
+  @spec heartbeat_defaults() :: heartbeat()
+  def heartbeat_defaults do
+    case Application.get_env(:snakepit, :heartbeat) do
+      nil -> @heartbeat_defaults
+      heartbeat -> Map.merge(@heartbeat_defaults, heartbeat!(heartbeat, @global_ctx))
+    end
+  end
+
+  @doc """
+  Upstream's gRPC listener settings. Snakepit native has no Elixir gRPC
+  listener (Python reaches Elixir over a private Unix socket), so this is
+  always upstream's `:internal` shape: `{:ok, %{mode: :internal, host:
+  host, bind_host: host, port: 0, base_port: nil, pool_size: nil}}`.
+  """
+  @spec grpc_listener_config() :: {:ok, map()}
+  def grpc_listener_config do
+    listener = Application.get_env(:snakepit, :grpc_listener) |> loose_attrs()
+
+    host =
+      listener[:host] || listener["host"] ||
+        Application.get_env(:snakepit, :grpc_internal_host, "127.0.0.1")
+
+    {:ok,
+     %{mode: :internal, host: host, bind_host: host, port: 0, base_port: nil, pool_size: nil}}
+  end
+
+  @doc "Like `grpc_listener_config/0`, returning the map itself."
+  @spec grpc_listener_config!() :: map()
+  def grpc_listener_config! do
+    {:ok, config} = grpc_listener_config()
+    config
   end
 
   ## Pool forms
@@ -295,13 +668,22 @@ defmodule Snakepit.Config do
   defp pool_defaults(env) do
     globals = globals(env)
 
+    renamed =
+      for {global, key} <- @renamed_pool_defaults,
+          value = Keyword.get(env, global),
+          value != nil do
+        {key, value!(value, Keyword.fetch!(@pool_fields, key), global, @global_ctx)}
+      end
+
     from_env =
       env
       |> Keyword.take(@global_pool_defaults)
       |> Enum.reject(fn {_key, value} -> is_nil(value) end)
-      |> Map.new(fn {key, value} ->
+      |> Enum.map(fn {key, value} ->
         {key, value!(value, Keyword.fetch!(@pool_fields, key), key, @global_ctx)}
       end)
+      # A pool_size given by its own name wins over default_pool_size.
+      |> then(&Map.merge(Map.new(renamed), Map.new(&1)))
 
     global_heartbeat =
       case Keyword.get(env, :heartbeat) do
@@ -312,6 +694,7 @@ defmodule Snakepit.Config do
     @static_defaults
     |> Map.merge(%{
       pool_size: System.schedulers_online() * 2,
+      max_workers: 150,
       max_queue_size: globals.pool_max_queue_size,
       queue_timeout_ms: globals.pool_queue_timeout,
       python_executable: globals.python_executable,
@@ -337,6 +720,7 @@ defmodule Snakepit.Config do
     |> Map.delete(:adapter_spec)
     |> Map.merge(%{
       name: name,
+      pool_size: min(values.pool_size, values.max_workers),
       adapter: adapter,
       adapter_args: adapter_args,
       heartbeat: heartbeat,
@@ -466,38 +850,27 @@ defmodule Snakepit.Config do
     raise ArgumentError, "missing required key :name in pool config #{inspect(attrs)}"
   end
 
-  defp check_keys!(attrs, allowed, shown, label, ctx) do
-    allowed_text = shown |> Enum.sort() |> Enum.map_join(", ", &inspect/1)
-
-    case attrs |> Map.keys() |> Enum.reject(&(&1 in allowed)) |> Enum.sort() do
-      [] ->
-        :ok
-
-      [key] ->
-        raise ArgumentError,
-              "unknown #{label} #{inspect(key)} #{ctx}; allowed keys: #{allowed_text}"
-
-      keys ->
-        unknown = Enum.map_join(keys, ", ", &inspect/1)
-        raise ArgumentError, "unknown #{label}s #{unknown} #{ctx}; allowed keys: #{allowed_text}"
-    end
-  end
-
   defp heartbeat!(value, ctx) when is_map(value) or is_list(value) do
-    attrs = attrs!(value, "invalid value for :heartbeat #{ctx}")
-    keys = Keyword.keys(@heartbeat_fields)
-    check_keys!(attrs, keys, keys, "heartbeat key", ctx)
     heartbeat_ctx = "in :heartbeat #{ctx}"
 
-    Map.new(attrs, fn {key, field_value} ->
+    # String keys (as upstream accepts) become atoms; unknown keys are
+    # dropped here and named in the boot warning.
+    for {key, field_value} <- attrs!(value, "invalid value for :heartbeat #{ctx}"),
+        key = heartbeat_key(key),
+        List.keymember?(@heartbeat_fields, key, 0),
+        into: %{} do
       {key, value!(field_value, Keyword.fetch!(@heartbeat_fields, key), key, heartbeat_ctx)}
-    end)
+    end
   end
 
   defp heartbeat!(value, ctx) do
     expected = "a map or keyword list of heartbeat options"
     raise ArgumentError, invalid_message(:heartbeat, value, expected, ctx)
   end
+
+  @heartbeat_string_keys Map.new(@heartbeat_fields, fn {key, _} -> {Atom.to_string(key), key} end)
+  defp heartbeat_key(key) when is_binary(key), do: Map.get(@heartbeat_string_keys, key, key)
+  defp heartbeat_key(key), do: key
 
   ## Value validation
 
@@ -532,6 +905,30 @@ defmodule Snakepit.Config do
     do: {:ok, value}
 
   defp validate(:module, _value), do: {:error, "a module name (an atom)"}
+
+  defp validate(:affinity, value) when value in @affinities, do: {:ok, value}
+
+  defp validate(:affinity, value) when is_binary(value) do
+    case Enum.find(@affinities, &(Atom.to_string(&1) == String.downcase(value))) do
+      nil -> validate(:affinity, nil)
+      affinity -> {:ok, affinity}
+    end
+  end
+
+  defp validate(:affinity, _value),
+    do:
+      {:error, "one of #{Enum.map_join(@affinities, ", ", &inspect/1)} (or the same as a string)"}
+
+  defp validate(:optional_pos_integer, nil), do: {:ok, nil}
+
+  defp validate(:optional_pos_integer, value) when is_integer(value) and value > 0,
+    do: {:ok, value}
+
+  defp validate(:optional_pos_integer, _value), do: {:error, "nil or a positive integer"}
+
+  defp validate(:timeout, :infinity), do: {:ok, :infinity}
+  defp validate(:timeout, value) when is_integer(value) and value > 0, do: {:ok, value}
+  defp validate(:timeout, _value), do: {:error, "a positive integer (ms) or :infinity"}
 
   defp validate(:optional_string, nil), do: {:ok, nil}
   defp validate(:optional_string, value) when is_binary(value) and value != "", do: {:ok, value}

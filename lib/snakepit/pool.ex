@@ -6,6 +6,20 @@ defmodule Snakepit.Pool do
 
   Requests never pass through this process: `Snakepit.execute/3` reads the
   handle from `:persistent_term` and submits to the NIF directly.
+
+  The pools the application starts are children of the supervisor
+  registered as `Snakepit.Pool` (`Snakepit.Pool.Supervisor`), so
+  `Process.whereis(Snakepit.Pool)` is a live process as upstream code
+  expects; this module also has upstream's pool API (`get_stats/0,1,2`,
+  `list_workers/0,1,2`, `execute/3`, `execute_stream/4`, `await_ready/0,1,2`,
+  `await_init_complete/0,1,2`), where `Snakepit.Pool` (or that process's
+  pid) as the first argument means every pool.
+
+  A pool starts asynchronously: its workers boot after `start_link/1`
+  returns. A pool none of whose workers ever got ready, and one of which
+  failed to start, is *failed*: calls to it return `:pool_not_initialized`
+  with the start error and its Python traceback (in `python_traceback` and
+  `details.python_traceback`) until a worker does get ready.
   """
   use GenServer
   require Logger
@@ -13,7 +27,11 @@ defmodule Snakepit.Pool do
   alias Snakepit.{Error, Native, Python, Telemetry}
   alias Snakepit.Telemetry.PoolEvents
 
-  @default_await_timeout 15_000
+  # What the hot path reads per pool: a running pool's handle, default
+  # affinity and timeouts; or a failed pool's error (and its native handle,
+  # if it has one, for stats).
+  @type entry ::
+          {reference(), atom(), timeout(), timeout()} | {:failed, Error.t(), reference() | nil}
 
   @doc false
   def child_spec(config) do
@@ -31,25 +49,40 @@ defmodule Snakepit.Pool do
     GenServer.start_link(__MODULE__, config, name: process_name(config.name))
   end
 
-  @doc "The native handle of a running pool, for the hot path."
+  @doc "The native handle of a pool (also of a failed one, whose workers keep retrying)."
   @spec lookup(atom()) :: {:ok, reference()} | {:error, Error.t()}
   def lookup(pool_name) do
-    with {:ok, handle, _affinity} <- route(pool_name), do: {:ok, handle}
+    case :persistent_term.get({__MODULE__, pool_name}, nil) do
+      {:failed, _error, handle} when handle != nil -> {:ok, handle}
+      {:failed, error, nil} -> {:error, error}
+      nil -> {:error, not_found(pool_name)}
+      {handle, _affinity, _call_timeout, _stream_timeout} -> {:ok, handle}
+    end
   end
 
-  @doc "The native handle of a running pool and its default session affinity."
-  @spec route(atom()) :: {:ok, reference(), atom()} | {:error, Error.t()}
+  @doc """
+  What the hot path needs of a running pool: its native handle, its default
+  session affinity and the default timeouts of calls and streams.
+  """
+  @spec route(atom()) :: {:ok, {reference(), atom(), timeout(), timeout()}} | {:error, Error.t()}
   def route(pool_name) do
     case :persistent_term.get({__MODULE__, pool_name}, nil) do
-      nil ->
-        {:error,
-         Error.new(:pool, :pool_not_found, "no pool named #{inspect(pool_name)} is running",
-           pool_name: pool_name
-         )}
-
-      {handle, affinity} ->
-        {:ok, handle, affinity}
+      {:failed, error, _handle} -> {:error, error}
+      nil -> {:error, not_found(pool_name)}
+      entry -> {:ok, entry}
     end
+  end
+
+  defp not_found(pool_name) do
+    message =
+      if Application.get_env(:snakepit, :pooling_enabled, false) or names() != [] do
+        "no pool named #{inspect(pool_name)} is running"
+      else
+        "no pool named #{inspect(pool_name)} is running: pooling is disabled; " <>
+          "enable it with `config :snakepit, pooling_enabled: true`"
+      end
+
+    Error.new(:pool, :pool_not_found, message, pool_name: pool_name)
   end
 
   @doc "Names of the pools that are running, in the order they were first started."
@@ -81,29 +114,57 @@ defmodule Snakepit.Pool do
   end
 
   @doc """
-  Waits until `pool` (a pool name, or `:all` for every running pool;
-  `Snakepit.Pool`, as upstream Snakepit passes it, means `:all`) has at least
-  one ready worker. Returns the start error, with the Python traceback, if
-  workers fail to start before any is ready.
+  Waits until `pool` has at least one ready worker. `pool` is a pool name,
+  or `Snakepit.Pool` (or the pid registered under that name) or `:all` for
+  every running pool. `timeout` is in ms or `:infinity`; `nil` (the
+  default) means the `:pool_await_ready_timeout` config (15 s).
+
+  Returns `:ok`; the start error with the Python traceback
+  (`:pool_not_initialized`) when the pool failed to start; or a `:timeout`
+  error (`details.reason` `:pool_init_timeout`) when no worker got ready in
+  time.
   """
-  @spec await_ready(atom(), timeout()) :: :ok | {:error, Error.t()}
-  def await_ready(pool \\ :all, timeout \\ @default_await_timeout)
-
-  def await_ready(__MODULE__, timeout), do: await_ready(:all, timeout)
-
-  def await_ready(:all, timeout) do
-    deadline = if timeout == :infinity, do: :infinity, else: now_ms() + timeout
-
-    Enum.reduce_while(names(), :ok, fn name, :ok ->
-      case await_ready(name, remaining_ms(deadline)) do
-        :ok -> {:cont, :ok}
-        error -> {:halt, error}
-      end
-    end)
+  @spec await_ready(atom() | pid(), timeout() | nil) :: :ok | {:error, Error.t()}
+  def await_ready(pool \\ __MODULE__, timeout \\ nil) do
+    await(:await_ready, pool, timeout || default_await_timeout())
   end
 
-  def await_ready(pool, timeout) when is_atom(pool) do
-    GenServer.call(process_name(pool), {:await_ready, timeout}, :infinity)
+  @doc """
+  Waits until `pool` (as in `await_ready/2`) has finished starting: every
+  worker slot has either got ready or failed to start once. `:ok` when at
+  least one worker is ready, otherwise the start error with its Python
+  traceback, or a `:timeout` error.
+  """
+  @spec await_init_complete(atom() | pid(), timeout() | nil) :: :ok | {:error, Error.t()}
+  def await_init_complete(pool \\ __MODULE__, timeout \\ nil) do
+    await(:await_init_complete, pool, timeout || default_await_timeout())
+  end
+
+  defp default_await_timeout do
+    Snakepit.Config.globals(Application.get_all_env(:snakepit)).pool_await_ready_timeout
+  end
+
+  defp await(what, pool, timeout) do
+    if every_pool?(pool) do
+      deadline = if timeout == :infinity, do: :infinity, else: now_ms() + timeout
+
+      Enum.reduce_while(names(), :ok, fn name, :ok ->
+        case await_one(what, name, remaining_ms(deadline)) do
+          :ok -> {:cont, :ok}
+          error -> {:halt, error}
+        end
+      end)
+    else
+      await_one(what, pool, timeout)
+    end
+  end
+
+  defp every_pool?(pool) when pool in [__MODULE__, :all], do: true
+  defp every_pool?(pid) when is_pid(pid), do: pid == Process.whereis(__MODULE__)
+  defp every_pool?(_pool), do: false
+
+  defp await_one(what, pool, timeout) when is_atom(pool) do
+    GenServer.call(process_name(pool), {what, timeout}, :infinity)
   catch
     :exit, {:noproc, _} ->
       {:error,
@@ -121,6 +182,50 @@ defmodule Snakepit.Pool do
          pool_name: pool
        )}
   end
+
+  @doc """
+  Statistics as upstream's `Snakepit.Pool.get_stats/1`: summed over every
+  pool for `Snakepit.Pool` (the default) or its pid, else of the pool
+  named `pool` (see `Snakepit.get_stats/1`).
+  """
+  @spec get_stats(atom() | pid()) :: map()
+  def get_stats(pool \\ __MODULE__)
+  def get_stats(pool) when is_pid(pool), do: Snakepit.get_stats(nil)
+  def get_stats(pool), do: Snakepit.get_stats(pool)
+
+  @doc "Statistics of the pool named `pool_name` (`{:error, {:pool_not_found, name}}` when none runs)."
+  @spec get_stats(atom() | pid(), atom()) :: map() | {:error, {:pool_not_found, atom()}}
+  def get_stats(_pool, pool_name) when is_atom(pool_name) do
+    case stats(pool_name) do
+      {:ok, _stats} -> Snakepit.get_stats(pool_name)
+      {:error, _} -> {:error, {:pool_not_found, pool_name}}
+    end
+  end
+
+  @doc "Worker ids of every pool (`Snakepit.Pool`, the default, or its pid) or of the pool named `pool`."
+  @spec list_workers(atom() | pid()) :: [String.t()]
+  def list_workers(pool \\ __MODULE__)
+  def list_workers(pool) when is_pid(pool), do: Snakepit.list_workers(nil)
+  def list_workers(pool), do: Snakepit.list_workers(pool)
+
+  @doc "Worker ids of the pool named `pool_name` (`{:error, {:pool_not_found, name}}` when none runs)."
+  @spec list_workers(atom() | pid(), atom()) :: [String.t()] | {:error, {:pool_not_found, atom()}}
+  def list_workers(_pool, pool_name) when is_atom(pool_name) do
+    case workers(pool_name) do
+      {:ok, workers} -> Enum.map(workers, & &1.id)
+      {:error, _} -> {:error, {:pool_not_found, pool_name}}
+    end
+  end
+
+  @doc "Upstream's entry point for a call: the same as `Snakepit.execute/3`."
+  @spec execute(String.t() | atom(), map(), keyword()) :: {:ok, term()} | {:error, term()}
+  def execute(command, args, opts \\ []), do: Snakepit.execute(command, args, opts)
+
+  @doc "Upstream's entry point for a stream: the same as `Snakepit.execute_stream/4`."
+  @spec execute_stream(String.t() | atom(), map(), (map() -> term()), keyword()) ::
+          :ok | {:error, term()}
+  def execute_stream(command, args, callback, opts \\ []),
+    do: Snakepit.execute_stream(command, args, callback, opts)
 
   @doc "Native statistics of one pool."
   @spec stats(atom()) :: {:ok, map()} | {:error, Error.t()}
@@ -156,37 +261,112 @@ defmodule Snakepit.Pool do
   @impl GenServer
   def init(config) do
     Process.flag(:trap_exit, true)
-    python = Python.executable!(config.python_executable)
-    {:ok, handle} = config |> native_config(python) |> Native.pool_start(self())
+    globals = Snakepit.Config.globals(Application.get_all_env(:snakepit))
     remember_order(config.name)
-    :persistent_term.put({__MODULE__, config.name}, {handle, config.affinity})
 
-    {:ok,
-     %{
-       config: config,
-       handle: handle,
-       log_level: Snakepit.Config.globals(Application.get_all_env(:snakepit)).log_level,
-       ready: MapSet.new(),
-       start_error: nil,
-       waiters: [],
-       telemetry: PoolEvents.init(config)
-     }}
+    state = %{
+      config: config,
+      handle: nil,
+      log_level: globals.log_level,
+      ready: MapSet.new(),
+      ever_ready: false,
+      settled: MapSet.new(),
+      start_error: nil,
+      waiters: [],
+      entry: nil,
+      running: nil,
+      output_levels: %{},
+      telemetry: PoolEvents.init(config)
+    }
+
+    # A pool that cannot even start (no usable interpreter, a native
+    # refusal) is failed, not a crash: the application and its other pools
+    # keep running.
+    case start_native(config, globals) do
+      {:ok, handle} ->
+        running = {handle, config.affinity, globals.request_timeout, globals.stream_timeout}
+        {:ok, publish(%{state | handle: handle, running: running}, running)}
+
+      {:error, message} ->
+        error = Error.new(:worker, :start_failed, message, pool_name: config.name)
+        log(state, :error, "pool #{inspect(config.name)} cannot start: #{message}", [])
+        {:ok, fail(state, error)}
+    end
+  end
+
+  defp start_native(config, globals) do
+    python = Python.executable!(config.python_executable)
+
+    case config |> native_config(python, globals) |> Native.pool_start(self()) do
+      {:ok, handle} -> {:ok, handle}
+      {:error, message} -> {:error, message}
+    end
+  rescue
+    error in ArgumentError -> {:error, Exception.message(error)}
+  end
+
+  # Published entries are read on every call; they change only when the
+  # pool starts, fails or recovers.
+  defp publish(state, entry) do
+    if state.entry != entry, do: :persistent_term.put({__MODULE__, state.config.name}, entry)
+    %{state | entry: entry}
+  end
+
+  defp fail(state, error) do
+    failed =
+      Error.new(
+        :pool,
+        :pool_not_initialized,
+        "pool #{inspect(state.config.name)} failed to start: #{Exception.message(error)}",
+        pool_name: state.config.name,
+        python_type: error.details[:python_type],
+        python_traceback: error.python_traceback,
+        details: %{python_traceback: error.python_traceback, start_error: error.details}
+      )
+
+    # Republished only on the transition: retries of a failing worker do
+    # not rewrite the entry every hot-path call reads.
+    state = %{state | start_error: failed}
+
+    state =
+      if match?({:failed, _, _}, state.entry),
+        do: state,
+        else: publish(state, {:failed, failed, state.handle})
+
+    reply_waiters(state)
   end
 
   @impl GenServer
-  def handle_call({:await_ready, timeout}, from, state) do
-    cond do
-      MapSet.size(state.ready) > 0 ->
-        {:reply, :ok, state}
-
-      state.start_error != nil ->
-        {:reply, {:error, state.start_error}, state}
-
-      true ->
+  def handle_call({kind, timeout}, from, state)
+      when kind in [:await_ready, :await_init_complete] do
+    case await_reply(kind, state) do
+      nil ->
         timer =
-          if timeout != :infinity, do: Process.send_after(self(), {:await_timeout, from}, timeout)
+          if timeout != :infinity,
+            do: Process.send_after(self(), {:await_timeout, from, timeout}, timeout)
 
-        {:noreply, %{state | waiters: [{from, timer} | state.waiters]}}
+        {:noreply, %{state | waiters: [{kind, from, timer} | state.waiters]}}
+
+      reply ->
+        {:reply, reply, state}
+    end
+  end
+
+  # The answer a waiter of `kind` gets now, or nil to keep it waiting.
+  defp await_reply(:await_ready, state) do
+    cond do
+      MapSet.size(state.ready) > 0 -> :ok
+      state.start_error != nil -> {:error, state.start_error}
+      true -> nil
+    end
+  end
+
+  defp await_reply(:await_init_complete, state) do
+    cond do
+      state.handle == nil -> {:error, state.start_error}
+      MapSet.size(state.settled) < state.config.pool_size -> nil
+      state.ever_ready -> :ok
+      true -> {:error, state.start_error}
     end
   end
 
@@ -195,18 +375,19 @@ defmodule Snakepit.Pool do
     {:noreply, handle_event(event, worker_id, data, state)}
   end
 
-  def handle_info({:await_timeout, from}, state) do
-    {waiting, rest} = Enum.split_with(state.waiters, fn {waiter, _} -> waiter == from end)
+  def handle_info({:await_timeout, from, timeout}, state) do
+    {waiting, rest} = Enum.split_with(state.waiters, fn {_kind, waiter, _} -> waiter == from end)
 
-    for {waiter, _} <- waiting do
+    for {_kind, waiter, _} <- waiting do
       GenServer.reply(
         waiter,
         {:error,
          Error.new(
-           :pool,
-           :pool_not_initialized,
-           "pool #{inspect(state.config.name)} has no ready worker yet",
-           pool_name: state.config.name
+           :timeout,
+           :pool_init_timeout,
+           "pool #{inspect(state.config.name)} did not finish starting within #{timeout} ms",
+           pool_name: state.config.name,
+           details: %{timeout_ms: timeout}
          )}
       )
     end
@@ -221,7 +402,7 @@ defmodule Snakepit.Pool do
 
   @impl GenServer
   def terminate(_reason, state) do
-    Native.pool_stop(state.handle)
+    if state.handle, do: Native.pool_stop(state.handle)
     :persistent_term.erase({__MODULE__, state.config.name})
     :ok
   end
@@ -229,8 +410,18 @@ defmodule Snakepit.Pool do
   defp handle_event(:worker_ready, worker_id, os_pid, state) do
     log(state, :debug, "worker #{worker_id} ready (os pid #{os_pid})", worker_id: worker_id)
     ready = MapSet.put(state.ready, worker_id)
-    telemetry = PoolEvents.ready(state.telemetry, worker_id, os_pid, MapSet.size(ready))
-    reply_waiters(%{state | ready: ready, start_error: nil, telemetry: telemetry}, :ok)
+
+    state = %{
+      state
+      | ready: ready,
+        ever_ready: true,
+        settled: settle(state.settled, worker_id),
+        start_error: nil,
+        telemetry: PoolEvents.ready(state.telemetry, worker_id, os_pid, MapSet.size(ready))
+    }
+
+    # A worker that got ready brings a failed pool back.
+    state |> publish(state.running) |> reply_waiters()
   end
 
   defp handle_event(:worker_spawned, worker_id, _os_pid, state) do
@@ -248,8 +439,14 @@ defmodule Snakepit.Pool do
       worker_id: worker_id
     )
 
-    state = %{state | start_error: error}
-    if MapSet.size(state.ready) == 0, do: reply_waiters(state, {:error, error}), else: state
+    state = %{state | settled: settle(state.settled, worker_id)}
+
+    cond do
+      # Never served: the pool is failed until a worker gets ready.
+      not state.ever_ready -> fail(state, error)
+      MapSet.size(state.ready) == 0 -> reply_waiters(%{state | start_error: error})
+      true -> state
+    end
   end
 
   defp handle_event(:worker_exited, worker_id, {os_pid, how}, state) do
@@ -261,8 +458,13 @@ defmodule Snakepit.Pool do
     %{state | ready: MapSet.delete(state.ready, worker_id), telemetry: telemetry}
   end
 
+  # The worker formats its log records as "LEVEL logger: message"; the line
+  # goes to Logger at that level, the worker id as metadata. Other lines
+  # (print, tracebacks) get a level from their text; on stderr at least the
+  # level of the line before, so a traceback's lines stay together.
   defp handle_event(:worker_output, worker_id, {stream, line}, state) do
-    log(state, output_level(line), "[#{worker_id}] #{line}", worker_id: worker_id, stream: stream)
+    {level, message, state} = output_level(state, worker_id, stream, line)
+    log(state, level, message, worker_id: worker_id, stream: stream)
     state
   end
 
@@ -342,7 +544,34 @@ defmodule Snakepit.Pool do
     :ok
   end
 
-  defp output_level(line) do
+  @python_levels %{
+    "DEBUG" => :debug,
+    "INFO" => :info,
+    "WARNING" => :warning,
+    "ERROR" => :error,
+    "CRITICAL" => :critical
+  }
+
+  defp output_level(state, worker_id, stream, line) do
+    with [name, message] <- :binary.split(line, " "),
+         {:ok, level} <- Map.fetch(@python_levels, name) do
+      levels =
+        if stream == :stderr,
+          do: Map.put(state.output_levels, worker_id, level),
+          else: state.output_levels
+
+      {level, message, %{state | output_levels: levels}}
+    else
+      _ when stream == :stderr ->
+        level = max_level(text_level(line), Map.get(state.output_levels, worker_id, :info))
+        {level, line, %{state | output_levels: Map.put(state.output_levels, worker_id, level)}}
+
+      _ ->
+        {text_level(line), line, state}
+    end
+  end
+
+  defp text_level(line) do
     cond do
       String.contains?(line, ["ERROR", "CRITICAL", "Traceback"]) -> :error
       String.contains?(line, "WARNING") -> :warning
@@ -350,27 +579,46 @@ defmodule Snakepit.Pool do
     end
   end
 
-  defp reply_waiters(state, reply) do
-    for {waiter, timer} <- state.waiters do
-      if timer, do: Process.cancel_timer(timer)
-      GenServer.reply(waiter, reply)
-    end
+  defp max_level(a, b), do: if(Logger.compare_levels(a, b) == :lt, do: b, else: a)
 
-    %{state | waiters: []}
+  # Worker ids are <pool>_worker_<slot>_<serial>; a replacement keeps the slot.
+  defp settle(settled, worker_id) do
+    case Regex.run(~r/_worker_(\d+)_\d+$/, worker_id) do
+      [_, slot] -> MapSet.put(settled, slot)
+      nil -> MapSet.put(settled, worker_id)
+    end
   end
 
-  defp native_config(config, python) do
+  # Answers every waiter whose question has an answer now.
+  defp reply_waiters(state) do
+    waiters =
+      Enum.reject(state.waiters, fn {kind, waiter, timer} ->
+        case await_reply(kind, state) do
+          nil ->
+            false
+
+          reply ->
+            if timer, do: Process.cancel_timer(timer)
+            GenServer.reply(waiter, reply)
+            true
+        end
+      end)
+
+    %{state | waiters: waiters}
+  end
+
+  defp native_config(config, python, globals) do
     %{
       name: Atom.to_string(config.name),
       pool_size: config.pool_size,
       capacity_per_worker: config.capacity_per_worker,
       executable: python,
       worker_argv: worker_argv(config),
-      env: Python.worker_env(config.env),
+      env: config.env |> python_log_level(globals.log_level) |> Python.worker_env(),
       working_dir: File.cwd!(),
       startup_batch_size: config.startup_batch_size,
       startup_batch_delay_ms: config.startup_batch_delay_ms,
-      startup_timeout_ms: 60_000,
+      startup_timeout_ms: globals.pool_startup_timeout,
       max_queue: config.max_queue_size,
       queue_timeout_ms: config.queue_timeout_ms,
       restart_backoff_ms: config.restart_backoff_ms,
@@ -387,6 +635,22 @@ defmodule Snakepit.Pool do
       tool_overrun_grace_ms: config.tool_overrun_grace_ms,
       max_requests: max_requests(config.worker_max_requests)
     }
+  end
+
+  # Records below Snakepit's log floor would be dropped here anyway; the
+  # worker's logging need not format and write them. An explicit
+  # SNAKEPIT_LOG_LEVEL (adapter_env or this BEAM's environment) wins.
+  defp python_log_level(env, floor) do
+    level =
+      case floor do
+        :none -> "CRITICAL"
+        :warning -> "WARNING"
+        other -> other |> Atom.to_string() |> String.upcase()
+      end
+
+    if List.keymember?(env, "SNAKEPIT_LOG_LEVEL", 0) or System.get_env("SNAKEPIT_LOG_LEVEL"),
+      do: env,
+      else: [{"SNAKEPIT_LOG_LEVEL", level} | env]
   end
 
   defp max_requests(:infinity), do: 0

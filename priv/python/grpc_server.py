@@ -646,15 +646,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def setup_logging(worker_id: str) -> None:
-    wid = worker_id.replace("%", "%%")
+def setup_logging() -> None:
+    # One compact "LEVEL logger: message" line per record: Elixir logs it at
+    # that level with the worker id as metadata, adding its own timestamp.
     level = os.environ.get("SNAKEPIT_LOG_LEVEL", "INFO").upper()
     if not isinstance(logging.getLevelName(level), int):
         level = "INFO"  # an unknown name must not stop the worker before its handshake
     logging.basicConfig(
         stream=sys.stderr,
         level=level,
-        format=f"%(asctime)s %(levelname)s [worker={wid} pid=%(process)d] %(name)s: %(message)s",
+        format="%(levelname)s %(name)s: %(message)s",
     )
 
 
@@ -666,7 +667,7 @@ RESULT_RECURSION_LIMIT = 3000
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     sys.setrecursionlimit(max(sys.getrecursionlimit(), RESULT_RECURSION_LIMIT))
-    setup_logging(args.worker_id)
+    setup_logging()
     ready_fd = args.ready_fd
 
     # Lifeline first: a worker that hangs during adapter __init__ must still

@@ -48,7 +48,8 @@ def test_ready_line(showcase: Any) -> None:
     assert SHOWCASE_TOOLS <= set(ready["tools"])
     assert ready["tools"] == sorted(ready["tools"])
     assert os.path.exists(showcase.socket)
-    assert "worker=pytest_worker" in showcase.stderr_text()
+    # One compact line per record; Elixir adds the time and the worker id.
+    assert "INFO snakepit.worker: ready" in showcase.stderr_text()
 
 
 def test_import_error_line_has_traceback(spawn_worker: Any, tmp_path: Path) -> None:

@@ -2,8 +2,10 @@ defmodule Snakepit.BeamKillTest do
   use Snakepit.PoolCase, async: false
 
   @script """
+  Application.put_env(:snakepit, :pooling_enabled, true)
   Application.put_env(:snakepit, :pools, [%{name: :default, pool_size: 4, startup_batch_delay_ms: 0}])
   {:ok, _} = Application.ensure_all_started(:snakepit)
+  :ok = Snakepit.Pool.await_init_complete(Snakepit.Pool, 60_000)
   {:ok, workers} = Snakepit.Pool.workers(:default)
   IO.puts("BEAM=\#{System.pid()} WORKERS=\#{Enum.map_join(workers, ",", & &1.os_pid)}")
   Process.sleep(:infinity)
@@ -40,6 +42,7 @@ defmodule Snakepit.BeamKillTest do
   end
 
   @script_helper """
+  Application.put_env(:snakepit, :pooling_enabled, true)
   Application.put_env(:snakepit, :pools, [%{name: :default, pool_size: 2, startup_batch_delay_ms: 0}])
 
   {:ok, pong} =

@@ -43,6 +43,9 @@ defmodule Snakepit.ConfigTest do
                worker_max_requests: :infinity,
                graceful_shutdown_timeout_ms: 6_000,
                affinity: :hint,
+               capacity_strategy: :pool,
+               max_workers: 150,
+               memory_threshold_mb: nil,
                session_ttl_ms: 3_600_000,
                tool_overrun_grace_ms: 5_000,
                max_queue_size: 1_000,
@@ -94,10 +97,15 @@ defmodule Snakepit.ConfigTest do
       assert {pool.worker_profile, pool.pool_size, pool.capacity_per_worker} == {:thread, 2, 4}
     end
 
-    test "accepts the upstream max_workers option in pool_config" do
+    test "accepts the upstream max_workers option in pool_config; it caps pool_size" do
       assert [pool] = Config.pools(pool_config: %{max_workers: 1000, startup_batch_delay_ms: 750})
       assert pool.startup_batch_delay_ms == 750
-      refute Map.has_key?(pool, :max_workers)
+      assert pool.max_workers == 1000
+
+      assert [%{pool_size: 3, max_workers: 3}] =
+               Config.pools(pool_config: %{pool_size: 8, max_workers: 3})
+
+      assert [%{pool_size: 2}] = Config.pools(pool_size: 8, pool_max_workers: 2)
     end
 
     test "rejects a non-map pool_config" do
@@ -106,10 +114,14 @@ defmodule Snakepit.ConfigTest do
       end
     end
 
-    test "rejects unknown keys inside pool_config" do
-      assert_raise ArgumentError, ~r/unknown key :bogus in pool :default/, fn ->
-        Config.pools(pool_config: %{bogus: 1})
-      end
+    test "drops unknown keys inside pool_config and names them in ignored_keys/1" do
+      env = [pool_config: %{pool_size: 2, max_overflow: 2, strategy: :fifo}]
+      assert [%{pool_size: 2} = pool] = Config.pools(env)
+      refute Map.has_key?(pool, :strategy)
+
+      assert Config.ignored_keys(env) ==
+               "Snakepit ignores these configuration keys: " <>
+                 "unknown keys in pool :default: :max_overflow, :strategy"
     end
   end
 
@@ -353,14 +365,138 @@ defmodule Snakepit.ConfigTest do
     end
   end
 
+  describe "ignored_keys/1" do
+    test "nil when every key is used" do
+      assert Config.ignored_keys([]) == nil
+
+      assert Config.ignored_keys(
+               pooling_enabled: true,
+               pools: [%{name: :a, pool_size: 1, heartbeat: %{"enabled" => true}}],
+               timeout_profile: :batch,
+               log_level: :error,
+               log_categories: [:pool],
+               crash_barrier: [enabled: true],
+               circuit_breaker_failure_threshold: 3,
+               session_default_ttl: 60
+             ) == nil
+    end
+
+    test "names upstream keys with no meaning here, inert and unknown keys, in one message" do
+      env = [
+        pooling_enabled: true,
+        grpc_listener: %{mode: :internal},
+        instance_name: "x",
+        grpc_timeout: 60_000,
+        heartbeat: %{"ping_interval_ms" => 100, "pings" => 3},
+        pools: [
+          %{name: :a, capacity_strategy: :hybrid, memory_threshold_mb: 512, bogus: 1},
+          %{name: :b, heartbeat: [interval: 5]}
+        ]
+      ]
+
+      assert Config.ignored_keys(env) ==
+               "Snakepit ignores these configuration keys: " <>
+                 "upstream keys with no meaning in Snakepit native in the :snakepit config: " <>
+                 ":grpc_listener, :instance_name; " <>
+                 "unknown keys in the :snakepit config: :grpc_timeout; " <>
+                 ~s|unknown heartbeat keys in :heartbeat in the :snakepit config: "pings"; | <>
+                 "keys that change nothing here in pool :a: :capacity_strategy, :memory_threshold_mb; " <>
+                 "unknown keys in pool :a: :bogus; " <>
+                 "unknown heartbeat keys in :heartbeat in pool :b: :interval"
+
+      # ... and none of them stops the pools from normalising.
+      assert [%{name: :a, memory_threshold_mb: 512}, %{name: :b}] = Config.pools(env)
+    end
+
+    test "upstream's showcase and loadtest configs are accepted" do
+      showcase = [
+        log_level: :error,
+        instance_name: "snakepit_showcase",
+        adapter_module: Snakepit.Adapters.GRPCPython,
+        bootstrap_project_root: "/tmp",
+        pooling_enabled: true,
+        pool_config: %{
+          pool_size: 4,
+          max_overflow: 2,
+          strategy: :fifo,
+          adapter_args: [
+            "--adapter",
+            "snakepit_bridge.adapters.showcase.showcase_adapter.ShowcaseAdapter"
+          ]
+        },
+        grpc_listener: %{mode: :internal}
+      ]
+
+      loadtest = [
+        adapter_module: Snakepit.Adapters.GRPCPython,
+        instance_name: "snakepit_loadtest",
+        pooling_enabled: true,
+        grpc_listener: %{mode: :internal},
+        grpc_timeout: 60_000,
+        python_timeout: 55_000,
+        pool_config: %{pool_size: 10, max_overflow: 10}
+      ]
+
+      assert [
+               %{
+                 pool_size: 4,
+                 adapter: "snakepit_bridge.adapters.showcase.showcase_adapter.ShowcaseAdapter"
+               }
+             ] = Config.pools(showcase)
+
+      assert [%{pool_size: 10}] = Config.pools(loadtest)
+      assert Config.ignored_keys(showcase) =~ ":max_overflow, :strategy"
+      assert Config.ignored_keys(loadtest) =~ ":grpc_timeout, :python_timeout"
+    end
+  end
+
   describe "globals/1" do
     test "defaults" do
       assert Config.globals([]) == %{
+               pooling_enabled: false,
                pool_max_queue_size: 1_000,
                pool_queue_timeout: 10_000,
                python_executable: nil,
-               log_level: nil
+               log_level: :error,
+               timeout_profile: :balanced,
+               request_timeout: 300_000,
+               stream_timeout: 900_000,
+               pool_startup_timeout: 60_000,
+               pool_await_ready_timeout: 15_000
              }
+    end
+
+    test "each timeout profile sets the call, stream and queue defaults, as upstream's table" do
+      expected = %{
+        balanced: {300_000, 900_000, 10_000},
+        production: {300_000, 900_000, 10_000},
+        production_strict: {60_000, 300_000, 5_000},
+        development: {900_000, 3_600_000, 60_000},
+        ml_inference: {900_000, 3_600_000, 60_000},
+        batch: {3_600_000, :infinity, 300_000}
+      }
+
+      assert Map.keys(Config.timeout_profiles()) |> Enum.sort() ==
+               Map.keys(expected) |> Enum.sort()
+
+      for {profile, {call, stream, queue}} <- expected do
+        globals = Config.globals(timeout_profile: profile)
+        assert {globals.request_timeout, globals.stream_timeout} == {call, stream}
+        assert globals.pool_queue_timeout == queue
+        assert [%{queue_timeout_ms: ^queue}] = Config.pools(timeout_profile: profile)
+      end
+    end
+
+    test "pool_request_timeout, pool_streaming_timeout and pool_queue_timeout win over the profile" do
+      env = [
+        timeout_profile: :batch,
+        pool_request_timeout: 1_000,
+        pool_streaming_timeout: :infinity,
+        pool_queue_timeout: 50
+      ]
+
+      assert %{request_timeout: 1_000, stream_timeout: :infinity, pool_queue_timeout: 50} =
+               Config.globals(env)
     end
 
     test "reads and validates the global settings" do
@@ -371,12 +507,12 @@ defmodule Snakepit.ConfigTest do
         log_level: :warn
       ]
 
-      assert Config.globals(env) == %{
+      assert %{
                pool_max_queue_size: 5,
                pool_queue_timeout: 20,
                python_executable: "/usr/bin/python3",
                log_level: :warning
-             }
+             } = Config.globals(env)
     end
 
     test "invalid global values raise naming the key" do
@@ -395,6 +531,18 @@ defmodule Snakepit.ConfigTest do
       assert_raise ArgumentError,
                    ~r/:log_level in the :snakepit config: :loud \(expected one of :debug, :info, :warning, :error, :none\)/,
                    fn -> Config.globals(log_level: :loud) end
+
+      assert_raise ArgumentError,
+                   ~r/:timeout_profile in the :snakepit config: :fast \(expected one of .*:balanced/,
+                   fn -> Config.globals(timeout_profile: :fast) end
+
+      assert_raise ArgumentError,
+                   ~r/:pool_request_timeout in the :snakepit config: 0 \(expected a positive integer \(ms\) or :infinity\)/,
+                   fn -> Config.globals(pool_request_timeout: 0) end
+
+      assert_raise ArgumentError,
+                   ~r/:pooling_enabled in the :snakepit config: "yes" \(expected true or false\)/,
+                   fn -> Config.globals(pooling_enabled: "yes") end
     end
 
     test "invalid global pool defaults raise naming the key" do
@@ -455,8 +603,32 @@ defmodule Snakepit.ConfigTest do
       assert_invalid(
         %{name: :ml, affinity: :sticky},
         "invalid value for :affinity in pool :ml: :sticky " <>
-          "(expected one of :hint, :strict_queue, :strict_fail_fast)"
+          "(expected one of :hint, :strict_queue, :strict_fail_fast (or the same as a string))"
       )
+
+      assert_invalid(
+        %{name: :ml, affinity: "sticky"},
+        ~s|invalid value for :affinity in pool :ml: "sticky" | <>
+          "(expected one of :hint, :strict_queue, :strict_fail_fast (or the same as a string))"
+      )
+
+      assert_invalid(
+        %{name: :ml, capacity_strategy: :greedy},
+        "invalid value for :capacity_strategy in pool :ml: :greedy " <>
+          "(expected one of :pool, :profile, :hybrid)"
+      )
+
+      assert_invalid(
+        %{name: :ml, max_workers: 0},
+        "invalid value for :max_workers in pool :ml: 0 (expected a positive integer)"
+      )
+    end
+
+    test "affinity as a case-insensitive string, as upstream accepts it" do
+      assert %{affinity: :strict_queue} =
+               Config.normalize_pool(%{name: :ml, affinity: "Strict_Queue"})
+
+      assert [%{affinity: :strict_fail_fast}] = Config.pools(affinity: "STRICT_FAIL_FAST")
     end
 
     test "adapter_module must be an atom" do
@@ -547,11 +719,17 @@ defmodule Snakepit.ConfigTest do
         ~s|invalid value for :enabled in :heartbeat in pool :ml: "on" (expected true or false)|
       )
 
-      assert_raise ArgumentError,
-                   ~r/unknown heartbeat key :interval in pool :ml; allowed keys: .*:ping_interval_ms/,
-                   fn ->
-                     Config.normalize_pool(%{name: :ml, heartbeat: %{interval: 1}})
-                   end
+      # Unknown heartbeat keys are dropped (and named at boot), string keys work.
+      assert %{heartbeat: %{ping_interval_ms: 500, enabled: false}} =
+               Config.normalize_pool(%{
+                 name: :ml,
+                 heartbeat: %{"ping_interval_ms" => 500, "enabled" => false, interval: 1}
+               })
+
+      assert_invalid(
+        %{name: :ml, heartbeat: %{"timeout_ms" => -1}},
+        "invalid value for :timeout_ms in :heartbeat in pool :ml: -1 (expected a positive integer)"
+      )
 
       assert_invalid(
         %{name: :ml, heartbeat: true},
@@ -560,16 +738,10 @@ defmodule Snakepit.ConfigTest do
       )
     end
 
-    test "unknown pool keys" do
-      assert_raise ArgumentError,
-                   ~r/^unknown key :pool_sise in pool :ml; allowed keys: .*:pool_size/,
-                   fn ->
-                     Config.normalize_pool(%{name: :ml, pool_sise: 4})
-                   end
-
-      assert_raise ArgumentError, ~r/^unknown keys :a, :b in pool :ml/, fn ->
-        Config.normalize_pool(%{name: :ml, b: 1, a: 2})
-      end
+    test "unknown pool keys are dropped" do
+      pool = Config.normalize_pool(%{name: :ml, pool_sise: 4, pool_size: 3})
+      assert pool.pool_size == 3
+      refute Map.has_key?(pool, :pool_sise)
     end
 
     test "missing or invalid name" do

@@ -98,10 +98,23 @@ defmodule Snakepit.ExecuteTest do
     assert {:ok, _} = Snakepit.execute_in_session("s-1", "ping", %{})
   end
 
-  test "cleanup/0 leaves this BEAM's workers alone" do
-    workers = Snakepit.list_workers()
+  test "cleanup/0 stops this run's workers; the running pool replaces them" do
+    {:ok, before} = Snakepit.Pool.workers(:default)
     assert Snakepit.cleanup() == :ok
-    assert Snakepit.list_workers() == workers
+    refute Enum.any?(before, &os_alive?(&1.os_pid))
+
+    old_ids = Enum.map(before, & &1.id)
+
+    assert eventually(
+             fn ->
+               {:ok, now} = Snakepit.Pool.workers(:default)
+
+               length(now) == length(before) and Enum.all?(now, &(&1.state == :ready)) and
+                 Enum.all?(now, &(&1.id not in old_ids))
+             end,
+             30_000
+           )
+
     assert {:ok, _} = Snakepit.execute("ping", %{})
   end
 

@@ -48,7 +48,9 @@ defmodule Snakepit.ObservabilityTest do
     assert stats.errors - before.errors == 3
   end
 
-  test "worker stdout and stderr reach Logger tagged with the worker id" do
+  test "worker stdout and stderr reach Logger once per line, the worker id as metadata" do
+    Application.put_env(:snakepit, :log_level, :info)
+    on_exit(fn -> Application.delete_env(:snakepit, :log_level) end)
     pool = start_pool!(name: :logging_pool, pool_size: 1)
     level = Logger.level()
     Logger.configure(level: :info)
@@ -67,8 +69,63 @@ defmodule Snakepit.ObservabilityTest do
         Process.sleep(300)
       end)
 
-    assert log =~ "[#{worker.id}] hello from stderr"
-    assert log =~ "[#{worker.id}] hello from stdout"
+    for text <- ["hello from stderr", "hello from stdout"] do
+      assert [line] = log |> String.split("\n") |> Enum.filter(&(&1 =~ text))
+      assert line =~ "worker_id=#{worker.id} [info] #{text}"
+      refute line =~ "[#{worker.id}]"
+    end
+  end
+
+  test "a Python log record reaches Logger at its level, without a second timestamp or prefix" do
+    Application.put_env(:snakepit, :log_level, :debug)
+    on_exit(fn -> Application.delete_env(:snakepit, :log_level) end)
+    pool = start_pool!(name: :record_pool, pool_size: 1)
+    {:ok, [worker]} = Snakepit.Pool.workers(pool)
+    level = Logger.level()
+    Logger.configure(level: :debug)
+    on_exit(fn -> Logger.configure(level: level) end)
+
+    log =
+      capture_log([level: :debug], fn ->
+        for {record, text} <- [
+              {"WARNING", "cache cold"},
+              {"ERROR", "disk full"},
+              {"DEBUG", "tick"}
+            ] do
+          line = "#{record} myapp.model: #{text}"
+          {:ok, true} = Snakepit.execute("log", %{message: line}, pool_name: pool)
+        end
+
+        Process.sleep(300)
+      end)
+
+    lines = String.split(log, "\n")
+
+    for {level, text} <- [{"warning", "cache cold"}, {"error", "disk full"}, {"debug", "tick"}] do
+      assert [line] = Enum.filter(lines, &(&1 =~ text))
+      assert line =~ "worker_id=#{worker.id} [#{level}] myapp.model: #{text}"
+    end
+  end
+
+  test "Snakepit's own log floor defaults to :error" do
+    pool = start_pool!(name: :default_floor_pool, pool_size: 1)
+    level = Logger.level()
+    Logger.configure(level: :debug)
+    on_exit(fn -> Logger.configure(level: level) end)
+
+    log =
+      capture_log([level: :debug], fn ->
+        {:ok, true} =
+          Snakepit.execute("log", %{message: "WARNING x: below the floor"}, pool_name: pool)
+
+        {:ok, true} =
+          Snakepit.execute("log", %{message: "ERROR x: at the floor"}, pool_name: pool)
+
+        Process.sleep(300)
+      end)
+
+    refute log =~ "below the floor"
+    assert log =~ "at the floor"
   end
 
   test "the global log_level is a floor for Snakepit's log lines" do

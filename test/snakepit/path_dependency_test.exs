@@ -21,6 +21,7 @@ defmodule Snakepit.PathDependencyTest do
   import Config
 
   config :snakepit,
+    pooling_enabled: true,
     pools: [
       %{
         name: :default,

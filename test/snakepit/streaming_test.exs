@@ -67,19 +67,20 @@ defmodule Snakepit.StreamingTest do
     refute_received {_, :chunk, _}
   end
 
-  test "a raising callback re-raises, cancels the stream and leaves no messages behind" do
+  test "a raising callback cancels the stream, returns {:callback_exception, e, stacktrace}, leaves no messages" do
     marker = Path.join(System.tmp_dir!(), "snakepit_raise_#{System.unique_integer([:positive])}")
     on_exit(fn -> File.rm(marker) end)
 
-    assert_raise RuntimeError, "callback broke at 3", fn ->
-      Snakepit.execute_stream(
-        "guarded_stream",
-        %{marker: marker},
-        fn %{"i" => i} -> if i == 3, do: raise("callback broke at 3"), else: :cont end,
-        pool_name: :streams
-      )
-    end
+    assert {:error,
+            {:callback_exception, %RuntimeError{message: "callback broke at 3"}, stacktrace}} =
+             Snakepit.execute_stream(
+               "guarded_stream",
+               %{marker: marker},
+               fn %{"i" => i} -> if i == 3, do: raise("callback broke at 3"), else: :cont end,
+               pool_name: :streams
+             )
 
+    assert [{__MODULE__, _fun, _arity, _location} | _] = stacktrace
     assert eventually(fn -> File.exists?(marker) end, 5_000)
     assert File.read!(marker) =~ "closed after"
     refute_received {_, :chunk, _}

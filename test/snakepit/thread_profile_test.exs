@@ -155,6 +155,9 @@ defmodule Snakepit.ThreadProfileTest do
   end
 
   test "thread_safety_checks warns once for an unmarked tool run concurrently, not for marked ones" do
+    # The warning is a Python WARNING record; Snakepit's floor defaults to :error.
+    Application.put_env(:snakepit, :log_level, :warning)
+    on_exit(fn -> Application.delete_env(:snakepit, :log_level) end)
     pool = thread_pool!(:checks, 1, 4, thread_safety_checks: true)
     {:ok, [worker]} = Snakepit.Pool.workers(pool)
 

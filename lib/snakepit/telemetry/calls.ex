@@ -79,13 +79,16 @@ defmodule Snakepit.Telemetry.Calls do
     Telemetry.execute(
       [:snakepit, :request, :executed],
       %{duration_us: System.convert_time_unit(duration, :native, :microsecond)},
-      %{
-        pool: call.pool_name,
-        worker_id: worker_id,
-        command: call.command,
-        success: success,
-        streaming: call.stream
-      }
+      with_correlation(
+        %{
+          pool: call.pool_name,
+          worker_id: worker_id,
+          command: call.command,
+          success: success,
+          streaming: call.stream
+        },
+        call.correlation_id
+      )
     )
   end
 
@@ -104,6 +107,9 @@ defmodule Snakepit.Telemetry.Calls do
   end
 
   def raised(_call, kind, reason, stacktrace), do: :erlang.raise(kind, reason, stacktrace)
+
+  defp with_correlation(metadata, nil), do: metadata
+  defp with_correlation(metadata, id), do: Map.put(metadata, :correlation_id, id)
 
   defp correlation_id, do: "snakepit-" <> Integer.to_string(System.unique_integer([:positive]))
 end
