@@ -10,7 +10,7 @@ defmodule Snakepit.Pool do
   use GenServer
   require Logger
 
-  alias Snakepit.{Error, Native, Python, Telemetry}
+  alias Snakepit.{Error, Native, Python, PythonRuntime, Telemetry}
 
   @default_await_timeout 15_000
 
@@ -121,6 +121,22 @@ defmodule Snakepit.Pool do
        )}
   end
 
+  @doc """
+  What a running pool was started with: its normalised `config`, the
+  `python` interpreter (`Snakepit.PythonRuntime.choice/0`) and its
+  `start_error` (the last worker start failure while no worker was ready).
+  """
+  @spec info(atom(), timeout()) :: {:ok, map()} | {:error, Error.t()}
+  def info(pool, timeout \\ 5_000) when is_atom(pool) do
+    {:ok, GenServer.call(process_name(pool), :info, timeout)}
+  catch
+    :exit, _ ->
+      {:error,
+       Error.new(:pool, :pool_not_found, "no pool named #{inspect(pool)} is running",
+         pool_name: pool
+       )}
+  end
+
   @doc "Native statistics of one pool."
   @spec stats(atom()) :: {:ok, map()} | {:error, Error.t()}
   def stats(pool) do
@@ -155,8 +171,8 @@ defmodule Snakepit.Pool do
   @impl GenServer
   def init(config) do
     Process.flag(:trap_exit, true)
-    python = Python.executable!(config.python_executable)
-    {:ok, handle} = config |> native_config(python) |> Native.pool_start(self())
+    python = PythonRuntime.resolve!(python_executable: config.python_executable)
+    {:ok, handle} = config |> native_config(python.path) |> Native.pool_start(self())
     remember_order(config.name)
     :persistent_term.put({__MODULE__, config.name}, {handle, config.affinity})
 
@@ -165,6 +181,7 @@ defmodule Snakepit.Pool do
        config: config,
        handle: handle,
        log_level: Snakepit.Config.globals(Application.get_all_env(:snakepit)).log_level,
+       python: python,
        ready: MapSet.new(),
        start_error: nil,
        waiters: []
@@ -172,6 +189,10 @@ defmodule Snakepit.Pool do
   end
 
   @impl GenServer
+  def handle_call(:info, _from, state) do
+    {:reply, Map.take(state, [:config, :python, :start_error]), state}
+  end
+
   def handle_call({:await_ready, timeout}, from, state) do
     cond do
       MapSet.size(state.ready) > 0 ->
@@ -244,7 +265,7 @@ defmodule Snakepit.Pool do
   end
 
   defp handle_event(:worker_start_failed, worker_id, native_error, state) do
-    error = Error.from_native(native_error, pool_name: state.config.name)
+    error = native_error |> Error.from_native(pool_name: state.config.name) |> with_python(state)
 
     log(
       state,
@@ -342,6 +363,24 @@ defmodule Snakepit.Pool do
       String.contains?(line, "WARNING") -> :warning
       true -> :info
     end
+  end
+
+  # A start error says which interpreter ran and where it looked for modules.
+  defp with_python(error, %{python: python, config: config}) do
+    python_path = config.env |> Map.new() |> Map.get("PYTHONPATH") |> Python.python_path()
+
+    %{
+      error
+      | message:
+          "#{error.message} (Python #{python.path}, chosen by #{python.reason}; " <>
+            "PYTHONPATH #{Enum.join(python_path, ":")})",
+        details:
+          Map.merge(error.details, %{
+            python: python.path,
+            python_rule: python.rule,
+            python_path: python_path
+          })
+    }
   end
 
   defp reply_waiters(state, reply) do
