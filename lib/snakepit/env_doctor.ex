@@ -50,16 +50,16 @@ defmodule Snakepit.EnvDoctor do
     python = if interpreter.status == :ok, do: interpreter.details.path
     nif = check_nif()
 
+    # The probes start workers: all at once, reported in config order.
+    pool_checks =
+      pools
+      |> Enum.map(fn pool -> Task.async(fn -> check_pool(pool, nif, timeout) end) end)
+      |> Enum.flat_map(&Task.await(&1, :infinity))
+
     results =
-      [
-        config_check,
-        interpreter,
-        check_grpc(python),
-        check_numpy(python),
-        nif,
-        check_runtime_dir(nif)
-      ] ++
-        Enum.flat_map(pools, &check_pool(&1, nif, timeout)) ++ [check_hardware()]
+      [config_check, interpreter] ++
+        check_modules(python) ++
+        [nif, check_runtime_dir(nif)] ++ pool_checks ++ [check_hardware()]
 
     if Enum.any?(results, &(&1.status == :error)), do: {:error, results}, else: {:ok, results}
   end
@@ -119,62 +119,79 @@ defmodule Snakepit.EnvDoctor do
   end
 
   defp version_facts(path) do
-    version =
-      case PythonVersion.detect(path) do
-        {:ok, {major, minor, patch}} -> "Python #{major}.#{minor}.#{patch}"
-        {:error, _} -> "version unknown"
-      end
+    case PythonVersion.facts(path) do
+      {:ok, %{version: {major, minor, patch}} = facts} ->
+        threading =
+          cond do
+            facts.gil_disabled -> "free-threaded, GIL off"
+            facts.build -> "free-threaded build, GIL on"
+            true -> "GIL"
+          end
 
-    threading =
-      case PythonVersion.free_threading(path) do
-        {:ok, %{gil_disabled: true}} -> "free-threaded, GIL off"
-        {:ok, %{build: true}} -> "free-threaded build, GIL on"
-        _ -> "GIL"
-      end
+        {"Python #{major}.#{minor}.#{patch}", threading}
 
-    {version, threading}
-  end
-
-  defp check_grpc(nil), do: result(:grpc, "grpc", :error, "not checked: no interpreter", %{})
-
-  defp check_grpc(python) do
-    script =
-      "import grpc, google.protobuf\nprint(grpc.__version__)\nprint(google.protobuf.__version__)"
-
-    case python_lines(python, script) do
-      {:ok, [grpc, protobuf]} ->
-        result(:grpc, "grpc", :ok, "grpcio #{grpc}, protobuf #{protobuf}", %{
-          grpcio: grpc,
-          protobuf: protobuf
-        })
-
-      {:ok, other} ->
-        result(:grpc, "grpc", :error, "unexpected answer: #{inspect(other)}", %{})
-
-      {:error, output} ->
-        result(:grpc, "grpc", :error, "grpc or protobuf does not import: #{last_line(output)}", %{
-          output: output
-        })
+      {:error, _} ->
+        {"version unknown", "GIL unknown"}
     end
   end
 
-  defp check_numpy(nil), do: result(:numpy, "numpy", :warning, "not checked: no interpreter", %{})
+  # grpc, protobuf and NumPy versions from one run of the interpreter.
+  @modules_probe """
+  import importlib
+  for name in ("grpc", "google.protobuf", "numpy"):
+      try:
+          print(importlib.import_module(name).__version__)
+      except Exception as exc:
+          print("!" + type(exc).__name__ + ": " + str(exc).replace("\\n", " "))
+  """
 
-  defp check_numpy(python) do
-    case python_lines(python, "import numpy\nprint(numpy.__version__)") do
-      {:ok, [version]} ->
-        result(:numpy, "numpy", :ok, "numpy #{version}", %{numpy: version})
+  defp check_modules(nil) do
+    [
+      result(:grpc, "grpc", :error, "not checked: no interpreter", %{}),
+      result(:numpy, "numpy", :warning, "not checked: no interpreter", %{})
+    ]
+  end
 
-      _ ->
-        result(
-          :numpy,
-          "numpy",
-          :warning,
-          "numpy does not import (optional; Debian: apt-get install python3-numpy)",
-          %{}
-        )
+  defp check_modules(python) do
+    case python_lines(python, @modules_probe) do
+      {:ok, [grpc, protobuf, numpy]} -> [grpc_result(grpc, protobuf), numpy_result(numpy)]
+      {:ok, other} -> check_modules_failed(inspect(other))
+      {:error, output} -> check_modules_failed(last_line(output))
     end
   end
+
+  defp check_modules_failed(why) do
+    [
+      result(:grpc, "grpc", :error, "#{why}", %{}),
+      result(:numpy, "numpy", :warning, "not checked", %{})
+    ]
+  end
+
+  defp grpc_result("!" <> error, _protobuf),
+    do: result(:grpc, "grpc", :error, "grpc does not import: #{error}", %{})
+
+  defp grpc_result(_grpc, "!" <> error),
+    do: result(:grpc, "grpc", :error, "google.protobuf does not import: #{error}", %{})
+
+  defp grpc_result(grpc, protobuf),
+    do:
+      result(:grpc, "grpc", :ok, "grpcio #{grpc}, protobuf #{protobuf}", %{
+        grpcio: grpc,
+        protobuf: protobuf
+      })
+
+  defp numpy_result("!" <> error) do
+    result(
+      :numpy,
+      "numpy",
+      :warning,
+      "numpy does not import (optional; Debian: apt-get install python3-numpy): #{error}",
+      %{}
+    )
+  end
+
+  defp numpy_result(version),
+    do: result(:numpy, "numpy", :ok, "numpy #{version}", %{numpy: version})
 
   defp check_nif do
     path = :code.priv_dir(:snakepit) |> Path.join("snakepit_nif.so")

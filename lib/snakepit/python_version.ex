@@ -40,7 +40,7 @@ defmodule Snakepit.PythonVersion do
   @doc "The version of the interpreter at `path`."
   @spec detect(String.t()) :: {:ok, version()} | {:error, term()}
   def detect(path) when is_binary(path) do
-    with {:ok, %{version: version}} <- probe(path), do: {:ok, version}
+    with {:ok, %{version: version}} <- facts(path), do: {:ok, version}
   end
 
   @doc "Whether the interpreter the pools use runs without the GIL."
@@ -52,7 +52,20 @@ defmodule Snakepit.PythonVersion do
   @doc "Whether the interpreter at `path` runs without the GIL."
   @spec free_threading(String.t()) :: {:ok, free_threading()} | {:error, term()}
   def free_threading(path) when is_binary(path) do
-    with {:ok, facts} <- probe(path), do: {:ok, Map.delete(facts, :version)}
+    with {:ok, facts} <- facts(path), do: {:ok, Map.delete(facts, :version)}
+  end
+
+  @doc "`version` and `free_threading/1`'s facts of the interpreter at `path`, from one run of it."
+  @spec facts(String.t()) ::
+          {:ok, %{version: version(), build: boolean(), gil_disabled: boolean()}}
+          | {:error, term()}
+  def facts(path) when is_binary(path) do
+    case System.cmd(path, ["-c", @probe], stderr_to_stdout: true) do
+      {output, 0} -> parse(output)
+      {output, status} -> {:error, {:python_failed, status, String.trim(output)}}
+    end
+  rescue
+    error in ErlangError -> {:error, {:python_not_found, Exception.message(error)}}
   end
 
   @doc "Whether `version` is one that has free-threaded builds (3.13 or later)."
@@ -91,15 +104,6 @@ defmodule Snakepit.PythonVersion do
       {:ok, choice} -> {:ok, choice.path}
       {:error, message} -> {:error, {:python_not_found, message}}
     end
-  end
-
-  defp probe(path) do
-    case System.cmd(path, ["-c", @probe], stderr_to_stdout: true) do
-      {output, 0} -> parse(output)
-      {output, status} -> {:error, {:python_failed, status, String.trim(output)}}
-    end
-  rescue
-    error in ErlangError -> {:error, {:python_not_found, Exception.message(error)}}
   end
 
   defp parse(output) do
