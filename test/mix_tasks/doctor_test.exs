@@ -65,11 +65,16 @@ defmodule Snakepit.MixTasks.DoctorTest do
     end
   end
 
-  test "fails, naming the pool and showing the traceback, on an adapter that does not import", %{dir: dir} do
+  test "fails, naming the pool and showing the traceback, on an adapter that does not import", %{
+    dir: dir
+  } do
     {output, status} = TempApp.mix(dir, ["snakepit.doctor"], [{"CASE", "broken"}])
     assert status != 0
     assert output =~ ~r/^ok    pool :default /m
-    assert output =~ ~r/^FAIL  pool :broken +no_such_package_xyz\.Adapter: No module named 'no_such_package_xyz'/m
+
+    assert output =~
+             ~r/^FAIL  pool :broken +no_such_package_xyz\.Adapter: No module named 'no_such_package_xyz'/m
+
     assert output =~ ~r/^        Traceback \(most recent call last\):$/m
     assert output =~ ~r/^        ModuleNotFoundError: No module named 'no_such_package_xyz'$/m
     assert output =~ "snakepit.doctor: 1 check(s) failed"
@@ -78,13 +83,20 @@ defmodule Snakepit.MixTasks.DoctorTest do
   test "checks __thread_safe__ for thread-profile pools", %{dir: dir} do
     {output, status} = TempApp.mix(dir, ["snakepit.doctor"], [{"CASE", "thread"}])
     assert status != 0
-    assert output =~ ~r/^ok    pool :safe +snakepit_bridge\.adapters\.showcase\.ShowcaseAdapter imports and builds \(thread profile/m
+
+    assert output =~
+             ~r/^ok    pool :safe +snakepit_bridge\.adapters\.showcase\.ShowcaseAdapter imports and builds \(thread profile/m
+
     assert output =~ ~r/^ok    pool :safe +\S+ declares __thread_safe__ = True$/m
-    assert output =~ ~r/^FAIL  pool :unsafe +envprobe\.adapter\.NotThreadSafeAdapter does not declare __thread_safe__ = True/m
+
+    assert output =~
+             ~r/^FAIL  pool :unsafe +envprobe\.adapter\.NotThreadSafeAdapter does not declare __thread_safe__ = True/m
   end
 
   test "--json prints one JSON object with the same checks", %{dir: dir} do
-    {json, status} = TempApp.mix(dir, ["snakepit.doctor", "--json"], [{"CASE", "broken"}], stderr: false)
+    {json, status} =
+      TempApp.mix(dir, ["snakepit.doctor", "--json"], [{"CASE", "broken"}], stderr: false)
+
     assert status != 0
 
     # Python's json module is the parser: the output must be strict JSON.

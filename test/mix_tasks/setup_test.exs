@@ -29,11 +29,16 @@ defmodule Snakepit.MixTasks.SetupTest do
     :ok
   end
 
-  test "creates the venv offline, changes nothing the second time, and the pools then use it", %{dir: dir} do
+  test "creates the venv offline, changes nothing the second time, and the pools then use it", %{
+    dir: dir
+  } do
     venv = Path.join(dir, ".venv")
     {output, status} = TempApp.mix(dir, ["snakepit.setup"], @offline)
     assert status == 0, output
-    assert output =~ ~r/^ok    venv +created #{venv} \(\S+python3 -m venv --system-site-packages\)$/m
+
+    assert output =~
+             ~r/^ok    venv +created #{venv} \(\S+python3 -m venv --system-site-packages\)$/m
+
     assert output =~ ~r/^ok    requirements +3 satisfied: grpcio, protobuf and requirements.txt$/m
     # The doctor ran, and already sees the new interpreter.
     assert output =~ ~r/^ok    interpreter +#{venv}\/bin\/python3 .*chosen by the app's .venv/m

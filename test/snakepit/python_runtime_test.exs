@@ -163,7 +163,14 @@ defmodule Snakepit.PythonRuntimeTest do
       venv_python = TempApp.fake_venv!(Path.join(tmp, "venv"))
       System.put_env("VIRTUAL_ENV", Path.join(tmp, "venv"))
 
-      pool = start_pool!(name: :venv_pool, pool_size: 1)
+      pool =
+        start_pool!(
+          name: :venv_pool,
+          pool_size: 1,
+          adapter_args: ["--adapter", "envprobe.adapter.WhereAdapter"],
+          adapter_env: [{"PYTHONPATH", Path.expand("../fixtures/app_python", __DIR__)}]
+        )
+
       {:ok, [worker]} = Snakepit.Pool.workers(pool)
       [argv0 | _] = File.read!("/proc/#{worker.os_pid}/cmdline") |> String.split(<<0>>)
       assert argv0 == venv_python
@@ -171,8 +178,9 @@ defmodule Snakepit.PythonRuntimeTest do
       assert {:ok, %{python: %{rule: :virtual_env, path: ^venv_python}}} =
                Snakepit.Pool.info(pool)
 
-      assert {:ok, Path.join(tmp, "venv")} ==
-               Snakepit.execute("env", %{name: "VIRTUAL_ENV"}, pool_name: pool)
+      # The interpreter ran as the venv's: its prefix is the venv.
+      assert {:ok, %{"prefix" => prefix}} = Snakepit.execute("where", %{}, pool_name: pool)
+      assert prefix == Path.join(tmp, "venv")
     end
 
     test "the start error says which interpreter ran, which rule chose it, and the PYTHONPATH",
