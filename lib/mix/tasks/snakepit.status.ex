@@ -65,9 +65,23 @@ defmodule Mix.Tasks.Snakepit.Status do
         Mix.raise("snakepit.status: #{app} did not start: #{inspect(reason)}")
     end
 
-    # A pool that cannot start is reported below with its error.
+    # Until every worker is up; a pool that cannot start is reported with
+    # its error.
+    deadline = System.monotonic_time(:millisecond) + timeout
     _ = Snakepit.Pool.await_ready(:all, timeout)
-    Snakepit.Status.pools()
+    settled(deadline)
+  end
+
+  defp settled(deadline) do
+    pools = Snakepit.Status.pools()
+    starting? = Enum.any?(pools, &(&1.ready < &1.pool_size and &1.start_error == nil))
+
+    if starting? and System.monotonic_time(:millisecond) < deadline do
+      Process.sleep(100)
+      settled(deadline)
+    else
+      pools
+    end
   end
 
   defp remote(name, cookie, timeout) do
