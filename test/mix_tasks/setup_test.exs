@@ -76,6 +76,26 @@ defmodule Snakepit.MixTasks.SetupTest do
     assert output =~ "snakepit.setup: the Python side is not ready"
   end
 
+  test "a fake .venv (bin/python3 linked to the system interpreter) is what the pools run", %{
+    dir: dir
+  } do
+    venv = Path.join(dir, ".venv")
+    TempApp.fake_venv!(venv)
+
+    script = """
+    :ok = Snakepit.Pool.await_ready(:default, 60_000)
+    {:ok, where} = Snakepit.execute("where", %{})
+    {:ok, info} = Snakepit.Pool.info(:default)
+    IO.puts("prefix=" <> where["prefix"])
+    IO.puts("rule=\#{info.python.rule}")
+    """
+
+    {output, status} = TempApp.mix(dir, ["run", "-e", script])
+    assert status == 0, output
+    assert output =~ "prefix=#{venv}\n"
+    assert output =~ "rule=app_venv\n"
+  end
+
   # Every file under the app except the build: path, size, mtime.
   defp snapshot(dir) do
     dir
