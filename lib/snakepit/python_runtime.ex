@@ -360,24 +360,38 @@ defmodule Snakepit.PythonRuntime do
     end
   end
 
-  # Successful checks are remembered per interpreter file (by inode and
-  # mtime), so a pool restart does not start Python again to ask.
+  # Answers are remembered per interpreter file (by inode and mtime), so a
+  # pool start does not run Python again to ask: successes for good,
+  # failures for a minute (installing grpc does not touch the interpreter).
+  @failure_ttl_ms 60_000
   defp import_check(path) do
     key = {__MODULE__, :imports, path, file_identity(path)}
+    now = System.monotonic_time(:millisecond)
 
     case :persistent_term.get(key, nil) do
       :ok ->
         :ok
 
-      nil ->
-        case System.cmd(path, ["-c", @import_probe], stderr_to_stdout: true) do
-          {_, 0} ->
+      {:error, output, at} when now - at < @failure_ttl_ms ->
+        {:error, output}
+
+      _unknown_or_stale ->
+        case run_import_probe(path) do
+          :ok ->
             :persistent_term.put(key, :ok)
             :ok
 
-          {output, _status} ->
-            {:error, String.trim(output)}
+          {:error, output} ->
+            :persistent_term.put(key, {:error, output, now})
+            {:error, output}
         end
+    end
+  end
+
+  defp run_import_probe(path) do
+    case System.cmd(path, ["-c", @import_probe], stderr_to_stdout: true) do
+      {_, 0} -> :ok
+      {output, _status} -> {:error, String.trim(output)}
     end
   rescue
     error in ErlangError -> {:error, Exception.message(error)}

@@ -86,14 +86,15 @@ defmodule Mix.Tasks.Snakepit.Gen.Adapter do
     end
 
     # priv/python comes before the standard library on PYTHONPATH, so a
-    # package named like an existing module would hide it from every worker.
+    # package named like an existing module (the bridge's included) would
+    # hide it from every worker.
     with {:ok, choice} <- Snakepit.PythonRuntime.resolve(),
          script =
            "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec(sys.argv[1]) is None else 3)",
          {_, 3} <-
            System.cmd(choice.path, ["-c", script, name],
              stderr_to_stdout: true,
-             env: [{"PYTHONPATH", nil}]
+             env: [{"PYTHONPATH", Snakepit.Python.bridge_dir()}]
            ) do
       Mix.raise(
         "snakepit.gen.adapter: #{inspect(name)} is already a module for #{choice.path}; pick another name"
