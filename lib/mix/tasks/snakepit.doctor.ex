@@ -20,7 +20,10 @@ defmodule Mix.Tasks.Snakepit.Doctor do
   ## Options
 
     * `--json` - print the results as one JSON object instead:
-      `{"ok": bool, "checks": [{"name", "label", "status", "message", "details"}]}`
+      `{"ok": bool, "checks": [{"name", "label", "status", "message", "details"}]}`;
+      the task's own compilation is kept off stdout, but Mix compiles a
+      changed path dependency before any task runs, so run `mix compile`
+      first when the JSON is piped
     * `--probe-timeout MS` - how long a probe worker may take to start
       (default 60000)
   """
