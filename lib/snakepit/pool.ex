@@ -24,7 +24,7 @@ defmodule Snakepit.Pool do
   use GenServer
   require Logger
 
-  alias Snakepit.{Error, Native, Python, Telemetry}
+  alias Snakepit.{Error, Native, Python, PythonRuntime, Telemetry}
   alias Snakepit.Telemetry.PoolEvents
 
   # What the hot path reads per pool: a running pool's handle, default
@@ -227,6 +227,22 @@ defmodule Snakepit.Pool do
   def execute_stream(command, args, callback, opts \\ []),
     do: Snakepit.execute_stream(command, args, callback, opts)
 
+  @doc """
+  What a running pool was started with: its normalised `config`, the
+  `python` interpreter (`Snakepit.PythonRuntime.choice/0`) and its
+  `start_error` (the last worker start failure while no worker was ready).
+  """
+  @spec info(atom(), timeout()) :: {:ok, map()} | {:error, Error.t()}
+  def info(pool, timeout \\ 5_000) when is_atom(pool) do
+    {:ok, GenServer.call(process_name(pool), :info, timeout)}
+  catch
+    :exit, _ ->
+      {:error,
+       Error.new(:pool, :pool_not_found, "no pool named #{inspect(pool)} is running",
+         pool_name: pool
+       )}
+  end
+
   @doc "Native statistics of one pool."
   @spec stats(atom()) :: {:ok, map()} | {:error, Error.t()}
   def stats(pool) do
@@ -276,16 +292,17 @@ defmodule Snakepit.Pool do
       entry: nil,
       running: nil,
       output_levels: %{},
-      telemetry: PoolEvents.init(config)
+      telemetry: PoolEvents.init(config),
+      python: nil
     }
 
     # A pool that cannot even start (no usable interpreter, a native
     # refusal) is failed, not a crash: the application and its other pools
     # keep running.
     case start_native(config, globals) do
-      {:ok, handle} ->
+      {:ok, handle, python} ->
         running = {handle, config.affinity, globals.request_timeout, globals.stream_timeout}
-        {:ok, publish(%{state | handle: handle, running: running}, running)}
+        {:ok, publish(%{state | handle: handle, running: running, python: python}, running)}
 
       {:error, message} ->
         error = Error.new(:worker, :start_failed, message, pool_name: config.name)
@@ -295,10 +312,10 @@ defmodule Snakepit.Pool do
   end
 
   defp start_native(config, globals) do
-    python = Python.executable!(config.python_executable)
+    python = PythonRuntime.resolve!(python_executable: config.python_executable)
 
-    case config |> native_config(python, globals) |> Native.pool_start(self()) do
-      {:ok, handle} -> {:ok, handle}
+    case config |> native_config(python.path, globals) |> Native.pool_start(self()) do
+      {:ok, handle} -> {:ok, handle, python}
       {:error, message} -> {:error, message}
     end
   rescue
@@ -321,7 +338,11 @@ defmodule Snakepit.Pool do
         pool_name: state.config.name,
         python_type: error.details[:python_type],
         python_traceback: error.python_traceback,
-        details: %{python_traceback: error.python_traceback, start_error: error.details}
+        details: %{
+          python_traceback: error.python_traceback,
+          start_error: error.details,
+          start_message: error.message
+        }
       )
 
     # Republished only on the transition: retries of a failing worker do
@@ -337,6 +358,10 @@ defmodule Snakepit.Pool do
   end
 
   @impl GenServer
+  def handle_call(:info, _from, state) do
+    {:reply, Map.take(state, [:config, :python, :start_error]), state}
+  end
+
   def handle_call({kind, timeout}, from, state)
       when kind in [:await_ready, :await_init_complete] do
     case await_reply(kind, state) do
@@ -429,7 +454,7 @@ defmodule Snakepit.Pool do
   end
 
   defp handle_event(:worker_start_failed, worker_id, native_error, state) do
-    error = Error.from_native(native_error, pool_name: state.config.name)
+    error = native_error |> Error.from_native(pool_name: state.config.name) |> with_python(state)
 
     log(
       state,
@@ -580,6 +605,24 @@ defmodule Snakepit.Pool do
   end
 
   defp max_level(a, b), do: if(Logger.compare_levels(a, b) == :lt, do: b, else: a)
+
+  # A start error says which interpreter ran and where it looked for modules.
+  defp with_python(error, %{python: python, config: config}) do
+    python_path = config.env |> Map.new() |> Map.get("PYTHONPATH") |> Python.python_path()
+
+    %{
+      error
+      | message:
+          "#{error.message} (Python #{python.path}, chosen by #{python.reason}; " <>
+            "PYTHONPATH #{Enum.join(python_path, ":")})",
+        details:
+          Map.merge(error.details, %{
+            python: python.path,
+            python_rule: python.rule,
+            python_path: python_path
+          })
+    }
+  end
 
   # Worker ids are <pool>_worker_<slot>_<serial>; a replacement keeps the slot.
   defp settle(settled, worker_id) do

@@ -154,8 +154,13 @@ defmodule Snakepit.BadInputTest do
   end
 
   test "a configured interpreter that cannot import grpc is a clear error" do
-    error = assert_raise ArgumentError, fn -> Snakepit.Python.executable!("/bin/false") end
+    error =
+      assert_raise ArgumentError, fn ->
+        Snakepit.PythonRuntime.resolve!(python_executable: "/bin/false")
+      end
+
     assert error.message =~ "cannot import grpc"
-    assert Snakepit.Python.executable!(nil) |> File.exists?()
+    assert error.message =~ ":python_executable"
+    assert Snakepit.PythonRuntime.resolve!(python_executable: nil).path |> File.exists?()
   end
 end
