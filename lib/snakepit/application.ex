@@ -10,6 +10,7 @@ defmodule Snakepit.Application do
     children =
       [
         {Task.Supervisor, name: Snakepit.Bridge.TaskSupervisor},
+        Snakepit.Bridge.PythonTelemetry,
         Snakepit.Bridge.ToolRegistry
       ] ++ Enum.map(pools, &{Snakepit.Pool, &1})
 

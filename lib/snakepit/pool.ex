@@ -402,8 +402,10 @@ defmodule Snakepit.Pool do
 
     # Lets the boot-time sweep of another BEAM tell our live workers from orphans.
     owner = ["--snakepit-owner-pid", System.pid()]
+    # Names the pool in the worker's telemetry metadata.
+    pool = ["--pool-name", Atom.to_string(config.name)]
 
     ["-u", Path.join(Python.bridge_dir(), "grpc_server.py")] ++
-      config.adapter_args ++ profile_args ++ grace ++ owner ++ checks
+      config.adapter_args ++ profile_args ++ grace ++ owner ++ pool ++ checks
   end
 end

@@ -108,6 +108,13 @@ defmodule Snakepit.Bridge.ToolRegistry do
     {:noreply, state}
   end
 
+  # Python telemetry arrives on the same socket; it is emitted elsewhere so
+  # slow telemetry handlers never hold up tool calls.
+  def handle_info({:snakepit_python_telemetry, _, _, _, _, _, _} = batch, state) do
+    Snakepit.Bridge.PythonTelemetry.forward(batch)
+    {:noreply, state}
+  end
+
   # The tool runs in its own process so a timeout can kill it.
   defp run(fun, params, name, timeout) do
     task =
