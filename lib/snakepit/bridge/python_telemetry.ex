@@ -142,7 +142,9 @@ defmodule Snakepit.Bridge.PythonTelemetry do
           })
 
         measurements =
-          Map.new(measurements, fn {key, value} -> {Map.get(@measurement_lookup, key, key), value} end)
+          Map.new(measurements, fn {key, value} ->
+            {Map.get(@measurement_lookup, key, key), value}
+          end)
 
         Snakepit.Telemetry.execute(event, measurements, metadata)
 
@@ -166,7 +168,9 @@ defmodule Snakepit.Bridge.PythonTelemetry do
     key = context.worker_id
     # Entries of workers with nothing left to report are forgotten, so
     # replaced workers do not accumulate here.
-    dropped = Map.reject(state.dropped, fn {_, {n, t}} -> n == 0 and now - t >= @warn_interval_ms end)
+    dropped =
+      Map.reject(state.dropped, fn {_, {n, t}} -> n == 0 and now - t >= @warn_interval_ms end)
+
     state = %{state | dropped: dropped}
     {pending, last} = Map.get(dropped, key, {0, nil})
     pending = pending + count

@@ -58,7 +58,6 @@ DEFAULT_ADAPTER = "snakepit_bridge.adapters.showcase.ShowcaseAdapter"
 
 # Result types that are JSON-encoded as they are (no generator/coroutine checks).
 _PLAIN_TYPES = frozenset({dict, list, str, int, float, bool, type(None), tuple})
-_CHUNK_KEYS = frozenset({"data", "is_final", "metadata"})
 
 
 # --------------------------------------------------------------------------
@@ -201,12 +200,9 @@ def run_maybe_async(func: Callable[[], Any]) -> Any:
 def _chunk_parts(item: Any) -> Tuple[Any, bool, Optional[Dict[str, Any]]]:
     """(payload, is_final, metadata) of a yielded item: a chunk object
     (``.data``, ``.is_final``, optional ``.metadata``, like upstream's
-    ``StreamChunk``), a dict of exactly those keys, or a plain value."""
+    ``StreamChunk``) or a plain value (a dict is a value, whatever its keys,
+    as upstream sends it)."""
     itype = type(item)
-    if itype is dict:
-        if "data" in item and "is_final" in item and _CHUNK_KEYS.issuperset(item):
-            return item["data"], bool(item["is_final"]), item.get("metadata")
-        return item, False, None
     if itype in _PLAIN_TYPES or itype is bytes or itype is bytearray:
         return item, False, None
     if hasattr(item, "is_final") and hasattr(item, "data"):
