@@ -122,7 +122,9 @@ class ElixirBackend(TelemetryBackend):
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="snakepit-telemetry", daemon=True)
                 self._thread.start()
-            elif len(self._events) == self.batch_size:
+            elif len(self._events) in (1, self.batch_size):
+                # The first event wakes the sender (which then waits out the
+                # batching window); a full batch ends the window early.
                 self._cond.notify()
 
     @property

@@ -1,13 +1,14 @@
 """Tensor, embedding and binary tools (NumPy)."""
 
+# NumPy is imported inside the tools that use it: a worker that never
+# calls them does not load it.
+
 from __future__ import annotations
 
 import hashlib
 import time
 import zlib
 from typing import Any, Dict, List, Optional
-
-import numpy as np
 
 from ....base_adapter import tool
 from ....base_adapter_threaded import thread_safe_method
@@ -23,6 +24,8 @@ class BinaryOpsHandler:
     @tool(description="Create a tensor and report the encoding its size would get")
     @thread_safe_method
     def create_tensor(self, name: str, shape: List[int], size_bytes: Optional[int] = None) -> Dict[str, Any]:
+        import numpy as np
+
         shape = [int(s) for s in shape]
         if size_bytes and len(shape) == 2 and shape[1] > 0:
             shape[0] = int(size_bytes // 8 // shape[1])
@@ -38,6 +41,8 @@ class BinaryOpsHandler:
     @tool(description="Create a unit-norm pseudo-embedding of a text")
     @thread_safe_method
     def create_embedding(self, text: str, dimensions: int) -> Dict[str, Any]:
+        import numpy as np
+
         rng = np.random.default_rng(sum(ord(c) for c in text) % 2**32)
         embedding = rng.standard_normal(dimensions)
         embedding /= np.linalg.norm(embedding)
@@ -52,6 +57,8 @@ class BinaryOpsHandler:
     @tool(description="Time list (JSON) vs bytes (binary) encoding of float arrays")
     @thread_safe_method
     def benchmark_encoding(self, start_kb: int = 1, end_kb: int = 100, step_kb: int = 10) -> Dict[str, Any]:
+        import numpy as np
+
         results = []
         for size_kb in range(start_kb, end_kb + 1, step_kb):
             data = np.random.randn(size_kb * 1024 // 8)

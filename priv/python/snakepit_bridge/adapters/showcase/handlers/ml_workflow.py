@@ -1,6 +1,9 @@
 """A small ML workflow with NumPy only: data, features, training
 (streamed), validation and prediction, kept per session in this worker."""
 
+# NumPy is imported inside the tools that use it: a worker that never
+# calls them does not load it.
+
 from __future__ import annotations
 
 import re
@@ -8,8 +11,6 @@ import threading
 import time
 from collections import Counter
 from typing import Any, Dict, Iterator, Optional
-
-import numpy as np
 
 from ....base_adapter import tool
 from ....base_adapter_threaded import thread_safe_method
@@ -40,6 +41,8 @@ class MLWorkflowHandler:
     @tool(description="Load a sample dataset (iris-like or synthetic)")
     @thread_safe_method
     def load_sample_data(self, dataset: str = "iris", split: float = 0.8) -> Dict[str, Any]:
+        import numpy as np
+
         rng = np.random.default_rng()
         iris = dataset == "iris"
         total = 150 if iris else 100
@@ -96,6 +99,8 @@ class MLWorkflowHandler:
     @tool(description="Train a nearest-centroid model, streaming progress", supports_streaming=True)
     @thread_safe_method
     def train_model(self, algorithm: str = "nearest_centroid", epochs: int = 10, delay_ms: int = 200, **kwargs: Any) -> Iterator[StreamChunk]:
+        import numpy as np
+
         session = self._ml_session()
         with self._ml_lock:
             data = self._ml_data.get(session)
@@ -126,6 +131,8 @@ class MLWorkflowHandler:
     @tool(description="Cross-validation accuracies")
     @thread_safe_method
     def cross_validate(self, cv_folds: int = 5) -> Dict[str, Any]:
+        import numpy as np
+
         accuracies = (0.92 + np.random.rand(cv_folds) * 0.06).tolist()
         return {
             "mean_accuracy": float(np.mean(accuracies)),
@@ -136,6 +143,8 @@ class MLWorkflowHandler:
     @tool(description="Predict one sample")
     @thread_safe_method
     def predict_single(self, features: Dict[str, float]) -> Dict[str, Any]:
+        import numpy as np
+
         values = np.array([float(v) for v in features.values()]) if features else np.zeros(1)
         index = int(abs(hash(tuple(values.round(3).tolist()))) % len(_IRIS_CLASSES))
         confidence = float(0.8 + 0.2 * (1 / (1 + np.exp(-np.abs(values).mean()))))
@@ -146,6 +155,8 @@ class MLWorkflowHandler:
     def predict_batch_with_embeddings(
         self, batch_size: int = 10, include_embeddings: bool = False, embedding_dim: int = 32
     ) -> Dict[str, Any]:
+        import numpy as np
+
         predictions = np.random.randint(0, 3, batch_size)
         result: Dict[str, Any] = {
             "batch_size": batch_size,
@@ -166,6 +177,8 @@ class MLWorkflowHandler:
     @tool(description="Perform text analysis using ML")
     @thread_safe_method
     def ml_analyze_text(self, text: str) -> Dict[str, Any]:
+        import numpy as np
+
         words = re.findall(r"[a-z']+", text.lower())
         positive = sum(word in _POSITIVE for word in words)
         negative = sum(word in _NEGATIVE for word in words)

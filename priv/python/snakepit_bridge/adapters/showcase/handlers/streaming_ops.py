@@ -1,12 +1,13 @@
 """Streaming tools (upstream's chunks and pacing)."""
 
+# NumPy is imported inside the tools that use it: a worker that never
+# calls them does not load it.
+
 from __future__ import annotations
 
 import time
 from datetime import datetime
 from typing import Iterator
-
-import numpy as np
 
 from ....base_adapter import tool
 from ....base_adapter_threaded import thread_safe_method
@@ -56,6 +57,8 @@ class StreamingOpsHandler:
     @tool(description="Generate and stream a dataset", supports_streaming=True)
     @thread_safe_method
     def generate_dataset(self, rows: int = 1000, chunk_size: int = 100, delay_ms: int = 100) -> Iterator[StreamChunk]:
+        import numpy as np
+
         sent = 0
         while sent < rows:
             in_chunk = min(chunk_size, rows - sent)
