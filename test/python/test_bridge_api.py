@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import grpc
 import pytest
 
-from conftest import SHOWCASE, TEST_ADAPTERS, decode_result, make_request, pb2
+from conftest import TEST_ADAPTERS, decode_result, make_request, pb2
 
 # --- names ------------------------------------------------------------------------
 
@@ -46,6 +46,13 @@ def test_upstream_modules_and_names_exist() -> None:
     from snakepit_bridge.serialization import GracefulJSONEncoder, TypeSerializer  # noqa: F401
 
     assert snakepit_bridge.__version__ == "0.13.0"
+    modules = (heartbeat, logging_config, otel_tracing, serialization, session_context, thread_safety_checker, zero_copy)
+    assert all(m.__name__.startswith("snakepit_bridge.") for m in modules)
+    assert HeartbeatClient and HeartbeatConfig().interval_ms == 2000 and SessionContext is session_context.SessionContext
+    assert ToolMetadata().parameters == [] and ZeroCopyRef({}).kind is None and callable(configure_logging)
+    assert ThreadLocalStorage().get("x", 1) == 1 and RequestTracker().get_stats()["total_requests"] == 0
+    assert callable(require_thread_safe) and validate_thread_safety(snakepit_bridge.ThreadSafeAdapter)
+    assert GracefulJSONEncoder and TypeSerializer
     assert get_logger("snakepit_bridge.x").name == "snakepit.bridge.x"
     assert get_logger("mine").name == "snakepit.mine"
     for name in ("emit", "span", "set_backend", "get_backend", "is_enabled", "get_correlation_id", "otel_span"):
@@ -484,3 +491,16 @@ def test_showcase_offers_every_upstream_tool_and_its_shapes(showcase: Any) -> No
     assert [p["step"] for p in progress] == [1, 2, 3] and progress[-1]["progress"] == 100.0
     fib = showcase.stub.ExecuteStreamingTool(make_request("stream_fibonacci", {"count": 6, "delay_ms": 0}))
     assert [json.loads(c.data)["value"] for c in fib] == [0, 1, 1, 2, 3, 5]
+
+
+def test_health_check_imports_the_adapter_and_exits() -> None:
+    import subprocess
+
+    from conftest import PYTHON, SERVER
+
+    ok = subprocess.run([PYTHON, str(SERVER), "--health-check"], capture_output=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    bad = subprocess.run(
+        [PYTHON, str(SERVER), "--health-check", "--adapter", "no_such_module_xyz.Adapter"], capture_output=True, timeout=60
+    )
+    assert bad.returncode == 1 and b"no_such_module_xyz" in bad.stderr

@@ -4,6 +4,8 @@ defmodule Snakepit.PythonAdapterTest do
 
   import ExUnit.CaptureLog
 
+  doctest Snakepit.Bridge.PythonTelemetry
+
   @fixtures Path.expand("../fixtures/python", __DIR__)
 
   defp adapter(name), do: ["--adapter", "snakepit_exunit_adapters." <> name]

@@ -641,10 +641,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     upstream.add_argument("--heartbeat-dependent", dest="heartbeat_dependent", action="store_true", default=None)
     upstream.add_argument("--heartbeat-independent", dest="heartbeat_dependent", action="store_false")
     args = parser.parse_args(argv)
-    if args.adapter is None:
-        args.adapter = DEFAULT_ADAPTER if args.health_check else parser.error("--adapter is required")
-    if args.socket is None and not args.health_check:
-        parser.error("--socket is required")
+    if args.health_check:
+        args.adapter = args.adapter or DEFAULT_ADAPTER
+    elif args.adapter is None or args.socket is None:
+        parser.error("--adapter and --socket are required")
     if args.threads is None:
         if args.profile == "process":
             args.threads = 1
