@@ -503,8 +503,11 @@ defmodule Bench.Run do
         run =
           measure_pool(ctx, :bench_payload, 2, ctx.payload_ms, fn _ ->
             case Snakepit.execute("echo", args, pool_name: :bench_payload, timeout: 60_000) do
-              {:ok, %{"data" => data}} when byte_size(data) == bytes -> {:ok, bytes}
-              other -> {:error, other}
+              {:ok, %{"echoed" => %{"data" => data}}} when byte_size(data) == bytes ->
+                {:ok, bytes}
+
+              other ->
+                {:error, other}
             end
           end)
 

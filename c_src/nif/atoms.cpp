@@ -7,6 +7,7 @@ void Atoms::init(ErlNifEnv* env) {
   ok = atom("ok");
   chunk = atom("chunk");
   json = atom("json");
+  not_found = atom("not_found");
   strict_queue = atom("strict_queue");
   strict_fail_fast = atom("strict_fail_fast");
   sessions = atom("sessions");

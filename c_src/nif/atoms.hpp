@@ -6,7 +6,7 @@
 namespace snakepit::nif {
 
 struct Atoms {
-  ERL_NIF_TERM chunk, json, strict_queue, strict_fail_fast, sessions;
+  ERL_NIF_TERM chunk, json, not_found, strict_queue, strict_fail_fast, sessions;
   ERL_NIF_TERM ok, error, true_, false_, nil, binary, struct_, needs_preprocess, undefined;
   ERL_NIF_TERM snakepit_event, worker_spawned, worker_ready, worker_start_failed, worker_exited, worker_output,
       capacity_reached, heartbeat_timeout, worker_recycled, worker_hung, internal_error, stdout_, stderr_;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -515,8 +516,46 @@ ERL_NIF_TERM reports(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   return list;
 }
 
+// A Python telemetry batch as {:snakepit_python_telemetry, id, worker_id,
+// pool_name, python_pid, dropped, events}, each event {parts, measurements,
+// metadata, timestamp_ns, correlation_id} with [{key, value}] lists: built
+// off the schedulers, so no maps here (the receiving Elixir process makes them).
+ERL_NIF_TERM python_telemetry_message(ErlNifEnv* env, const transport::ElixirToolCall& call) {
+  const auto& batch = *call.telemetry;
+  std::vector<ERL_NIF_TERM> events;
+  events.reserve(batch.events.size());
+  for (const auto& event : batch.events) {
+    std::vector<ERL_NIF_TERM> parts, measurements, metadata;
+    for (const auto& part : event.event_parts) parts.push_back(make_binary(env, part));
+    for (const auto& [key, value] : event.measurements) {
+      ERL_NIF_TERM term;
+      if (const auto* i = std::get_if<std::int64_t>(&value)) term = enif_make_int64(env, *i);
+      else if (const auto* d = std::get_if<double>(&value); d != nullptr && std::isfinite(*d)) term = enif_make_double(env, *d);
+      else if (d != nullptr) term = make_binary(env, std::to_string(*d));  // enif_make_double refuses NaN/inf
+      else term = make_binary(env, std::get<std::string>(value));
+      measurements.push_back(enif_make_tuple2(env, make_binary(env, key), term));
+    }
+    for (const auto& [key, value] : event.metadata)
+      metadata.push_back(enif_make_tuple2(env, make_binary(env, key), make_binary(env, value)));
+    auto list = [env](std::vector<ERL_NIF_TERM>& items) {
+      return enif_make_list_from_array(env, items.data(), static_cast<unsigned>(items.size()));
+    };
+    events.push_back(enif_make_tuple5(env, list(parts), list(measurements), list(metadata),
+                                      enif_make_int64(env, event.timestamp_ns), make_binary(env, event.correlation_id)));
+  }
+  ERL_NIF_TERM items[] = {enif_make_atom(env, "snakepit_python_telemetry"),
+                          enif_make_uint64(env, call.id),
+                          make_binary(env, batch.worker_id),
+                          make_binary(env, batch.pool_name),
+                          enif_make_int64(env, batch.python_pid),
+                          enif_make_int64(env, batch.dropped),
+                          enif_make_list_from_array(env, events.data(), static_cast<unsigned>(events.size()))};
+  return enif_make_tuple_from_array(env, items, 7);
+}
+
 // Hands a Python -> Elixir call to the registry process as
-// {:snakepit_elixir_call, id, :execute | :list, session_id, tool, params}.
+// {:snakepit_elixir_call, id, :execute | :list, session_id, tool, params},
+// or a telemetry batch as python_telemetry_message() describes.
 std::optional<std::uint64_t> dispatch_elixir_call(NifState& nif, transport::ElixirToolCall&& call) {
   std::optional<ErlNifPid> handler;
   std::uint64_t token = 0;
@@ -527,6 +566,12 @@ std::optional<std::uint64_t> dispatch_elixir_call(NifState& nif, transport::Elix
   }
   if (!handler) return std::nullopt;
   ErlNifEnv* env = enif_alloc_env();
+  if (call.kind == transport::ElixirToolCall::Kind::telemetry) {
+    const bool sent = enif_send(nullptr, &*handler, env, python_telemetry_message(env, call));
+    enif_free_env(env);
+    if (!sent) return std::nullopt;
+    return token;
+  }
   ERL_NIF_TERM params;
   try {
     params = params_term(env, nif, call.params_json, TermBuilder::Thread::other);
@@ -585,7 +630,8 @@ ERL_NIF_TERM elixir_tools_start(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) 
   return enif_make_tuple2(env, nif.atoms.ok, make_binary(env, socket));
 }
 
-// elixir_tool_reply(id, {:ok, value} | {:error, message}) for an :execute call:
+// elixir_tool_reply(id, {:ok, value} | {:error, message} | {:not_found, message})
+// for an :execute call:
 // :ok, or :needs_preprocess when value holds structs.
 ERL_NIF_TERM elixir_tool_reply(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   auto& nif = state(env);
@@ -595,6 +641,7 @@ ERL_NIF_TERM elixir_tool_reply(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   if (!enif_get_uint64(env, argv[0], &id) || !enif_get_tuple(env, argv[1], &arity, &reply) || arity != 2)
     return enif_make_badarg(env);
   bool ok = enif_is_identical(reply[0], nif.atoms.ok);
+  const bool not_found = enif_is_identical(reply[0], nif.atoms.not_found);
   std::string payload;
   if (ok) {
     TermEncoder encoder(env, nif.atoms, 0);
@@ -608,7 +655,7 @@ ERL_NIF_TERM elixir_tool_reply(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   } else if (!get_string(env, reply[1], payload)) {
     return enif_make_badarg(env);
   }
-  if (auto* server = elixir_tool_server(nif)) server->reply_execute(id, ok, std::move(payload));
+  if (auto* server = elixir_tool_server(nif)) server->reply_execute(id, ok, std::move(payload), not_found);
   return nif.atoms.ok;
 }
 

@@ -19,12 +19,44 @@ namespace pb = ::snakepit::bridge;
 namespace {
 constexpr const char* kJsonType = "type.googleapis.com/snakepit.json";
 constexpr const char* kTakerGone = "the Elixir tool registry stopped before answering";
+// Bounds one batch's Elixir message; the bridge sends at most 1000.
+constexpr int kMaxTelemetryEvents = 5000;
+
+TelemetryEventData::Value telemetry_value(const pb::TelemetryValue& value) {
+  switch (value.value_case()) {
+    case pb::TelemetryValue::kIntValue:
+      return value.int_value();
+    case pb::TelemetryValue::kFloatValue:
+      return value.float_value();
+    default:
+      return value.string_value();
+  }
 }
+
+std::unique_ptr<TelemetryBatchData> telemetry_batch(const pb::TelemetryBatch& request) {
+  auto batch = std::make_unique<TelemetryBatchData>();
+  batch->worker_id = request.worker_id();
+  batch->pool_name = request.pool_name();
+  batch->python_pid = request.python_pid();
+  batch->dropped = request.dropped();
+  batch->events.reserve(static_cast<std::size_t>(request.events_size()));
+  for (const auto& event : request.events()) {
+    auto& out = batch->events.emplace_back();
+    out.event_parts.assign(event.event_parts().begin(), event.event_parts().end());
+    for (const auto& [key, value] : event.measurements()) out.measurements.emplace_back(key, telemetry_value(value));
+    for (const auto& [key, value] : event.metadata()) out.metadata.emplace_back(key, value);
+    out.timestamp_ns = event.timestamp_ns();
+    out.correlation_id = event.correlation_id();
+  }
+  return batch;
+}
+}  // namespace
 
 struct ElixirToolServer::Impl final : pb::BridgeService::CallbackService {
   struct Pending {
     grpc::ServerUnaryReactor* reactor;
-    std::variant<pb::ExecuteElixirToolResponse*, pb::GetExposedElixirToolsResponse*> response;
+    std::variant<pb::ExecuteElixirToolResponse*, pb::GetExposedElixirToolsResponse*, pb::TelemetryBatchResponse*>
+        response;
     std::uint64_t token = 0;  // who it was handed to; 0 until dispatched
   };
 
@@ -96,6 +128,20 @@ struct ElixirToolServer::Impl final : pb::BridgeService::CallbackService {
     call.session_id = request->session_id();
     return park(context, std::move(call), Pending{nullptr, response});
   }
+
+  grpc::ServerUnaryReactor* EmitTelemetry(grpc::CallbackServerContext* context, const pb::TelemetryBatch* request,
+                                          pb::TelemetryBatchResponse* response) override {
+    if (request->events_size() > kMaxTelemetryEvents) {
+      auto* reactor = context->DefaultReactor();
+      reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "telemetry batch too large"));
+      return reactor;
+    }
+    ElixirToolCall call;
+    call.id = next_id++;
+    call.kind = ElixirToolCall::Kind::telemetry;
+    call.telemetry = telemetry_batch(*request);
+    return park(context, std::move(call), Pending{nullptr, response});
+  }
 };
 
 ElixirToolServer::ElixirToolServer(const std::string& socket_path, Dispatch dispatch) : impl_(std::make_unique<Impl>()) {
@@ -113,9 +159,14 @@ ElixirToolServer::~ElixirToolServer() {
   if (impl_->server) impl_->server->Shutdown();
 }
 
-void ElixirToolServer::reply_execute(std::uint64_t id, bool ok, std::string result_json_or_message) {
+void ElixirToolServer::reply_execute(std::uint64_t id, bool ok, std::string result_json_or_message,
+                                     bool not_found) {
   auto pending = impl_->take(id);
   if (!pending) return;
+  if (std::holds_alternative<pb::TelemetryBatchResponse*>(pending->response)) {
+    return pending->reactor->Finish(ok ? grpc::Status::OK
+                                       : grpc::Status(grpc::StatusCode::UNAVAILABLE, result_json_or_message));
+  }
   auto** response = std::get_if<pb::ExecuteElixirToolResponse*>(&pending->response);
   if (response == nullptr) return pending->reactor->Finish(grpc::Status(grpc::StatusCode::INTERNAL, "wrong reply kind"));
   (*response)->set_success(ok);
@@ -124,6 +175,7 @@ void ElixirToolServer::reply_execute(std::uint64_t id, bool ok, std::string resu
     (*response)->mutable_result()->set_value(std::move(result_json_or_message));
   } else {
     (*response)->set_error_message(std::move(result_json_or_message));
+    if (not_found) (*(*response)->mutable_metadata())["error_kind"] = "not_found";
   }
   pending->reactor->Finish(grpc::Status::OK);
 }

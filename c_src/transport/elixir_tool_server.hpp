@@ -1,7 +1,7 @@
 // The gRPC server Python workers call to run Elixir tools
-// (ExecuteElixirTool, GetExposedElixirTools). It only parks each call and
-// hands it to a dispatcher; the answer comes later from whoever ran the
-// tool, through reply_*(). No erl_nif here.
+// (ExecuteElixirTool, GetExposedElixirTools) and to hand over their telemetry
+// (EmitTelemetry). It only parks each call and hands it to a dispatcher; the
+// answer comes later from whoever took it, through reply_*(). No erl_nif here.
 #pragma once
 
 #include <cstdint>
@@ -10,17 +10,37 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <variant>
 #include <vector>
 
 namespace snakepit::transport {
 
+// One Python telemetry event (proto TelemetryEvent), in plain C++ types.
+struct TelemetryEventData {
+  using Value = std::variant<std::int64_t, double, std::string>;
+  std::vector<std::string> event_parts;
+  std::vector<std::pair<std::string, Value>> measurements;
+  std::vector<std::pair<std::string, std::string>> metadata;
+  std::int64_t timestamp_ns = 0;
+  std::string correlation_id;
+};
+
+struct TelemetryBatchData {
+  std::string worker_id;
+  std::string pool_name;
+  std::int64_t python_pid = 0;
+  std::int64_t dropped = 0;
+  std::vector<TelemetryEventData> events;
+};
+
 struct ElixirToolCall {
-  enum class Kind { execute, list };
+  enum class Kind { execute, list, telemetry };
   std::uint64_t id = 0;
   Kind kind = Kind::execute;
   std::string session_id;
   std::string tool;
   std::vector<std::pair<std::string, std::string>> params_json;  // name, JSON text
+  std::unique_ptr<TelemetryBatchData> telemetry;                 // Kind::telemetry only
 };
 
 struct ElixirToolSpec {
@@ -41,8 +61,12 @@ class ElixirToolServer {
   ElixirToolServer(const ElixirToolServer&) = delete;
   ElixirToolServer& operator=(const ElixirToolServer&) = delete;
 
-  // Each pending call is answered once; unknown ids are ignored.
-  void reply_execute(std::uint64_t id, bool ok, std::string result_json_or_message);
+  // Each pending call is answered once; unknown ids are ignored. A
+  // telemetry batch is answered by reply_execute too (the payload is unused
+  // when ok, the error message otherwise).
+  // `not_found`: the tool is not registered for the session (Python raises
+  // ElixirToolNotFoundError rather than ElixirToolError).
+  void reply_execute(std::uint64_t id, bool ok, std::string result_json_or_message, bool not_found = false);
   void reply_list(std::uint64_t id, std::vector<ElixirToolSpec> tools);
   // Whoever took the calls dispatched with `token` is gone: those pending
   // end now with UNAVAILABLE, and so will any later handed to it. Returns

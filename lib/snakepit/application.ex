@@ -22,6 +22,7 @@ defmodule Snakepit.Application do
     # application and its other pools run on.
     children = [
       {Task.Supervisor, name: Snakepit.Bridge.TaskSupervisor},
+      Snakepit.Bridge.PythonTelemetry,
       Snakepit.Bridge.ToolRegistry,
       Snakepit.Bridge.SessionStore,
       {Snakepit.Pool.Supervisor, pools}

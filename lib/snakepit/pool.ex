@@ -338,11 +338,14 @@ defmodule Snakepit.Pool do
         pool_name: state.config.name,
         python_type: error.details[:python_type],
         python_traceback: error.python_traceback,
-        details: %{
-          python_traceback: error.python_traceback,
-          start_error: error.details,
-          start_message: error.message
-        }
+        details:
+          error.details
+          |> Map.take([:python, :python_rule, :python_path])
+          |> Map.merge(%{
+            python_traceback: error.python_traceback,
+            start_error: error.details,
+            start_message: error.message
+          })
       )
 
     # Republished only on the transition: retries of a failing worker do
@@ -716,8 +719,10 @@ defmodule Snakepit.Pool do
 
     # Lets the boot-time sweep of another BEAM tell our live workers from orphans.
     owner = ["--snakepit-owner-pid", System.pid()]
+    # Names the pool in the worker's telemetry metadata.
+    pool = ["--pool-name", Atom.to_string(config.name)]
 
     ["-u", Path.join(Python.bridge_dir(), "grpc_server.py")] ++
-      config.adapter_args ++ profile_args ++ grace ++ owner ++ checks
+      config.adapter_args ++ profile_args ++ grace ++ owner ++ pool ++ checks
   end
 end

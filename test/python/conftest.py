@@ -144,6 +144,8 @@ class Worker:
         full_env.update(env or {})
         self._stderr = open(self.stderr_path, "wb")
         self._stdout = open(self.stdout_path, "wb")
+        # No --snakepit-run-id: a BEAM booting Snakepit on this machine sweeps
+        # workers carrying one whose owner BEAM is not running.
         cmd = [
             PYTHON,
             "-u",
@@ -154,8 +156,6 @@ class Worker:
             self.socket,
             "--worker-id",
             "pytest_worker",
-            "--snakepit-run-id",
-            "testrun",
             "--ready-fd",
             str(ready_w),
             "--lifeline-fd",

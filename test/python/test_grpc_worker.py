@@ -125,16 +125,16 @@ def test_ping_and_heartbeat(showcase: Any) -> None:
 
 def test_ping_tool(showcase: Any) -> None:
     out = showcase.result("ping", message="hey")
-    assert out["message"] == "hey" and out["pid"] == showcase.proc.pid
-    assert isinstance(out["timestamp"], float)
+    assert set(out) == {"message", "timestamp"} and out["message"] == "hey"
+    assert float(out["timestamp"]) > 0  # upstream's shape: a string
 
 
 def test_echo_and_add_keep_types(showcase: Any) -> None:
     resp = showcase.call("echo", params={"a": 1})
     assert resp.success and resp.result.type_url == JSON_TYPE_URL
-    assert resp.result.value == b'{"a":1}'
+    assert resp.result.value == b'{"echoed":{"a":1}}'
     nested = {"list": [1, 2.5, "x", None, True], "map": {"k": [1]}}
-    assert showcase.result("echo", **nested) == nested
+    assert showcase.result("echo", **nested) == {"echoed": nested}
     resp = showcase.call("add", params={"a": 1, "b": 2})
     assert resp.result.value == b"3"
     assert decode_result(resp) == 3 and isinstance(decode_result(resp), int)
@@ -145,12 +145,13 @@ def test_echo_and_add_keep_types(showcase: Any) -> None:
 
 def test_process_text_and_info(showcase: Any) -> None:
     assert showcase.result("process_text", text="abc", operation="reverse") == {
+        "original": "abc",
         "result": "cba",
         "operation": "reverse",
+        "success": True,
     }
     info = showcase.result("adapter_info")
-    assert info["adapter"] == "ShowcaseAdapter" and info["pid"] == showcase.proc.pid
-    assert SHOWCASE_TOOLS <= set(info["tools"])
+    assert info["adapter_name"] == "ShowcaseAdapter" and "MLWorkflowHandler" in info["handlers"]
     assert showcase.result("get_pid") == showcase.proc.pid
 
 
@@ -173,8 +174,8 @@ def test_python_exception_is_reported(showcase: Any) -> None:
         showcase.call("raise_error", params={"message": "m", "error_type": "RuntimeError"})
     )
     assert err["type"] == "RuntimeError"
-    err = error_of(showcase.call("process_text", params={"text": "x", "operation": "zap"}))
-    assert err["type"] == "ValueError" and "zap" in err["message"]
+    err = error_of(showcase.call("error_demo", params={"error_type": "runtime"}))
+    assert err["type"] == "RuntimeError" and err["message"] == "This is a demonstration RuntimeError"
     err = error_of(showcase.call("add", params={"a": 1}))  # missing argument
     assert err["type"] == "TypeError"
     # the worker is still healthy afterwards
@@ -216,8 +217,8 @@ def test_unencodable_results_are_errors(test_worker: Any) -> None:
     assert err["type"] == "TypeError" and "nested" in err["message"]
     err = error_of(test_worker.call("not_a_number"))
     assert err["type"] == "ValueError"
-    err = error_of(test_worker.call("unencodable"))
-    assert err["type"] == "TypeError" and "object" in err["message"]
+    # Graceful: an object JSON cannot hold is a marker, not a failed call.
+    assert test_worker.result("unencodable") == {"__ffi_unserializable__": True, "__type__": "builtins.object"}
 
 
 def test_numpy_results_and_bad_json_argument(test_worker: Any) -> None:
@@ -250,15 +251,15 @@ def test_session_id_generators_async_and_fallback(test_worker: Any) -> None:
 
 def test_streaming_chunks_in_order(showcase: Any) -> None:
     chunks = list(
-        showcase.stub.ExecuteStreamingTool(make_request("stream_data", {"count": 5}), timeout=30)
+        showcase.stub.ExecuteStreamingTool(make_request("stream_data", {"count": 5, "delay": 0}), timeout=30)
     )
-    assert len(chunks) == 6
-    assert [c.chunk_id for c in chunks[:5]] == ["0", "1", "2", "3", "4"]
-    assert [json.loads(c.data) for c in chunks[:5]] == [
-        {"index": i, "data": f"item_{i}"} for i in range(5)
+    # The last StreamChunk says is_final: no empty closing chunk follows it.
+    assert len(chunks) == 5
+    assert [c.chunk_id for c in chunks] == ["0", "1", "2", "3", "4"]
+    assert [json.loads(c.data) for c in chunks] == [
+        {"index": i, "total": 5, "message": f"Chunk {i}/5"} for i in range(1, 6)
     ]
-    assert not any(c.is_final for c in chunks[:5])
-    assert chunks[-1].is_final and chunks[-1].data == b""
+    assert [c.is_final for c in chunks] == [False] * 4 + [True]
 
 
 def test_streaming_non_generator_and_async(test_worker: Any, showcase: Any) -> None:
@@ -354,7 +355,7 @@ def test_thread_safety_warning_once_for_unmarked_tool(spawn_worker: Any) -> None
     assert report["safe_sleep"].max_concurrency >= 2
     assert report["safe_sleep_reversed"].thread_safe
     assert report["spawn_child"].calls == 0
-    assert w.terminate() == 0
+    assert w.terminate() == 0, w.stderr_text()
     log = w.stderr_text()
     assert log.count("thread_safety_warning tool=unsafe_sleep") == 1, log
     assert "thread_safety_warning tool=safe_sleep" not in log

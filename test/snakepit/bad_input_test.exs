@@ -45,9 +45,10 @@ defmodule Snakepit.BadInputTest do
   end
 
   test "an atom key outside Latin-1 encodes as UTF-8 and keeps every argument" do
-    assert {:ok, %{"日本" => 1, "value" => 2}} = Snakepit.execute("echo", %{:日本 => 1, "value" => 2})
+    assert {:ok, %{"echoed" => %{"日本" => 1, "value" => 2}}} =
+             Snakepit.execute("echo", %{:日本 => 1, "value" => 2})
 
-    assert {:ok, %{"nested" => %{"ключ" => [%{"😀" => true}]}}} =
+    assert {:ok, %{"echoed" => %{"nested" => %{"ключ" => [%{"😀" => true}]}}}} =
              Snakepit.execute("echo", %{nested: %{ключ: [%{"😀": true}]}})
   end
 
@@ -79,7 +80,7 @@ defmodule Snakepit.BadInputTest do
     error = validation_error(%{x: %{:"1" => 1, 1 => 2, "b" => 3}})
     assert error.message =~ ~s(args.x has keys 1 and :"1")
 
-    assert {:ok, %{"a" => 1, "b" => 2, "1" => 3}} =
+    assert {:ok, %{"echoed" => %{"a" => 1, "b" => 2, "1" => 3}}} =
              Snakepit.execute("echo", %{:a => 1, "b" => 2, 1 => 3})
   end
 
@@ -90,7 +91,8 @@ defmodule Snakepit.BadInputTest do
           Snakepit.execute("echo", %{value: %{__struct__: bad}}, timeout: 5_000)
         end)
 
-      assert {:ok, {:ok, %{"value" => %{"__struct__" => ^bad}}}} = Task.yield(task, 10_000),
+      assert {:ok, {:ok, %{"echoed" => %{"value" => %{"__struct__" => ^bad}}}}} =
+               Task.yield(task, 10_000),
              "execute did not return for __struct__: #{inspect(bad)}"
     end
 
@@ -120,7 +122,7 @@ defmodule Snakepit.BadInputTest do
              Snakepit.execute("echo", %{}, session_id: <<"s", 0xC3>>)
 
     assert error.message =~ ~r/session_id (is not|must be) valid UTF-8/
-    assert {:ok, %{}} = Snakepit.execute("echo", %{}, session_id: "ok")
+    assert {:ok, %{"echoed" => %{}}} = Snakepit.execute("echo", %{}, session_id: "ok")
   end
 
   test "an invalid config value raises naming the key, the value and what is allowed" do

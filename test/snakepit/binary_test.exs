@@ -9,7 +9,8 @@ defmodule Snakepit.BinaryTest do
   test "{:binary, bin} sends even valid UTF-8 as bytes" do
     assert {:ok, "plain text"} = Snakepit.execute("echo_bytes", %{data: {:binary, "plain text"}})
     # echo returns its arguments as JSON: a str passes, bytes cannot.
-    assert {:ok, %{"data" => "plain text"}} = Snakepit.execute("echo", %{data: "plain text"})
+    assert {:ok, %{"echoed" => %{"data" => "plain text"}}} =
+             Snakepit.execute("echo", %{data: "plain text"})
 
     assert {:error,
             %Snakepit.Error.TypeError{

@@ -24,19 +24,20 @@ defmodule Snakepit.CompatApiTest do
     test "execute_stream/2 streams the tool with no arguments to the default pool" do
       {agent, callback} = collector()
       assert :ok = Snakepit.execute_stream("stream_data", callback)
-      assert Enum.map(chunks(agent), & &1["index"]) == [0, 1, 2, 3, 4]
+      # Upstream's defaults: 5 chunks, 1 s apart, indexed from 1.
+      assert Enum.map(chunks(agent), & &1["index"]) == [1, 2, 3, 4, 5]
     end
 
     test "execute_stream/3 takes args, execute_stream/4 options" do
       {agent, callback} = collector()
-      assert :ok = Snakepit.execute_stream("stream_data", %{count: 2}, callback)
-      assert [%{"data" => "item_0"}, %{"data" => "item_1"}] = chunks(agent)
+      assert :ok = Snakepit.execute_stream("stream_data", %{count: 2, delay: 0}, callback)
+      assert [%{"index" => 1, "total" => 2}, %{"index" => 2, "is_final" => true}] = chunks(agent)
 
       pool = start_pool!(name: :stream_opts, pool_size: 1)
       {agent, callback} = collector()
 
       assert :ok =
-               Snakepit.execute_stream("stream_data", %{count: 3}, callback,
+               Snakepit.execute_stream("stream_data", %{count: 3, delay: 0}, callback,
                  pool_name: pool,
                  timeout: 10_000
                )
@@ -109,8 +110,16 @@ defmodule Snakepit.CompatApiTest do
       assert length(chunks(agent)) == 5
 
       {agent, callback} = collector()
-      assert :ok = Snakepit.execute_in_session_stream("s-4", "stream_data", %{count: 1}, callback)
-      assert [%{"index" => 0}] = chunks(agent)
+
+      assert :ok =
+               Snakepit.execute_in_session_stream(
+                 "s-4",
+                 "stream_data",
+                 %{count: 1, delay: 0},
+                 callback
+               )
+
+      assert [%{"index" => 1}] = chunks(agent)
 
       {agent, callback} = collector()
 
@@ -166,7 +175,10 @@ defmodule Snakepit.CompatApiTest do
       assert {:ok, 5} = Snakepit.Pool.execute("add", %{a: 2, b: 3}, [])
       assert {:ok, 5} = Snakepit.Pool.execute("add", %{a: 2, b: 3})
       {agent, callback} = collector()
-      assert :ok = Snakepit.Pool.execute_stream("stream_data", %{count: 2}, callback, [])
+
+      assert :ok =
+               Snakepit.Pool.execute_stream("stream_data", %{count: 2, delay: 0}, callback, [])
+
       assert length(chunks(agent)) == 2
     end
 
@@ -265,8 +277,8 @@ defmodule Snakepit.CompatApiTest do
 
       pids =
         for mode <- ["strict_queue", "STRICT_QUEUE", "Hint"] do
-          {:ok, %{"pid" => pid}} =
-            Snakepit.execute_in_session("sticky", "ping", %{}, pool_name: pool, affinity: mode)
+          {:ok, pid} =
+            Snakepit.execute_in_session("sticky", "get_pid", %{}, pool_name: pool, affinity: mode)
 
           pid
         end
@@ -303,7 +315,12 @@ defmodule Snakepit.CompatApiTest do
       end
 
       {agent, callback} = collector()
-      assert :ok = Snakepit.execute_stream("stream_data", %{count: 2}, callback, timeout: 2 ** 33)
+
+      assert :ok =
+               Snakepit.execute_stream("stream_data", %{count: 2, delay: 0}, callback,
+                 timeout: 2 ** 33
+               )
+
       assert length(chunks(agent)) == 2
       Process.sleep(100)
       no_stray_messages()
@@ -379,7 +396,9 @@ defmodule Snakepit.CompatApiTest do
             {:ok, _} = Snakepit.execute("ping", %{}, pool_name: pool)
 
             :ok =
-              Snakepit.execute_stream("stream_data", %{count: 1}, fn _ -> :ok end, pool_name: pool)
+              Snakepit.execute_stream("stream_data", %{count: 1, delay: 0}, fn _ -> :ok end,
+                pool_name: pool
+              )
           end)
 
         stream = if stream == :infinity, do: @no_deadline_ms, else: stream
@@ -401,7 +420,9 @@ defmodule Snakepit.CompatApiTest do
           {:ok, _} = Snakepit.execute("ping", %{}, pool_name: pool, timeout: :infinity)
 
           :ok =
-            Snakepit.execute_stream("stream_data", %{count: 1}, fn _ -> :ok end, pool_name: pool)
+            Snakepit.execute_stream("stream_data", %{count: 1, delay: 0}, fn _ -> :ok end,
+              pool_name: pool
+            )
         end)
 
       assert deadlines == [

@@ -91,10 +91,11 @@ defmodule Snakepit.ElixirToolsTest do
   end
 
   test "an unknown tool and a timeout are clear errors", ctx do
-    assert {:ok, %{"raised" => "ElixirToolError", "message" => unknown}} =
+    # As upstream: an unknown tool is a ValueError (ElixirToolNotFoundError).
+    assert {:ok, %{"raised" => "ElixirToolNotFoundError", "message" => unknown}} =
              call_elixir(ctx, "nope", %{})
 
-    assert unknown =~ "unknown Elixir tool \"nope\""
+    assert unknown =~ "Elixir tool 'nope' not found"
 
     ToolRegistry.register_elixir_tool(ctx.session, "slow", fn _ -> Process.sleep(5_000) end, %{
       timeout: 200
@@ -172,7 +173,9 @@ defmodule Snakepit.ElixirToolsTest do
       exposed_to_python: false
     })
 
-    assert {:ok, %{"visible" => %{"name" => "visible", "description" => "shown"}} = tools} =
+    assert {:ok,
+            %{"visible" => %{"name" => "visible", "description" => "shown", "parameters" => %{}}} =
+              tools} =
              Snakepit.execute_in_session(ctx.session, "list_elixir_tools", %{},
                pool_name: ctx.pool
              )

@@ -42,7 +42,7 @@ defmodule Snakepit.EncoderFuzzTest do
 
   defp check({:ok, value}, outcome, context) do
     case outcome do
-      {:returned, {:ok, result}} ->
+      {:returned, {:ok, %{"echoed" => result}}} ->
         assert result === value,
                "#{context}\nexpected: #{inspect(value, limit: 50)}\ngot: #{inspect(result, limit: 50)}"
 

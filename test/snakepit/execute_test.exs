@@ -4,10 +4,13 @@ defmodule Snakepit.ExecuteTest do
   # The application's :default pool (config/test.exs), real Python workers.
 
   test "ping, echo and add run in a Python worker" do
-    assert {:ok, %{"message" => "pong", "pid" => pid}} = Snakepit.execute("ping", %{})
+    # upstream's shapes: ping's timestamp is a string, echo wraps its arguments
+    assert {:ok, %{"message" => "pong", "timestamp" => stamp}} = Snakepit.execute("ping", %{})
+    assert is_binary(stamp)
+    assert {:ok, pid} = Snakepit.execute("get_pid", %{})
     assert is_integer(pid) and pid != System.pid() |> String.to_integer()
 
-    assert {:ok, %{"a" => 1, "nested" => %{"list" => [1, 2.5, "x", nil, true]}}} =
+    assert {:ok, %{"echoed" => %{"a" => 1, "nested" => %{"list" => [1, 2.5, "x", nil, true]}}}} =
              Snakepit.execute("echo", %{a: 1, nested: %{list: [1, 2.5, "x", nil, true]}})
 
     assert {:ok, 3} = Snakepit.execute("add", %{a: 1, b: 2})
@@ -16,15 +19,21 @@ defmodule Snakepit.ExecuteTest do
 
   test "integers stay integers across the whole 64-bit range" do
     for n <- [0, -1, 2 ** 53 + 1, 2 ** 63 - 1, -(2 ** 63), 2 ** 64 - 1] do
-      assert {:ok, %{"n" => ^n}} = Snakepit.execute("echo", %{n: n})
+      assert {:ok, %{"echoed" => %{"n" => ^n}}} = Snakepit.execute("echo", %{n: n})
     end
   end
 
   test "atoms become strings, calendar values ISO 8601" do
     {:ok, datetime} = DateTime.new(~D[2026-11-26], ~T[10:20:30], "Etc/UTC")
 
-    assert {:ok, %{"status" => "active", "when" => "2026-11-26T10:20:30Z", "day" => "2026-11-26"}} =
-             Snakepit.execute("echo", %{status: :active, when: datetime, day: ~D[2026-11-26]})
+    assert {:ok,
+            %{
+              "echoed" => %{
+                "status" => "active",
+                "when" => "2026-11-26T10:20:30Z",
+                "day" => "2026-11-26"
+              }
+            }} = Snakepit.execute("echo", %{status: :active, when: datetime, day: ~D[2026-11-26]})
   end
 
   test "1,000 concurrent adds each return the right integer" do
@@ -38,7 +47,9 @@ defmodule Snakepit.ExecuteTest do
 
   test "a 20 MB argument round-trips" do
     big = String.duplicate("snakepit", div(20_000_000, 8))
-    assert {:ok, %{"text" => ^big}} = Snakepit.execute("echo", %{text: big}, timeout: 60_000)
+
+    assert {:ok, %{"echoed" => %{"text" => ^big}}} =
+             Snakepit.execute("echo", %{text: big}, timeout: 60_000)
   end
 
   test "stats, workers and await_ready" do

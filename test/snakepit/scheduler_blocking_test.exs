@@ -17,8 +17,12 @@ defmodule Snakepit.SchedulerBlockingTest do
 
     caller =
       Task.async(fn ->
-        {:ok, %{"text" => text}} = Snakepit.execute("echo", %{text: big}, timeout: 60_000)
-        {:ok, %{"rows" => rows}} = Snakepit.execute("echo", nested, timeout: 60_000)
+        {:ok, %{"echoed" => %{"text" => text}}} =
+          Snakepit.execute("echo", %{text: big}, timeout: 60_000)
+
+        {:ok, %{"echoed" => %{"rows" => rows}}} =
+          Snakepit.execute("echo", nested, timeout: 60_000)
+
         for _ <- 1..200, do: {:ok, _} = Snakepit.execute("ping", %{})
         {byte_size(text), length(rows)}
       end)

@@ -66,14 +66,14 @@ defmodule Snakepit.SessionStoreTest do
     pool = start_pool!(name: :session_store_pool, pool_size: 2)
     id = new_id()
 
-    {:ok, %{"pid" => pid}} = Snakepit.execute_in_session(id, "ping", %{}, pool_name: pool)
+    {:ok, pid} = Snakepit.execute_in_session(id, "get_pid", %{}, pool_name: pool)
     assert {:ok, %Session{last_worker_id: worker_id}} = SessionStore.get_session(id)
     {:ok, workers} = Snakepit.Pool.workers(pool)
     assert %{os_pid: ^pid} = Enum.find(workers, &(&1.id == worker_id))
 
     # The native affinity keeps the session there; the store agrees.
     for _ <- 1..5 do
-      {:ok, %{"pid" => ^pid}} = Snakepit.execute_in_session(id, "ping", %{}, pool_name: pool)
+      {:ok, ^pid} = Snakepit.execute_in_session(id, "get_pid", %{}, pool_name: pool)
       assert {:ok, %Session{last_worker_id: ^worker_id}} = SessionStore.get_session(id)
     end
 

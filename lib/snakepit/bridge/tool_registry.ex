@@ -202,7 +202,7 @@ defmodule Snakepit.Bridge.ToolRegistry do
 
         Native.elixir_tool_reply(
           id,
-          {:error,
+          {:not_found,
            "unknown Elixir tool #{inspect(name)} for session #{inspect(session_id)}; registered: #{inspect(known)}"}
         )
     end
@@ -213,6 +213,13 @@ defmodule Snakepit.Bridge.ToolRegistry do
   def handle_info({:snakepit_elixir_call, id, :list, session_id, _name, _params}, state) do
     tools = for spec <- list_exposed_elixir_tools(session_id), do: {spec.name, spec.description}
     Native.elixir_tools_list_reply(id, tools)
+    {:noreply, state}
+  end
+
+  # Python telemetry arrives on the same socket; it is emitted elsewhere so
+  # slow telemetry handlers never hold up tool calls.
+  def handle_info({:snakepit_python_telemetry, _, _, _, _, _, _} = batch, state) do
+    Snakepit.Bridge.PythonTelemetry.forward(batch)
     {:noreply, state}
   end
 

@@ -1,9 +1,9 @@
-"""Calls from Python tools to Elixir functions registered with
-``Snakepit.Bridge.ToolRegistry``.
+"""Calls from Python to Elixir functions registered with
+``Snakepit.Bridge.ToolRegistry`` (``SessionContext.call_elixir_tool``).
 
-The worker reaches the native runtime's tool server over the Unix socket
-named by ``SNAKEPIT_ELIXIR_SOCKET``; one channel per process is shared by
-all threads.
+A worker reaches the native runtime's private socket, named by
+``SNAKEPIT_ELIXIR_SOCKET``; one channel per process is shared by all
+threads (and carries the worker's telemetry too).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from typing import Any, Dict, List, Optional
 
 from . import json_codec
 
+__all__ = ["ElixirToolError", "ElixirToolNotFoundError", "call", "get_stub", "list_tools"]
+
 JSON_TYPE_URL = "type.googleapis.com/snakepit.json"
 DEFAULT_TIMEOUT_S = 60.0
 
@@ -22,10 +24,15 @@ _stub: Optional[Any] = None
 
 
 class ElixirToolError(RuntimeError):
-    """An Elixir tool raised, timed out, or does not exist."""
+    """An Elixir tool raised, timed out, or could not be reached."""
 
 
-def _get_stub() -> Any:
+class ElixirToolNotFoundError(ElixirToolError, ValueError):
+    """No Elixir tool of that name is registered for the session (a ValueError, as upstream)."""
+
+
+def get_stub() -> Any:
+    """The process's ``BridgeServiceStub`` to the native runtime."""
     global _stub
     with _lock:
         if _stub is None:
@@ -49,34 +56,54 @@ def _get_stub() -> Any:
         return _stub
 
 
-def call(session_id: str, name: str, arguments: Dict[str, Any], timeout: float = DEFAULT_TIMEOUT_S) -> Any:
-    """Runs Elixir tool ``name`` of ``session_id`` and returns its result."""
+def call(
+    stub: Optional[Any],
+    session_id: str,
+    name: str,
+    arguments: Dict[str, Any],
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> Any:
+    """Runs Elixir tool ``name`` of ``session_id``; ``ElixirToolNotFoundError``
+    when it is not registered, ``ElixirToolError`` when it fails."""
     import grpc
     import snakepit_bridge_pb2 as pb2
 
+    stub = stub if stub is not None else get_stub()
     request = pb2.ExecuteElixirToolRequest(session_id=session_id or "", tool_name=name)
     for key, value in arguments.items():
         request.parameters[key].type_url = JSON_TYPE_URL
         request.parameters[key].value = json_codec.encode(value, key).encode()
     try:
-        response = _get_stub().ExecuteElixirTool(request, timeout=timeout)
+        response = stub.ExecuteElixirTool(request, timeout=timeout)
     except grpc.RpcError as exc:
         raise ElixirToolError(f"Elixir tool {name!r} could not be called: {exc.details()}") from None
     if not response.success:
+        if response.metadata.get("error_kind") == "not_found":
+            # Only a missing tool costs a second round trip, for the message.
+            try:
+                available: Optional[List[str]] = [tool["name"] for tool in list_tools(stub, session_id, timeout)]
+            except ElixirToolError:
+                available = None
+            listed = f" Available tools: {sorted(available)}" if available is not None else ""
+            raise ElixirToolNotFoundError(f"Elixir tool '{name}' not found.{listed}")
         raise ElixirToolError(response.error_message)
     raw = response.result.value
     return json_codec.decode(raw.decode()) if raw else None
 
 
-def list_tools(session_id: str, timeout: float = DEFAULT_TIMEOUT_S) -> List[Dict[str, str]]:
+def list_tools(stub: Optional[Any], session_id: str, timeout: float = DEFAULT_TIMEOUT_S) -> List[Dict[str, Any]]:
     """The Elixir tools of ``session_id`` that are exposed to Python."""
     import grpc
     import snakepit_bridge_pb2 as pb2
 
+    stub = stub if stub is not None else get_stub()
     try:
-        response = _get_stub().GetExposedElixirTools(
+        response = stub.GetExposedElixirTools(
             pb2.GetExposedElixirToolsRequest(session_id=session_id or ""), timeout=timeout
         )
     except grpc.RpcError as exc:
         raise ElixirToolError(f"Elixir tools could not be listed: {exc.details()}") from None
-    return [{"name": tool.name, "description": tool.description} for tool in response.tools]
+    return [
+        {"name": tool.name, "description": tool.description, "parameters": {p.name: p.type for p in tool.parameters}}
+        for tool in response.tools
+    ]
