@@ -129,20 +129,7 @@ class ProcessResponder final : public core::Responder {
     ErlNifEnv* env = enif_alloc_env();
     const Atoms& a = nif_.atoms;
     TermBuilder builder(env, a);
-    ERL_NIF_TERM map = enif_make_new_map(env);
-    ERL_NIF_TERM data_key = builder.string("data");
-    try {
-      if (binary) {
-        enif_make_map_put(env, map, data_key, builder.binary(data), &map);
-      } else if (!data.empty()) {
-        ERL_NIF_TERM value = codec::decode(data, builder, *nif_.parsers.acquire());
-        if (enif_is_map(env, value)) map = value;
-        else enif_make_map_put(env, map, data_key, value, &map);
-      }
-    } catch (const codec::DecodeError& e) {
-      enif_make_map_put(env, map, data_key, builder.string(data), &map);
-    }
-    enif_make_map_put(env, map, builder.string("is_final"), is_final ? a.true_ : a.false_, &map);
+    ERL_NIF_TERM map = codec::decode_chunk(data, binary, is_final, builder, *nif_.parsers.acquire());
     ERL_NIF_TERM ref = enif_make_copy(env, ref_);
     enif_send(nullptr, &pid_, env, enif_make_tuple3(env, ref, a.chunk, map));
     enif_free_env(env);
