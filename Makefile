@@ -127,8 +127,10 @@ bench: deps
 # and the writers (c_src/fuzz/). Each target runs FUZZ_SECONDS on its
 # committed corpus (fuzz/corpus/<target>, read only) plus a scratch one under
 # $(FUZZ); any crash or broken invariant fails the run and leaves its input in
-# $(FUZZ)/artifacts. `make fuzz-merge` folds what a run found into the
-# committed corpus, minimized.
+# $(FUZZ)/artifacts. `make fuzz-merge` folds what runs found into the
+# committed corpus, minimized to the inputs that keep its edge coverage
+# (hit counts ignored: -use_counters=0), so the repository's copy stays
+# small; the hand-made seed-* inputs are always kept.
 FUZZ_PACKAGES := clang libclang-rt-14-dev
 FUZZ_CXX := clang++
 FUZZ := _build/fuzz
@@ -173,7 +175,10 @@ fuzz-codec: fuzz-deps
 fuzz-merge: fuzz-build
 	@set -eo pipefail; for t in $(FUZZ_TARGETS); do \
 	  rm -rf $(FUZZ)/merged/$$t && mkdir -p $(FUZZ)/merged/$$t $(FUZZ)/corpus/$$t; \
-	  $(FUZZ)/bin/$$t -merge=1 -max_len=8192 $(FUZZ)/merged/$$t fuzz/corpus/$$t $(FUZZ)/corpus/$$t 2>&1 | tail -n 1; \
+	  $(FUZZ)/bin/$$t -merge=1 -use_counters=0 -max_len=8192 $(FUZZ)/merged/$$t fuzz/corpus/$$t $(FUZZ)/corpus/$$t 2>&1 | tail -n 1; \
+	  for seed in fuzz/corpus/$$t/seed-*; do \
+	    rm -f $(FUZZ)/merged/$$t/$$(sha1sum < $$seed | cut -c1-40); cp $$seed $(FUZZ)/merged/$$t/; \
+	  done; \
 	  rm -rf fuzz/corpus/$$t && mv $(FUZZ)/merged/$$t fuzz/corpus/$$t; \
 	done
 
