@@ -40,8 +40,7 @@ SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-
 SAN_OBJ := $(CORE_SRC:%.cpp=$(SAN)/%.o) $(TEST_SRC:%.cpp=$(SAN)/%.o)
 SAN_TESTS := $(SAN)/unit_tests
 
-.PHONY: all native deps test unit-test sanitize-test python-test elixir-test demo bench clean format \
-  fuzz fuzz-codec fuzz-deps fuzz-build fuzz-merge
+.PHONY: all native deps test unit-test sanitize-test python-test elixir-test demo bench clean format
 
 all: native
 
@@ -143,6 +142,8 @@ FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ)/bin/%)
 .SECONDARY: $(FUZZ_LIB_OBJ)
 FUZZ_RUN_FLAGS := -max_len=8192 -timeout=30 -rss_limit_mb=2048 -dict=fuzz/json.dict -print_final_stats=1
 
+.PHONY: fuzz fuzz-codec fuzz-deps fuzz-build fuzz-merge
+
 fuzz: fuzz-codec
 
 fuzz-deps:
@@ -177,6 +178,7 @@ fuzz-merge: fuzz-build
 	  rm -rf $(FUZZ)/merged/$$t && mkdir -p $(FUZZ)/merged/$$t $(FUZZ)/corpus/$$t; \
 	  $(FUZZ)/bin/$$t -merge=1 -use_counters=0 -max_len=8192 $(FUZZ)/merged/$$t fuzz/corpus/$$t $(FUZZ)/corpus/$$t 2>&1 | tail -n 1; \
 	  for seed in fuzz/corpus/$$t/seed-*; do \
+	    [ -e "$$seed" ] || continue; \
 	    rm -f $(FUZZ)/merged/$$t/$$(sha1sum < $$seed | cut -c1-40); cp $$seed $(FUZZ)/merged/$$t/; \
 	  done; \
 	  rm -rf fuzz/corpus/$$t && mv $(FUZZ)/merged/$$t fuzz/corpus/$$t; \
