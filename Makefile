@@ -2,7 +2,8 @@
 #   make demo   install what is missing, build, run a pool and print results
 #   make test   install what is missing, build, run every suite
 #   make bench  side-by-side benchmarks (not part of make test)
-#   make fuzz-terms  random argument terms through echo, random seed (printed)
+#   make fuzz   (not part of make test) the codec under libFuzzer (fuzz-codec) and
+#               random argument terms through echo with a printed seed (fuzz-terms)
 
 SHELL := /bin/bash
 export LANG ?= C.UTF-8
@@ -129,6 +130,69 @@ bench: deps
 	$(MAKE) native
 	$(MAKE) -f bench/Makefile
 	MIX_ENV=bench mix run --no-start bench/run.exs
+
+# Coverage-guided fuzzing (libFuzzer from Debian's clang, with ASan and
+# UBSan) of the codec: JSON replies, stream chunks, the Python error object
+# and the writers (c_src/fuzz/). Each target runs FUZZ_SECONDS on its
+# committed corpus (fuzz/corpus/<target>, read only) plus a scratch one under
+# $(FUZZ); any crash or broken invariant fails the run and leaves its input in
+# $(FUZZ)/artifacts. `make fuzz-merge` folds what runs found into the
+# committed corpus, minimized to the inputs that keep its edge coverage
+# (hit counts ignored: -use_counters=0), so the repository's copy stays
+# small; the hand-made seed-* inputs are always kept.
+FUZZ_PACKAGES := clang libclang-rt-14-dev
+FUZZ_CXX := clang++
+FUZZ := _build/fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := json_reply stream_chunk python_error writers
+FUZZ_FLAGS := -std=c++20 -O1 -g -Wall -Wextra -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+  $(shell pkg-config --cflags simdjson 2>/dev/null)
+FUZZ_LIB_OBJ := $(FUZZ)/obj/codec/json.o $(FUZZ)/obj/core/python_error.o
+FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ)/bin/%)
+.SECONDARY: $(FUZZ_LIB_OBJ)
+FUZZ_RUN_FLAGS := -max_len=8192 -timeout=30 -rss_limit_mb=2048 -dict=fuzz/json.dict -print_final_stats=1
+
+.PHONY: fuzz fuzz-codec fuzz-deps fuzz-build fuzz-merge
+
+fuzz: fuzz-codec fuzz-terms
+
+fuzz-deps:
+	$(MAKE) deps DEBIAN_PACKAGES="$(FUZZ_PACKAGES)"
+
+$(FUZZ)/obj/%.o: c_src/%.cpp
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+
+$(FUZZ)/bin/%: c_src/fuzz/%.cpp $(FUZZ_LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(FUZZ_FLAGS) -fsanitize=fuzzer -MMD -MP -MF $@.d $< $(FUZZ_LIB_OBJ) -o $@ \
+	  $(shell pkg-config --libs simdjson 2>/dev/null)
+
+-include $(shell find $(FUZZ) -name '*.d' 2>/dev/null)
+
+fuzz-build: $(FUZZ_BINS)
+
+fuzz-codec: fuzz-deps
+	$(MAKE) fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ)/corpus/$$t $(FUZZ)/artifacts/$$t; \
+	  echo "fuzz $$t for $(FUZZ_SECONDS) s"; \
+	  $(FUZZ)/bin/$$t $(FUZZ_RUN_FLAGS) -max_total_time=$(FUZZ_SECONDS) \
+	    -artifact_prefix=$(FUZZ)/artifacts/$$t/ $(FUZZ)/corpus/$$t fuzz/corpus/$$t \
+	    > $(FUZZ)/$$t.log 2>&1 || { tail -n 40 $(FUZZ)/$$t.log; echo "fuzz $$t: FINDING, see $(FUZZ)/artifacts/$$t"; exit 1; }; \
+	  grep 'cov:' $(FUZZ)/$$t.log | tail -n 1; \
+	done
+
+fuzz-merge: fuzz-build
+	@set -eo pipefail; for t in $(FUZZ_TARGETS); do \
+	  rm -rf $(FUZZ)/merged/$$t && mkdir -p $(FUZZ)/merged/$$t $(FUZZ)/corpus/$$t; \
+	  $(FUZZ)/bin/$$t -merge=1 -use_counters=0 -max_len=8192 $(FUZZ)/merged/$$t fuzz/corpus/$$t $(FUZZ)/corpus/$$t 2>&1 | tail -n 1; \
+	  for seed in fuzz/corpus/$$t/seed-*; do \
+	    [ -e "$$seed" ] || continue; \
+	    rm -f $(FUZZ)/merged/$$t/$$(sha1sum < $$seed | cut -c1-40); cp $$seed $(FUZZ)/merged/$$t/; \
+	  done; \
+	  rm -rf fuzz/corpus/$$t && mv $(FUZZ)/merged/$$t fuzz/corpus/$$t; \
+	done
 
 format:
 	mix format

@@ -44,6 +44,16 @@ typename Builder::Value decode(std::string_view json, Builder& builder);
 template <class Builder>
 typename Builder::Value decode(std::string_view json, Builder& builder, simdjson::dom::parser& parser);
 
+// A stream chunk as the map its consumer receives: the fields of a JSON
+// object payload, else "data" => the payload's JSON value, or its raw bytes
+// for a binary chunk or text that is not JSON; plus "is_final" =>
+// `is_final` (a payload's own "is_final" gives way to it). An empty text
+// payload gives only "is_final". Needs, beyond decode's requirements,
+//   Value binary(std::string_view bytes);
+template <class Builder>
+typename Builder::Value decode_chunk(std::string_view data, bool binary, bool is_final, Builder& builder,
+                                     simdjson::dom::parser& parser);
+
 // Idle simdjson parsers to reuse: a parser keeps its buffers between
 // documents (as simdjson advises), so a reply parses without allocating and
 // page-faulting fresh buffers. Thread-safe. A parser grown past
@@ -134,6 +144,34 @@ typename Builder::Value decode(std::string_view json, Builder& builder, simdjson
   auto error = parser.parse(json.data(), json.size(), true).get(root);
   if (error) throw DecodeError(std::string("invalid JSON from worker: ") + simdjson::error_message(error));
   return detail::build(root, builder);
+}
+
+template <class Builder>
+typename Builder::Value decode_chunk(std::string_view data, bool binary, bool is_final, Builder& builder,
+                                     simdjson::dom::parser& parser) {
+  constexpr std::string_view kFinal = "is_final";
+  std::vector<typename Builder::Value> keys;
+  std::vector<typename Builder::Value> values;
+  simdjson::dom::element root;
+  if (binary || (!data.empty() && parser.parse(data.data(), data.size(), true).get(root))) {
+    keys.push_back(builder.string("data"));
+    values.push_back(builder.binary(data));
+  } else if (!data.empty() && root.is_object()) {
+    // A named object: value_unsafe() returns into the temporary result.
+    const simdjson::dom::object object = root.get_object().value_unsafe();
+    // Skipped rather than overwritten: keys stay unique for builder.object.
+    for (auto field : object) {
+      if (field.key == kFinal) continue;
+      keys.push_back(builder.string(field.key));
+      values.push_back(detail::build(field.value, builder));
+    }
+  } else if (!data.empty()) {
+    keys.push_back(builder.string("data"));
+    values.push_back(detail::build(root, builder));
+  }
+  keys.push_back(builder.string(kFinal));
+  values.push_back(builder.boolean(is_final));
+  return builder.object(keys, values);
 }
 
 }  // namespace snakepit::codec

@@ -11,6 +11,7 @@
 
 #include <simdjson.h>
 
+#include "python_error.hpp"
 #include "spawner.hpp"
 
 namespace snakepit::core {
@@ -91,20 +92,6 @@ std::string join_tail(const std::deque<std::string>& lines) {
   std::string text;
   for (const auto& line : lines) text.append(line).push_back('\n');
   return text;
-}
-
-// Fields of the worker's {"type","message","traceback"} error object.
-void parse_python_error(std::string_view json, Error& error) {
-  simdjson::dom::parser parser;
-  simdjson::dom::element root;
-  if (parser.parse(json.data(), json.size(), true).get(root) || !root.is_object()) {
-    error.message = std::string(json);
-    return;
-  }
-  std::string_view text;
-  if (!root["type"].get(text)) error.python_type = text;
-  if (!root["message"].get(text)) error.message = text;
-  if (!root["traceback"].get(text)) error.traceback = text;
 }
 
 }  // namespace
@@ -331,12 +318,7 @@ void Pool::on_ready_pipe(WorkerKey key) {
   error.category = ErrorCategory::worker;
   error.reason = "startup_failed";
   error.worker_id = worker->id;
-  if (parsed) {
-    std::string_view text;
-    if (!root["type"].get(text)) error.python_type = text;
-    if (!root["message"].get(text)) error.message = text;
-    if (!root["traceback"].get(text)) error.traceback = text;
-  }
+  if (parsed) parse_python_error(line, error);  // an object: it has "status"
   if (error.message.empty()) {
     error.message = "worker " + worker->id + " closed its ready pipe without reporting ready";
     error.traceback = join_tail(worker->stderr_tail);

@@ -65,27 +65,8 @@ ERL_NIF_TERM json_result_term(ErlNifEnv* env, NifState& nif, std::string_view js
 
 ERL_NIF_TERM chunk_term(ErlNifEnv* env, NifState& nif, std::string_view data, bool binary, bool is_final,
                         TermBuilder::Thread thread) {
-  const Atoms& a = nif.atoms;
-  ERL_NIF_TERM map = enif_make_new_map(env);
-  ERL_NIF_TERM data_key = make_binary(env, "data");
-  if (binary) {
-    enif_make_map_put(env, map, data_key, make_binary(env, data), &map);
-  } else if (!data.empty()) {
-    ERL_NIF_TERM value;
-    try {
-      value = decode_json(env, nif, data, thread);
-    } catch (const codec::DecodeError&) {
-      value = make_binary(env, data);
-    }
-    if (enif_is_map(env, value)) map = value;
-    else enif_make_map_put(env, map, data_key, value, &map);
-  }
-  // Adding "is_final" may grow a 32-key chunk into a large map.
-  size_t size = 0;
-  enif_get_map_size(env, map, &size);
-  if (thread == TermBuilder::Thread::other && size >= TermBuilder::kFlatMapKeys) throw NeedsScheduler{};
-  enif_make_map_put(env, map, make_binary(env, "is_final"), is_final ? a.true_ : a.false_, &map);
-  return map;
+  TermBuilder builder(env, nif.atoms, thread);
+  return codec::decode_chunk(data, binary, is_final, builder, *nif.parsers.acquire());
 }
 
 ERL_NIF_TERM params_term(ErlNifEnv* env, NifState& nif, const std::vector<std::pair<std::string, std::string>>& params,

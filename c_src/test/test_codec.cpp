@@ -23,8 +23,13 @@ using NodePtr = std::shared_ptr<Node>;
 using Array = std::vector<NodePtr>;
 using Object = std::vector<std::pair<std::string, NodePtr>>;
 
+// Raw bytes from decode_chunk's binary(), told apart from decoded strings.
+struct Raw {
+  std::string bytes;
+};
+
 struct Node {
-  std::variant<std::monostate, bool, std::int64_t, std::uint64_t, double, std::string, Array, Object> value;
+  std::variant<std::monostate, bool, std::int64_t, std::uint64_t, double, std::string, Array, Object, Raw> value;
 };
 
 struct TreeBuilder {
@@ -40,6 +45,7 @@ struct TreeBuilder {
   Value unsigned_integer(std::uint64_t u) { return make(u); }
   Value number(double d) { return make(d); }
   Value string(std::string_view s) { return make(std::string(s)); }
+  Value binary(std::string_view b) { return make(Raw{std::string(b)}); }
   Value array(std::vector<Value>& items) { return make(Array(items.begin(), items.end())); }
   Value object(std::vector<Value>& keys, std::vector<Value>& values) {
     Object fields;
@@ -377,4 +383,68 @@ TEST_CASE("decode does not need a terminated or padded buffer") {
   const std::string text = "[1,2,3]garbage";
   auto node = decode(std::string_view(text).substr(0, 7));
   CHECK(as<Array>(node).size() == 3);
+}
+
+namespace {
+
+NodePtr chunk(std::string_view data, bool binary, bool is_final) {
+  TreeBuilder builder;
+  simdjson::dom::parser parser;
+  return codec::decode_chunk(data, binary, is_final, builder, parser);
+}
+
+// The chunk map's keys, in order.
+std::vector<std::string> keys(const NodePtr& map) {
+  std::vector<std::string> names;
+  for (const auto& [name, value] : as<Object>(map)) names.push_back(name);
+  return names;
+}
+
+}  // namespace
+
+TEST_CASE("decode_chunk: a JSON object payload gives its fields plus is_final") {
+  // Found by the stream_chunk fuzzer: iterating the object straight from the
+  // temporary simdjson result read a dead stack slot (ASan: stack-use-after-scope).
+  auto map = chunk(R"({"token":"hi","index":3,"nested":{"a":[1,2]}})", false, false);
+  CHECK(keys(map) == std::vector<std::string>{"token", "index", "nested", "is_final"});
+  CHECK(as<std::string>(field(map, "token")) == "hi");
+  CHECK(as<std::int64_t>(field(map, "index")) == 3);
+  CHECK(as<Array>(field(field(map, "nested"), "a")).size() == 2);
+  CHECK(as<bool>(field(map, "is_final")) == false);
+}
+
+TEST_CASE("decode_chunk: the transport's is_final replaces the payload's, once") {
+  auto map = chunk(R"({"is_final":"no","x":1,"is_final":0})", false, true);
+  CHECK(keys(map) == std::vector<std::string>{"x", "is_final"});
+  CHECK(as<bool>(field(map, "is_final")) == true);
+}
+
+TEST_CASE("decode_chunk: any other JSON value goes under data") {
+  auto list = chunk("[1,\"two\"]", false, false);
+  CHECK(keys(list) == std::vector<std::string>{"data", "is_final"});
+  CHECK(as<Array>(field(list, "data")).size() == 2);
+  CHECK(as<std::string>(field(chunk(R"("text")", false, true), "data")) == "text");
+  CHECK(holds<std::monostate>(field(chunk("null", false, false), "data")));
+  CHECK(as<double>(field(chunk("-0.5", false, false), "data")) == -0.5);
+}
+
+TEST_CASE("decode_chunk: binary payloads and text that is not JSON stay raw bytes") {
+  const std::string bytes("\x00\xff{\"a\":1}", 9);
+  CHECK(as<Raw>(field(chunk(bytes, true, false), "data")).bytes == bytes);
+  // JSON text flagged binary is still bytes, not decoded.
+  CHECK(as<Raw>(field(chunk(R"({"a":1})", true, false), "data")).bytes == R"({"a":1})");
+  for (std::string_view text : {"not json", "{\"a\":", "\"\\ud800\"", "18446744073709551616", "\xc3("}) {
+    CAPTURE(text);
+    auto map = chunk(text, false, true);
+    CHECK(keys(map) == std::vector<std::string>{"data", "is_final"});
+    CHECK(as<Raw>(field(map, "data")).bytes == text);
+  }
+}
+
+TEST_CASE("decode_chunk: an empty text payload gives only is_final") {
+  auto map = chunk("", false, true);
+  CHECK(keys(map) == std::vector<std::string>{"is_final"});
+  CHECK(as<bool>(field(map, "is_final")) == true);
+  // An empty binary payload is still data.
+  CHECK(as<Raw>(field(chunk("", true, false), "data")).bytes.empty());
 }

@@ -1,0 +1,20 @@
+#include "python_error.hpp"
+
+#include <simdjson.h>
+
+namespace snakepit::core {
+
+void parse_python_error(std::string_view json, Error& error) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  if (parser.parse(json.data(), json.size(), true).get(root) || !root.is_object()) {
+    error.message = std::string(json);
+    return;
+  }
+  std::string_view text;
+  if (!root["type"].get(text)) error.python_type = text;
+  if (!root["message"].get(text)) error.message = text;
+  if (!root["traceback"].get(text)) error.traceback = text;
+}
+
+}  // namespace snakepit::core
