@@ -1515,32 +1515,71 @@ TEST_CASE("pool: a tool running past its deadline by the grace gets its worker k
   CHECK(f.sink->count(PoolEvent::Type::worker_hung) == 1);
 }
 
+namespace {
+// Every delivery waits for the test's go: the worker-exit handler is then
+// held between taking the worker's calls and finishing them.
+struct DeliveryGate {
+  std::mutex mutex;
+  std::condition_variable cv;
+  int entered = 0;
+  bool open = false;
+};
+
+class GatedResponder : public Responder {
+ public:
+  GatedResponder(std::shared_ptr<DeliveryGate> gate, std::shared_ptr<Inbox> inbox)
+      : gate_(std::move(gate)), inbox_(std::move(inbox)) {}
+  void deliver(Outcome&& outcome) noexcept override {
+    {
+      std::unique_lock lock(gate_->mutex);
+      ++gate_->entered;
+      gate_->cv.notify_all();
+      gate_->cv.wait(lock, [&] { return gate_->open; });
+    }
+    TestResponder(inbox_).deliver(std::move(outcome));
+  }
+
+ private:
+  std::shared_ptr<DeliveryGate> gate_;
+  std::shared_ptr<Inbox> inbox_;
+};
+}  // namespace
+
 TEST_CASE("pool: a call failing on two paths at once (worker exit, transport error) counts one error") {
   PoolFixture f;
   f.config.pool_size = 1;
-  f.config.capacity_per_worker = 8;
-  f.config.restart_backoff = 10ms;
+  f.config.capacity_per_worker = 3;
   f.start();
   REQUIRE(f.wait_ready(1));
-  std::size_t submitted = 0;
-  for (int round = 0; round < 6; ++round) {
-    REQUIRE(wait_until([&] { return f.pool->stats().ready == 1; }));
-    f.remember_pids();
-    const std::size_t before = f.transport->call_count();
-    std::vector<Submitted> calls;
-    for (int i = 0; i < 8; ++i) calls.push_back(f.submit("doomed"));
-    submitted += calls.size();
-    REQUIRE(f.transport->wait_calls(before + 8));
-    const pid_t pid = f.pool->workers().at(0).os_pid;
-    // The transport reports the broken connection while the exit is handled.
-    std::thread breaker([&] {
-      for (std::size_t i = before; i < before + 8; ++i) f.transport->complete(f.transport->call(i), unavailable_result());
-    });
-    ::kill(pid, SIGKILL);
-    breaker.join();
-    for (auto& call : calls) REQUIRE(call.inbox->wait());
+  auto gate = std::make_shared<DeliveryGate>();
+  std::vector<std::shared_ptr<Inbox>> inboxes;
+  for (int i = 0; i < 3; ++i) {
+    CallRequest call;
+    call.tool = "doomed";
+    inboxes.push_back(std::make_shared<Inbox>());
+    REQUIRE_FALSE(f.pool->submit(f.pool->new_request_id(), std::move(call),
+                                 std::make_unique<GatedResponder>(gate, inboxes.back())));
   }
+  REQUIRE(f.transport->wait_calls(3));
+  ::kill(f.pool->workers().at(0).os_pid, SIGKILL);
+  // The exit handler holds one delivery; the others are not finished yet.
+  {
+    std::unique_lock lock(gate->mutex);
+    REQUIRE(gate->cv.wait_for(lock, kWait, [&] { return gate->entered == 1; }));
+  }
+  // Meanwhile the transport reports the broken connection for every call.
+  std::vector<std::thread> breakers;
+  for (std::size_t i = 0; i < 3; ++i)
+    breakers.emplace_back([&f, i] { f.transport->complete(f.transport->call(i), unavailable_result()); });
+  {
+    std::unique_lock lock(gate->mutex);
+    REQUIRE(gate->cv.wait_for(lock, kWait, [&] { return gate->entered == 3; }));
+    gate->open = true;
+  }
+  gate->cv.notify_all();
+  for (auto& breaker : breakers) breaker.join();
+  for (auto& inbox : inboxes) REQUIRE(inbox->wait());
   const auto stats = f.pool->stats();
-  CHECK(stats.requests == submitted);
-  CHECK(stats.errors == submitted);
+  CHECK(stats.requests == 3);
+  CHECK(stats.errors == 3);
 }
