@@ -194,32 +194,16 @@ class GrpcConnection final : public core::WorkerConnection {
   }
 
   void ping(core::Millis timeout, bool wait_for_ready, std::function<void(bool)> done) override {
-    struct PingCall {
-      grpc::ClientContext context;
-      pb::PingRequest request;
-      pb::PingResponse response;
-    };
-    auto state = std::make_shared<PingCall>();
-    state->context.set_deadline(std::chrono::system_clock::now() + timeout);
-    state->context.set_wait_for_ready(wait_for_ready);
-    stub_->async()->Ping(&state->context, &state->request, &state->response,
-                         [state, done = std::move(done)](grpc::Status status) { done(status.ok()); });
+    send_ping(timeout, wait_for_ready,
+              [done = std::move(done)](const grpc::Status& status, const pb::PingResponse&) { done(status.ok()); });
   }
 
   void running(core::Millis timeout, Running done) override {
-    struct PingCall {
-      grpc::ClientContext context;
-      pb::PingRequest request;
-      pb::PingResponse response;
-    };
-    auto state = std::make_shared<PingCall>();
-    state->context.set_deadline(std::chrono::system_clock::now() + timeout);
-    stub_->async()->Ping(&state->context, &state->request, &state->response,
-                         [state, done = std::move(done)](grpc::Status status) {
-                           if (!status.ok()) return done(std::nullopt);
-                           const auto& ids = state->response.running_requests();
-                           done(std::vector<std::uint64_t>(ids.begin(), ids.end()));
-                         });
+    send_ping(timeout, false, [done = std::move(done)](const grpc::Status& status, const pb::PingResponse& response) {
+      if (!status.ok()) return done(std::nullopt);
+      const auto& ids = response.running_requests();
+      done(std::vector<std::uint64_t>(ids.begin(), ids.end()));
+    });
   }
 
   void report(core::Millis timeout,
@@ -243,6 +227,20 @@ class GrpcConnection final : public core::WorkerConnection {
   }
 
  private:
+  using PingDone = std::function<void(const grpc::Status&, const pb::PingResponse&)>;
+  void send_ping(core::Millis timeout, bool wait_for_ready, PingDone done) {
+    struct PingCall {
+      grpc::ClientContext context;
+      pb::PingRequest request;
+      pb::PingResponse response;
+    };
+    auto state = std::make_shared<PingCall>();
+    state->context.set_deadline(std::chrono::system_clock::now() + timeout);
+    state->context.set_wait_for_ready(wait_for_ready);
+    stub_->async()->Ping(&state->context, &state->request, &state->response,
+                         [state, done = std::move(done)](grpc::Status status) { done(status, state->response); });
+  }
+
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<pb::BridgeService::Stub> stub_;
 };

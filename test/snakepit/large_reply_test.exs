@@ -59,8 +59,7 @@ defmodule Snakepit.LargeReplyTest do
 
   test "a 100,000-key map, a 1,000-deep map and a 200 MB string hold no normal scheduler",
        %{pool: pool} do
-    previous = :erlang.system_monitor(self(), [{:long_schedule, @threshold_ms}])
-    on_exit(fn -> restore(previous) end)
+    watch_long_schedules(@threshold_ms)
 
     caller =
       Task.async(fn ->
@@ -77,8 +76,7 @@ defmodule Snakepit.LargeReplyTest do
       end)
 
     assert Task.await(caller, 300_000) == {100_000, 99_999, 1_000, 200_000_000}
-    :erlang.system_monitor(self(), [])
-    assert long_schedules(caller.pid, []) == []
+    assert long_schedules_of(caller.pid) == []
   end
 
   test "duplicate keys in a large JSON object keep the last value, and the map equals one built in Elixir" do
@@ -96,16 +94,4 @@ defmodule Snakepit.LargeReplyTest do
 
   defp depth(%{"child" => child}, acc), do: depth(child, acc + 1)
   defp depth(%{"leaf" => true}, acc), do: acc + 1
-
-  defp long_schedules(pid, acc) do
-    receive do
-      {:monitor, ^pid, :long_schedule, info} -> long_schedules(pid, [info | acc])
-      {:monitor, _other, :long_schedule, _info} -> long_schedules(pid, acc)
-    after
-      0 -> acc
-    end
-  end
-
-  defp restore({pid, options}), do: :erlang.system_monitor(pid, options)
-  defp restore(:undefined), do: :erlang.system_monitor(:undefined)
 end

@@ -9,8 +9,7 @@ defmodule Snakepit.SchedulerBlockingTest do
   @threshold_ms 40
 
   test "no call holds a normal scheduler, whatever the payload size" do
-    previous = :erlang.system_monitor(self(), [{:long_schedule, @threshold_ms}])
-    on_exit(fn -> restore(previous) end)
+    watch_long_schedules(@threshold_ms)
 
     big = String.duplicate("0123456789", 5_000_000)
     nested = %{rows: for(i <- 1..100_000, do: %{id: i, name: "row #{i}", tags: ["a", "b"]})}
@@ -28,19 +27,6 @@ defmodule Snakepit.SchedulerBlockingTest do
       end)
 
     assert Task.await(caller, 120_000) == {50_000_000, 100_000}
-    :erlang.system_monitor(self(), [])
-    assert long_schedules(caller.pid, []) == []
+    assert long_schedules_of(caller.pid) == []
   end
-
-  defp long_schedules(pid, acc) do
-    receive do
-      {:monitor, ^pid, :long_schedule, info} -> long_schedules(pid, [info | acc])
-      {:monitor, _other, :long_schedule, _info} -> long_schedules(pid, acc)
-    after
-      0 -> acc
-    end
-  end
-
-  defp restore({pid, options}), do: :erlang.system_monitor(pid, options)
-  defp restore(:undefined), do: :erlang.system_monitor(:undefined)
 end

@@ -38,6 +38,38 @@ defmodule Snakepit.PoolCase do
     end
   end
 
+  @doc """
+  Reports every time a process holds a normal scheduler longer than
+  `threshold_ms` to the caller until the test ends; returns `:ok`. The
+  monitoring process itself is never reported, so calls under watch run in
+  a task.
+  """
+  @spec watch_long_schedules(pos_integer()) :: :ok
+  def watch_long_schedules(threshold_ms) do
+    previous = :erlang.system_monitor(self(), [{:long_schedule, threshold_ms}])
+    ExUnit.Callbacks.on_exit(fn -> restore_system_monitor(previous) end)
+    :ok
+  end
+
+  @doc "Stops watching and returns the long schedules reported for `pid`."
+  @spec long_schedules_of(pid()) :: [term()]
+  def long_schedules_of(pid) do
+    :erlang.system_monitor(self(), [])
+    collect_long_schedules(pid, [])
+  end
+
+  defp collect_long_schedules(pid, acc) do
+    receive do
+      {:monitor, ^pid, :long_schedule, info} -> collect_long_schedules(pid, [info | acc])
+      {:monitor, _other, :long_schedule, _info} -> collect_long_schedules(pid, acc)
+    after
+      0 -> acc
+    end
+  end
+
+  defp restore_system_monitor({pid, options}), do: :erlang.system_monitor(pid, options)
+  defp restore_system_monitor(:undefined), do: :erlang.system_monitor(:undefined)
+
   @doc "Whether an OS process is alive."
   @spec os_alive?(integer()) :: boolean()
   def os_alive?(os_pid), do: File.exists?("/proc/#{os_pid}") and not zombie?(os_pid)
