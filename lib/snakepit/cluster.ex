@@ -66,7 +66,11 @@ defmodule Snakepit.Cluster do
     given = Application.get_env(:snakepit, :cluster, [])
 
     unless Keyword.keyword?(given),
-      do: raise(ArgumentError, "invalid value for :cluster: #{inspect(given)} (expected a keyword list)")
+      do:
+        raise(
+          ArgumentError,
+          "invalid value for :cluster: #{inspect(given)} (expected a keyword list)"
+        )
 
     Enum.each(given, fn {key, value} ->
       cond do

@@ -202,7 +202,14 @@ defmodule Snakepit.Config do
 
   # Global keys other parts of Snakepit read (fault tolerance, sessions, the
   # interpreter, log categories): accepted here without a word.
-  @owned_elsewhere [:cluster, :log_categories, :python_runtime, :python, :crash_barrier, :session_store]
+  @owned_elsewhere [
+    :cluster,
+    :log_categories,
+    :python_runtime,
+    :python,
+    :crash_barrier,
+    :session_store
+  ]
   @owned_prefixes ["crash_barrier_", "circuit_breaker_", "retry_", "health_monitor_", "session_"]
 
   # Upstream keys for machinery Snakepit native does not have (the Elixir
@@ -417,7 +424,9 @@ defmodule Snakepit.Config do
   end
 
   # A clustered pool may have no workers here: a route-only node.
-  defp pool_fields(%{scope: :cluster}), do: Keyword.put(@pool_fields, :pool_size, :non_neg_integer)
+  defp pool_fields(%{scope: :cluster}),
+    do: Keyword.put(@pool_fields, :pool_size, :non_neg_integer)
+
   defp pool_fields(_attrs), do: @pool_fields
 
   @doc """

@@ -213,7 +213,10 @@ defmodule Snakepit.Cluster.Agent do
 
   defp push(state, listeners, load \\ nil) do
     {free, capacity, queued} = load || local_load(state.pool) || {0, 0, 0}
-    message = {:snakepit_load, state.pool, node(), free, capacity, queued, state.fingerprint, self()}
+
+    message =
+      {:snakepit_load, state.pool, node(), free, capacity, queued, state.fingerprint, self()}
+
     Enum.each(listeners, &:erlang.send(&1, message, [:noconnect, :nosuspend]))
     jitter = div(state.interval, 4)
 

@@ -33,7 +33,15 @@ defmodule Snakepit.Cluster.Loads do
   end
 
   @doc "Writes a node's figures, stamped with this node's clock."
-  @spec put(atom(), node(), non_neg_integer(), non_neg_integer(), non_neg_integer(), term(), pid()) ::
+  @spec put(
+          atom(),
+          node(),
+          non_neg_integer(),
+          non_neg_integer(),
+          non_neg_integer(),
+          term(),
+          pid()
+        ) ::
           true
   def put(pool, node, free, capacity, queued, fingerprint, agent) do
     :ets.insert(@table, {{pool, node}, free, capacity, queued, fingerprint, now_ms(), agent})

@@ -34,7 +34,13 @@ defmodule Snakepit.Cluster.Router do
   end
 
   @doc false
-  def stream({:cluster, pool, local, {_affinity, _, stream_timeout}}, command, args, callback, opts) do
+  def stream(
+        {:cluster, pool, local, {_affinity, _, stream_timeout}},
+        command,
+        args,
+        callback,
+        opts
+      ) do
     with {:ok, ctx} <- context(pool, local, command, args, opts, stream_timeout, callback) do
       run(ctx, [], 0)
     end
