@@ -72,6 +72,28 @@ defmodule Snakepit.ClusterTest do
     report("16 callers on 12 slots: #{by_node[node()]} local, #{remote} remote")
     assert remote > 0
     assert by_node[node()] > 0
+
+    # The cost of the hop: the same call, in sequence, local and remote.
+    remote_node = hd(peers).node
+
+    [local_us, remote_us] =
+      for target <- [:local, remote_node] do
+        whoami(0, node: target)
+
+        times =
+          for _ <- 1..300 do
+            {us, {:ok, _}} = :timer.tc(fn -> whoami(0, node: target) end)
+            us
+          end
+
+        sorted = Enum.sort(times)
+        {Enum.at(sorted, 149), Enum.at(sorted, 296)}
+      end
+
+    report(
+      "round trip of whoami(0), p50/p99: local #{elem(local_us, 0)}/#{elem(local_us, 1)} us, " <>
+        "remote #{elem(remote_us, 0)}/#{elem(remote_us, 1)} us"
+    )
   end
 
   test "a node killed mid-load: every call answered once, :node_down only for calls it ran, load moves on" do
