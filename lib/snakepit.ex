@@ -66,6 +66,9 @@ defmodule Snakepit do
       catch
         kind, reason -> Calls.raised(call, kind, reason, __STACKTRACE__)
       end
+    else
+      {:cluster, entry} -> Snakepit.Cluster.Router.execute(entry, command, args, opts)
+      error -> error
     end
     |> CrashBarrier.after_call(command, args, opts)
   end
@@ -100,6 +103,9 @@ defmodule Snakepit do
   def execute_stream(command, args \\ %{}, callback, opts \\ []) when is_function(callback, 1) do
     with {:ok, call} <- submit(command, args, opts, true) do
       call |> stream_loop(callback, 0) |> finish(call) |> stream_result()
+    else
+      {:cluster, entry} -> Snakepit.Cluster.Router.stream(entry, command, args, callback, opts)
+      error -> error
     end
   end
 
@@ -236,8 +242,63 @@ defmodule Snakepit do
   # ------------------------------------------------------------ internals
 
   defp submit(command, args, opts, stream?) do
-    call = %{
-      pool_name: pool_name(opts),
+    call = new_call(pool_name(opts), command, stream?)
+    with {:ok, entry} <- route(call), do: submit_routed(call, entry, args, opts, stream?)
+  end
+
+  @doc false
+  # The serving side of a remote call (Snakepit.Cluster.Executor): submits
+  # to this node's workers of a clustered pool, whose running entry it has.
+  @spec submit_local(atom(), tuple(), String.t(), map(), keyword(), boolean()) ::
+          {:ok, map()} | {:error, Error.t()}
+  def submit_local(pool_name, entry, command, args, opts, stream?) do
+    submit_routed(new_call(pool_name, command, stream?), entry, args, opts, stream?)
+  end
+
+  @doc false
+  # execute/3 on this node's workers of a clustered pool (routed here).
+  @spec execute_local(atom(), tuple(), String.t(), map(), keyword()) :: result()
+  def execute_local(pool_name, entry, command, args, opts) do
+    with {:ok, call} <- submit_local(pool_name, entry, command, args, opts, false) do
+      try do
+        call |> await_reply() |> finish(call)
+      catch
+        kind, reason -> Calls.raised(call, kind, reason, __STACKTRACE__)
+      end
+    end
+  end
+
+  @doc false
+  # execute_stream/4 on this node's workers of a clustered pool.
+  @spec stream_local(atom(), tuple(), String.t(), map(), stream_callback(), keyword()) ::
+          stream_result()
+  def stream_local(pool_name, entry, command, args, callback, opts) do
+    with {:ok, call} <- submit_local(pool_name, entry, command, args, opts, true) do
+      call |> stream_loop(callback, 0) |> finish(call) |> stream_result()
+    end
+  end
+
+  @doc false
+  # The serving side's outcome of a call from submit_local/6: a reply (or
+  # give_up/1's answer) turned into the caller's result, counted here.
+  @spec finish_local({term(), String.t()}, map()) :: result() | {:error, term()}
+  def finish_local(reply, call), do: finish(reply, call)
+
+  @doc false
+  @spec give_up_local(map()) :: {term(), String.t()}
+  def give_up_local(call), do: give_up(call)
+
+  @doc false
+  @spec build_reply(term()) :: term()
+  def build_reply(result), do: built(result)
+
+  @doc false
+  @spec build_chunk(term()) :: map()
+  def build_chunk(chunk), do: built_chunk(chunk)
+
+  defp new_call(pool_name, command, stream?) do
+    %{
+      pool_name: pool_name,
       command: to_string(command),
       started: System.monotonic_time(),
       session_id: nil,
@@ -245,9 +306,10 @@ defmodule Snakepit do
       stream: stream?,
       span: nil
     }
+  end
 
-    with {:ok, {handle, affinity, call_timeout, stream_timeout}} <- route(call),
-         call = Map.merge(call, %{handle: handle, timeout: Keyword.get(opts, :timeout)}),
+  defp submit_routed(call, {handle, affinity, call_timeout, stream_timeout}, args, opts, stream?) do
+    with call = Map.merge(call, %{handle: handle, timeout: Keyword.get(opts, :timeout)}),
          call = %{
            call
            | timeout: call.timeout || if(stream?, do: stream_timeout, else: call_timeout)

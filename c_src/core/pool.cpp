@@ -1072,6 +1072,18 @@ PoolStats Pool::stats() const {
   return stats;
 }
 
+PoolLoad Pool::load() const {
+  std::lock_guard lock(mutex_);
+  PoolLoad load;
+  load.queued = scheduler_.queue_length();
+  for (const auto& worker : scheduler_.loads()) {
+    if (!worker.routable) continue;
+    load.capacity += static_cast<std::size_t>(worker.capacity);
+    if (worker.inflight < worker.capacity) load.free += static_cast<std::size_t>(worker.capacity - worker.inflight);
+  }
+  return load;
+}
+
 std::vector<WorkerInfo> Pool::workers() const {
   std::lock_guard lock(mutex_);
   std::vector<WorkerInfo> infos;

@@ -116,6 +116,14 @@ struct PoolStats {
   std::optional<Error> last_start_error;
 };
 
+// What a cluster router needs of a pool, in one read: free slots and
+// capacity over routable workers, and the queue length.
+struct PoolLoad {
+  std::size_t free = 0;
+  std::size_t capacity = 0;
+  std::size_t queued = 0;
+};
+
 struct WorkerInfo {
   std::string id;
   int os_pid = 0;
@@ -150,6 +158,7 @@ class Pool : public std::enable_shared_from_this<Pool> {
   // A stream's consumer took `credits` more chunks.
   void grant(RequestId id, int credits);
   PoolStats stats() const;
+  PoolLoad load() const;
   std::vector<WorkerInfo> workers() const;
   // Asks every ready worker for its per-tool concurrency record. Blocks up
   // to `timeout`: never call on a BEAM scheduler.

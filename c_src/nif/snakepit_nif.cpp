@@ -467,6 +467,15 @@ ERL_NIF_TERM stats(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   return map;
 }
 
+// load(pool): {free_slots, capacity, queued}, what cluster routing publishes.
+ERL_NIF_TERM load(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  auto* resource = get_pool(env, argv[0]);
+  if (resource == nullptr) return enif_make_badarg(env);
+  const auto l = resource->pool->load();
+  return enif_make_tuple3(env, enif_make_uint64(env, l.free), enif_make_uint64(env, l.capacity),
+                          enif_make_uint64(env, l.queued));
+}
+
 ERL_NIF_TERM workers(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   auto* resource = get_pool(env, argv[0]);
   if (resource == nullptr) return enif_make_badarg(env);
@@ -824,6 +833,7 @@ ErlNifFunc nif_functions[] = {
     {"cancel", 2, cancel, 0},
     {"count_rejected", 1, count_rejected, 0},
     {"stats", 1, stats, 0},
+    {"load", 1, load, 0},
     {"workers", 1, workers, 0},
     {"pool_stop", 1, pool_stop, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"reports", 2, reports, ERL_NIF_DIRTY_JOB_IO_BOUND},

@@ -25,6 +25,8 @@ defmodule Snakepit.Application do
       Snakepit.Bridge.PythonTelemetry,
       Snakepit.Bridge.ToolRegistry,
       Snakepit.Bridge.SessionStore,
+      # Before the pools: a clustered pool links its agent into it.
+      Snakepit.Cluster.Supervisor,
       {Snakepit.Pool.Supervisor, pools}
     ]
 

@@ -37,6 +37,15 @@ defmodule Snakepit.Config do
   `:timeout_profile`) and `:python_executable`. `:affinity` may be an atom
   or a case-insensitive string; `:heartbeat` keys atoms or strings.
 
+  ## Cluster scope
+
+  A pool's `:scope` is `:local` (the default: it serves this node's calls
+  only) or `:cluster`: calls to it are routed over every node that runs a
+  pool of that name with `scope: :cluster` (see `Snakepit.Cluster`). Only a
+  clustered pool may have `pool_size: 0`, which makes this node route-only
+  (no Python here). The optional top-level `:cluster` keyword tunes the
+  routing; `Snakepit.Cluster` documents and validates it.
+
   ## Derived keys
 
   Every normalised pool also carries `:capacity_per_worker`, `:adapter` (the
@@ -106,7 +115,8 @@ defmodule Snakepit.Config do
     queue_timeout_ms: :pos_integer,
     python_executable: :optional_string,
     restart_backoff_ms: :pos_integer,
-    max_restart_backoff_ms: :pos_integer
+    max_restart_backoff_ms: :pos_integer,
+    scope: {:one_of, [:local, :cluster]}
   ]
 
   @static_defaults %{
@@ -128,7 +138,8 @@ defmodule Snakepit.Config do
     session_ttl_ms: 3_600_000,
     tool_overrun_grace_ms: 5_000,
     restart_backoff_ms: 500,
-    max_restart_backoff_ms: 10_000
+    max_restart_backoff_ms: 10_000,
+    scope: :local
   }
 
   # Top-level keys that set a pool default of the same name.
@@ -191,7 +202,14 @@ defmodule Snakepit.Config do
 
   # Global keys other parts of Snakepit read (fault tolerance, sessions, the
   # interpreter, log categories): accepted here without a word.
-  @owned_elsewhere [:log_categories, :python_runtime, :python, :crash_barrier, :session_store]
+  @owned_elsewhere [
+    :cluster,
+    :log_categories,
+    :python_runtime,
+    :python,
+    :crash_barrier,
+    :session_store
+  ]
   @owned_prefixes ["crash_barrier_", "circuit_breaker_", "retry_", "health_monitor_", "session_"]
 
   # Upstream keys for machinery Snakepit native does not have (the Elixir
@@ -332,7 +350,8 @@ defmodule Snakepit.Config do
           queue_timeout_ms: pos_integer(),
           python_executable: String.t() | nil,
           restart_backoff_ms: pos_integer(),
-          max_restart_backoff_ms: pos_integer()
+          max_restart_backoff_ms: pos_integer(),
+          scope: :local | :cluster
         }
 
   @type globals :: %{
@@ -391,7 +410,9 @@ defmodule Snakepit.Config do
     defaults = pool_defaults(globals)
 
     values =
-      Map.new(@pool_fields, fn {key, kind} ->
+      attrs
+      |> pool_fields()
+      |> Map.new(fn {key, kind} ->
         {key, attrs |> Map.get(key, Map.fetch!(defaults, key)) |> value!(kind, key, ctx)}
       end)
 
@@ -401,6 +422,12 @@ defmodule Snakepit.Config do
     |> build(name, heartbeat, ctx)
     |> check_derived!(attrs, ctx)
   end
+
+  # A clustered pool may have no workers here: a route-only node.
+  defp pool_fields(%{scope: :cluster}),
+    do: Keyword.put(@pool_fields, :pool_size, :non_neg_integer)
+
+  defp pool_fields(_attrs), do: @pool_fields
 
   @doc """
   Returns the validated global settings.

@@ -17,6 +17,7 @@ defmodule Snakepit.Native do
   def cancel(_pool, _request_id), do: :erlang.nif_error(:nif_not_loaded)
   def count_rejected(_pool), do: :erlang.nif_error(:nif_not_loaded)
   def stats(_pool), do: :erlang.nif_error(:nif_not_loaded)
+  def load(_pool), do: :erlang.nif_error(:nif_not_loaded)
   def workers(_pool), do: :erlang.nif_error(:nif_not_loaded)
   def reports(_pool, _timeout_ms), do: :erlang.nif_error(:nif_not_loaded)
   def pool_stop(_pool), do: :erlang.nif_error(:nif_not_loaded)

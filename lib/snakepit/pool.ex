@@ -30,8 +30,13 @@ defmodule Snakepit.Pool do
   # What the hot path reads per pool: a running pool's handle, default
   # affinity and timeouts; or a failed pool's error (and its native handle,
   # if it has one, for stats).
+  # A clustered pool publishes {:cluster, name, running entry or nil when no
+  # local worker serves, {affinity, call timeout, stream timeout}}.
   @type entry ::
-          {reference(), atom(), timeout(), timeout()} | {:failed, Error.t(), reference() | nil}
+          {reference(), atom(), timeout(), timeout()}
+          | {:failed, Error.t(), reference() | nil}
+          | {:cluster, atom(), {reference(), atom(), timeout(), timeout()} | nil,
+             {atom(), timeout(), timeout()}}
 
   @doc false
   def child_spec(config) do
@@ -56,6 +61,8 @@ defmodule Snakepit.Pool do
       {:failed, _error, handle} when handle != nil -> {:ok, handle}
       {:failed, error, nil} -> {:error, error}
       nil -> {:error, not_found(pool_name)}
+      {:cluster, _name, {handle, _, _, _}, _defaults} -> {:ok, handle}
+      {:cluster, _name, nil, _defaults} -> {:error, no_local_workers(pool_name)}
       {handle, _affinity, _call_timeout, _stream_timeout} -> {:ok, handle}
     end
   end
@@ -63,14 +70,29 @@ defmodule Snakepit.Pool do
   @doc """
   What the hot path needs of a running pool: its native handle, its default
   session affinity and the default timeouts of calls and streams.
+  A clustered pool answers `{:cluster, entry}`: `Snakepit.Cluster.Router`
+  decides where its calls go.
   """
-  @spec route(atom()) :: {:ok, {reference(), atom(), timeout(), timeout()}} | {:error, Error.t()}
+  @spec route(atom()) ::
+          {:ok, {reference(), atom(), timeout(), timeout()}}
+          | {:cluster, tuple()}
+          | {:error, Error.t()}
   def route(pool_name) do
     case :persistent_term.get({__MODULE__, pool_name}, nil) do
       {:failed, error, _handle} -> {:error, error}
       nil -> {:error, not_found(pool_name)}
+      {:cluster, _, _, _} = entry -> {:cluster, entry}
       entry -> {:ok, entry}
     end
+  end
+
+  defp no_local_workers(pool_name) do
+    Error.new(
+      :pool,
+      :pool_not_initialized,
+      "pool #{inspect(pool_name)} has no ready workers on #{node()}",
+      pool_name: pool_name
+    )
   end
 
   defp not_found(pool_name) do
@@ -107,10 +129,16 @@ defmodule Snakepit.Pool do
   # Pools start concurrently (several supervisors, tests): the lock keeps
   # one's append from losing another's.
   defp remember_order(name) do
-    :global.trans({{__MODULE__, :order}, self()}, fn ->
-      order = :persistent_term.get({__MODULE__, :order}, [])
-      unless name in order, do: :persistent_term.put({__MODULE__, :order}, order ++ [name])
-    end)
+    # The lock is this node's only: with distribution on, the default node
+    # list would take it on every connected node.
+    :global.trans(
+      {{__MODULE__, :order}, self()},
+      fn ->
+        order = :persistent_term.get({__MODULE__, :order}, [])
+        unless name in order, do: :persistent_term.put({__MODULE__, :order}, order ++ [name])
+      end,
+      [node()]
+    )
   end
 
   @doc """
@@ -293,13 +321,20 @@ defmodule Snakepit.Pool do
       running: nil,
       output_levels: %{},
       telemetry: PoolEvents.init(config),
-      python: nil
+      python: nil,
+      cluster_agent: nil,
+      defaults: {config.affinity, globals.request_timeout, globals.stream_timeout}
     }
+
+    state = start_cluster_agent(state)
 
     # A pool that cannot even start (no usable interpreter, a native
     # refusal) is failed, not a crash: the application and its other pools
     # keep running.
-    case start_native(config, globals) do
+    case if(config.pool_size == 0, do: :route_only, else: start_native(config, globals)) do
+      :route_only ->
+        {:ok, publish(state, nil)}
+
       {:ok, handle, python} ->
         running = {handle, config.affinity, globals.request_timeout, globals.stream_timeout}
         {:ok, publish(%{state | handle: handle, running: running, python: python}, running)}
@@ -310,6 +345,13 @@ defmodule Snakepit.Pool do
         {:ok, fail(state, error)}
     end
   end
+
+  defp start_cluster_agent(%{config: %{scope: :cluster} = config} = state) do
+    {:ok, agent} = Snakepit.Cluster.Agent.start_link(config)
+    %{state | cluster_agent: agent}
+  end
+
+  defp start_cluster_agent(state), do: state
 
   defp start_native(config, globals) do
     python = PythonRuntime.resolve!(python_executable: config.python_executable)
@@ -324,6 +366,13 @@ defmodule Snakepit.Pool do
 
   # Published entries are read on every call; they change only when the
   # pool starts, fails or recovers.
+  defp publish(%{config: %{scope: :cluster}} = state, entry) do
+    local = if match?({:failed, _, _}, entry), do: nil, else: entry
+    entry = {:cluster, state.config.name, local, state.defaults}
+    if state.entry != entry, do: :persistent_term.put({__MODULE__, state.config.name}, entry)
+    %{state | entry: entry}
+  end
+
   defp publish(state, entry) do
     if state.entry != entry, do: :persistent_term.put({__MODULE__, state.config.name}, entry)
     %{state | entry: entry}
@@ -353,7 +402,7 @@ defmodule Snakepit.Pool do
     state = %{state | start_error: failed}
 
     state =
-      if match?({:failed, _, _}, state.entry),
+      if match?({:failed, _, _}, state.entry) or match?({:cluster, _, nil, _}, state.entry),
         do: state,
         else: publish(state, {:failed, failed, state.handle})
 
@@ -381,6 +430,8 @@ defmodule Snakepit.Pool do
   end
 
   # The answer a waiter of `kind` gets now, or nil to keep it waiting.
+  defp await_reply(_kind, %{config: %{pool_size: 0}}), do: :ok
+
   defp await_reply(:await_ready, state) do
     cond do
       MapSet.size(state.ready) > 0 -> :ok
@@ -430,6 +481,8 @@ defmodule Snakepit.Pool do
 
   @impl GenServer
   def terminate(_reason, state) do
+    # Leave cluster routing before the workers stop.
+    if state.cluster_agent, do: Snakepit.Cluster.Agent.stop(state.cluster_agent)
     if state.handle, do: Native.pool_stop(state.handle)
     :persistent_term.erase({__MODULE__, state.config.name})
     :ok

@@ -52,7 +52,8 @@ defmodule Snakepit.ConfigTest do
                queue_timeout_ms: 10_000,
                python_executable: nil,
                restart_backoff_ms: 500,
-               max_restart_backoff_ms: 10_000
+               max_restart_backoff_ms: 10_000,
+               scope: :local
              }
     end
 

@@ -1,0 +1,71 @@
+defmodule Snakepit.Cluster.Executor do
+  @moduledoc false
+  # The serving side of a remote call: a fresh process per call, spawned by
+  # the caller's node with spawn_request + monitor. It is the NIF's caller
+  # here (the NIF answers local pids only), watches the remote caller (a
+  # dead caller or a lost caller node cancels the call, which frees the
+  # slot), and always ends by exiting with {:snakepit_result, result}: the
+  # result rides on the caller's DOWN, so exactly one signal ends the call.
+  #
+  # A stream's chunks go to the caller's alias ({:snakepit_chunk, alias,
+  # self(), chunk}); the caller's {:snakepit_grant, n} become Native.grant,
+  # so the NIF's window bounds what is in flight end to end.
+
+  alias Snakepit.{Native, Pool}
+  alias Snakepit.Cluster.Agent
+
+  # The caller waits this much longer than the call's own deadline.
+  @reply_margin_ms 2_000
+
+  @doc false
+  def run(caller, chunk_alias, pool, command, args, opts) do
+    caller_monitor = Process.monitor(caller)
+
+    case Pool.route(pool) do
+      {:cluster, {:cluster, ^pool, local, _defaults}} when local != nil ->
+        stream? = chunk_alias != nil
+
+        case Snakepit.submit_local(pool, local, command, args, opts, stream?) do
+          {:ok, call} ->
+            Agent.served_session(pool, call.session_id)
+            reply = await(call, caller_monitor, chunk_alias)
+            exit({:snakepit_result, Snakepit.finish_local(reply, call)})
+
+          {:error, _} = error ->
+            exit({:snakepit_result, error})
+        end
+
+      # Drained, stopped or not ready here: the call never started.
+      _ ->
+        exit(:snakepit_unavailable)
+    end
+  end
+
+  defp await(%{ref: ref} = call, caller_monitor, chunk_alias) do
+    receive do
+      {^ref, :chunk, chunk} ->
+        send(chunk_alias, {:snakepit_chunk, chunk_alias, self(), Snakepit.build_chunk(chunk)})
+        await(call, caller_monitor, chunk_alias)
+
+      {^ref, result, worker_id} ->
+        {Snakepit.build_reply(result), worker_id}
+
+      {:snakepit_grant, credits} ->
+        Native.grant(call.handle, call.request_id, credits)
+        await(call, caller_monitor, chunk_alias)
+
+      {:snakepit_cancel, _} ->
+        Snakepit.give_up_local(call)
+
+      # Nobody waits any more: cancel (the slot frees when the worker is done).
+      {:DOWN, ^caller_monitor, :process, _, _} ->
+        Snakepit.give_up_local(call)
+        exit(:caller_down)
+    after
+      wait(call.timeout) -> Snakepit.give_up_local(call)
+    end
+  end
+
+  defp wait(timeout) when timeout > 4_294_967_295 - @reply_margin_ms, do: :infinity
+  defp wait(timeout), do: timeout + @reply_margin_ms
+end
