@@ -60,6 +60,17 @@ defmodule Snakepit do
   """
   @spec execute(String.t() | atom(), map(), keyword()) :: result()
   def execute(command, args, opts \\ []) do
+    # Held only if a crash could be retried: otherwise `args` is dead once
+    # submitted, and a large argument is not copied by the GC of a caller
+    # that waits for a large result.
+    retry_args = CrashBarrier.retry_args(args, opts)
+
+    command
+    |> run(args, opts)
+    |> CrashBarrier.after_call(command, retry_args, opts)
+  end
+
+  defp run(command, args, opts) do
     with {:ok, call} <- submit(command, args, opts, false) do
       try do
         call |> await_reply() |> finish(call)
@@ -70,7 +81,6 @@ defmodule Snakepit do
       {:cluster, entry} -> Snakepit.Cluster.Router.execute(entry, command, args, opts)
       error -> error
     end
-    |> CrashBarrier.after_call(command, args, opts)
   end
 
   @doc "Like `execute/3`, in session `session_id` (see the `:affinity` option)."

@@ -161,11 +161,29 @@ defmodule Snakepit.CrashBarrier do
   end
 
   @doc false
+  # The arguments a retry would need, or nil when the barrier is off for
+  # this call: Snakepit.execute/3 then drops them while it waits, so a large
+  # argument is not kept alive (and copied by every GC) for the whole call.
+  @spec retry_args(map(), keyword()) :: map() | nil
+  def retry_args(args, opts) do
+    with configured when configured not in [nil, false, []] <-
+           Application.get_env(:snakepit, :crash_barrier),
+         true <- Keyword.get(opts, :crash_barrier, true) != false,
+         true <- enabled?(config()) do
+      args
+    else
+      _off -> nil
+    end
+  end
+
+  @doc false
   # Called by Snakepit.execute/3 with the result of a call; a crash of its
   # worker is retried per the config. Any other result passes untouched, so
   # a successful call costs one function-head match.
-  @spec after_call(Snakepit.result(), String.t() | atom(), map(), keyword()) ::
+  @spec after_call(Snakepit.result(), String.t() | atom(), map() | nil, keyword()) ::
           Snakepit.result()
+  def after_call(result, _command, nil, _opts), do: result
+
   def after_call(
         {:error, %Error{category: :worker, details: %{reason: reason}}} = result,
         command,
