@@ -1,6 +1,7 @@
 defmodule Snakepit.UpstreamScriptsTest do
   # What upstream's example scripts rely on beyond the documented API:
-  # a correlation id given in the args (examples/telemetry_advanced.exs) and
+  # a correlation id given in the args and runtime control of a worker's
+  # Python telemetry (examples/telemetry_advanced.exs), and
   # the listener a Python program of one's own connects to
   # (examples/bidirectional_tools_demo_auto.exs with
   # examples/python_elixir_tools_demo.py).
@@ -8,6 +9,9 @@ defmodule Snakepit.UpstreamScriptsTest do
 
   alias Snakepit.Bridge.ToolRegistry
   alias Snakepit.GRPC.Listener
+  alias Snakepit.Telemetry.GrpcStream
+
+  @fixtures Path.expand("../fixtures/python", __DIR__)
 
   describe "correlation ids" do
     setup do
@@ -131,6 +135,103 @@ defmodule Snakepit.UpstreamScriptsTest do
       assert Listener.address() == nil
       assert Listener.await_ready(50) == {:error, :timeout}
       assert {:error, :econnrefused} = :gen_tcp.connect(~c"127.0.0.1", port, [])
+    end
+  end
+
+  describe "Snakepit.Telemetry.GrpcStream" do
+    setup do
+      :telemetry.attach_recorder()
+      on_exit(fn -> :telemetry.detach_recorder() end)
+
+      pool =
+        start_pool!(
+          name: :telemetry_control,
+          pool_size: 1,
+          adapter_args: ["--adapter", "snakepit_exunit_adapters.TelemetryAdapter"],
+          adapter_env: [{"PYTHONPATH", @fixtures}]
+        )
+
+      [worker] = Snakepit.list_workers(pool)
+      on_exit(fn -> GrpcStream.toggle(worker, true) end)
+      %{pool: pool, worker: worker}
+    end
+
+    # The tools flush: they return once Elixir has handled their events, so
+    # the mailbox holds all there will be.
+    defp emit_some(pool, label),
+      do:
+        {:ok, true} = Snakepit.execute("emit_some", %{label: label, flush: true}, pool_name: pool)
+
+    defp result_sizes(label) do
+      receive do
+        {:telemetry_event, [:snakepit, :python, :tool, :result_size], _, %{"label" => ^label}} ->
+          1 + result_sizes(label)
+      after
+        0 -> 0
+      end
+    end
+
+    defp count_many(acc \\ 0) do
+      receive do
+        {:telemetry_event, [:snakepit, :python, :tool, :result_size], _, %{tool: "emit_many"}} ->
+          count_many(acc + 1)
+      after
+        0 -> acc
+      end
+    end
+
+    test "toggle turns a worker's events off and on", %{pool: pool, worker: worker} do
+      assert :ok = GrpcStream.toggle(worker, false)
+      emit_some(pool, "off")
+      assert :ok = GrpcStream.toggle(worker, true)
+      emit_some(pool, "on")
+
+      assert result_sizes("off") == 0
+      assert result_sizes("on") == 1
+    end
+
+    test "a filter keeps the allowed names, minus the denied ones", %{pool: pool, worker: worker} do
+      assert :ok =
+               GrpcStream.update_filter(worker, allow: ["python.tool.*"], deny: ["*.result_size"])
+
+      emit_some(pool, "filtered")
+
+      assert result_sizes("filtered") == 0
+
+      assert_received {:telemetry_event, [:snakepit, :python, :tool, :execution, :stop], _,
+                       %{worker_id: ^worker}}
+    end
+
+    test "sampling keeps about rate of the matching events and all others",
+         %{pool: pool, worker: worker} do
+      assert :ok = GrpcStream.update_sampling(worker, 0.5, ["python.tool.result_size"])
+
+      {:ok, _} = Snakepit.execute("emit_many", %{n: 2_000, flush: true}, pool_name: pool)
+      assert count_many() in 700..1_300
+
+      emit_some(pool, "sampled")
+
+      assert_received {:telemetry_event, [:snakepit, :python, :tool, :execution, :stop], _,
+                       %{worker_id: ^worker}}
+
+      assert :ok = GrpcStream.update_sampling(worker, 0.0)
+      emit_some(pool, "none")
+      assert result_sizes("none") == 0
+
+      refute_received {:telemetry_event, [:snakepit, :python, :tool, :execution, :stop], _,
+                       %{worker_id: ^worker}}
+    end
+
+    test "a malformed control is refused", %{worker: worker} do
+      assert_raise ArgumentError, ~r/rate in 0..1/, fn ->
+        GrpcStream.update_sampling(worker, 1.5)
+      end
+
+      assert_raise ArgumentError, ~r/patterns must be strings/, fn ->
+        GrpcStream.update_filter(worker, deny: [1])
+      end
+
+      assert_raise ArgumentError, ~r/boolean/, fn -> GrpcStream.toggle(worker, :off) end
     end
   end
 end
