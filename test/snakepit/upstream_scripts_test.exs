@@ -124,6 +124,23 @@ defmodule Snakepit.UpstreamScriptsTest do
       assert output =~ "proxy {'result': 5}"
     end
 
+    test "it listens on the grpc_listener host, by name or address" do
+      previous = Application.get_env(:snakepit, :grpc_listener)
+
+      on_exit(fn ->
+        if previous,
+          do: Application.put_env(:snakepit, :grpc_listener, previous),
+          else: Application.delete_env(:snakepit, :grpc_listener)
+      end)
+
+      Application.put_env(:snakepit, :grpc_listener, %{mode: :internal, host: "localhost"})
+
+      start_supervised!({Listener, name: nil})
+      assert {:ok, %{host: "localhost", port: port}} = Listener.await_ready(5_000)
+      assert {:ok, socket} = :gen_tcp.connect({127, 0, 0, 1}, port, [])
+      :gen_tcp.close(socket)
+    end
+
     test "stopping it closes the port and forgets the address" do
       pid = start_supervised!({Listener, name: nil})
       {:ok, %{port: port}} = Listener.await_ready(5_000)

@@ -95,7 +95,7 @@ defmodule Snakepit.GRPC.Listener do
     host = Snakepit.Config.grpc_listener_config!().host
     target = Snakepit.Python.elixir_tools_socket()
 
-    with {:ok, ip} <- :inet.parse_address(String.to_charlist(host)),
+    with {:ok, ip} <- :inet.getaddr(String.to_charlist(host), :inet),
          {:ok, listen} <-
            :gen_tcp.listen(Keyword.get(opts, :port, 0), [
              :binary,
