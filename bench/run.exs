@@ -105,7 +105,7 @@ defmodule Bench.Run do
           list |> String.split(",", trim: true) |> Enum.map(&String.to_integer(String.trim(&1)))
       end
 
-    python = Snakepit.Python.executable!(nil)
+    python = Snakepit.PythonRuntime.resolve!().path
     bridge = Snakepit.Python.bridge_dir()
     adapters = Path.join(bench_dir, "python")
 

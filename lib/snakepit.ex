@@ -54,7 +54,11 @@ defmodule Snakepit do
     * `:binary_parameters` - a map of name => binary, each arriving in Python
       as a `bytes` argument of that name
     * `:correlation_id` - a string passed to Python in the request metadata
-      (`"correlation_id"`) and to telemetry metadata
+      (`"correlation_id"`, what `telemetry.get_correlation_id()` returns
+      there) and to telemetry metadata. As in upstream Snakepit, a
+      `correlation_id` key of `args` (atom or string) is taken as this
+      option (the option wins) and not passed to the tool. With neither,
+      a call made while a `:telemetry` handler is attached gets a new one.
 
   A bad option value is a `:validation` error naming the option.
   """
@@ -314,11 +318,14 @@ defmodule Snakepit do
       session_id: nil,
       correlation_id: nil,
       stream: stream?,
-      span: nil
+      span: nil,
+      telemetry: Telemetry.active?()
     }
   end
 
   defp submit_routed(call, {handle, affinity, call_timeout, stream_timeout}, args, opts, stream?) do
+    {args, opts} = correlation_from_args(args, opts)
+
     with call = Map.merge(call, %{handle: handle, timeout: Keyword.get(opts, :timeout)}),
          call = %{
            call
@@ -348,17 +355,33 @@ defmodule Snakepit do
     end
   end
 
+  # Upstream reads a call's correlation id from its args too, and strips it
+  # before the tool sees them. Only args holding the key pay for this.
+  defp correlation_from_args(args, opts)
+       when is_map_key(args, :correlation_id) or is_map_key(args, "correlation_id") do
+    {atom_key, args} = Map.pop(args, :correlation_id)
+    {string_key, args} = Map.pop(args, "correlation_id")
+    {args, Keyword.put_new_lazy(opts, :correlation_id, fn -> atom_key || string_key end)}
+  end
+
+  defp correlation_from_args(args, opts), do: {args, opts}
+
   # {timeout_ms, session_id, affinity, stream?, correlation_id}, as the NIF takes them.
   defp native_opts(call, opts, default_affinity, stream?) do
     with {:ok, timeout} <- timeout_opt(call.timeout),
          {:ok, session_id} <- string_opt(:session_id, Keyword.get(opts, :session_id)),
          {:ok, affinity} <- affinity_opt(Keyword.get(opts, :affinity, default_affinity)),
          {:ok, correlation_id} <- string_opt(:correlation_id, Keyword.get(opts, :correlation_id)) do
-      {:ok, {timeout, session_id, affinity, stream?, correlation_id}}
+      {:ok, {timeout, session_id, affinity, stream?, traced(correlation_id, call)}}
     else
       {:error, message} -> {:error, option_error(call, message)}
     end
   end
+
+  # A traced call without an id gets one, so its telemetry events and its
+  # Python side (telemetry.get_correlation_id()) share it, as upstream's do.
+  defp traced("", %{telemetry: true}), do: Calls.new_correlation_id()
+  defp traced(correlation_id, _call), do: correlation_id
 
   defp nonempty(""), do: nil
   defp nonempty(text), do: text

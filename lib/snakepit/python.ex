@@ -49,8 +49,12 @@ defmodule Snakepit.Python do
     |> Enum.map(fn {name, value} -> name <> "=" <> value end)
   end
 
-  # Where Python reaches Elixir tools (see Snakepit.Bridge.ToolRegistry).
-  defp elixir_tools_socket do
+  @doc """
+  The unix socket of the native gRPC server through which Python reaches
+  Elixir tools (see `Snakepit.Bridge.ToolRegistry`) and sends telemetry.
+  """
+  @spec elixir_tools_socket() :: String.t()
+  def elixir_tools_socket do
     {_run_id, runtime_dir} = Snakepit.Native.runtime_info()
     Path.join(runtime_dir, "elixir_tools.sock")
   end

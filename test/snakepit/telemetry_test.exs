@@ -143,7 +143,7 @@ defmodule Snakepit.TelemetryTest do
     on_exit(fn -> :ets.insert(:telemetry_handler_table, saved) end)
 
     refute Snakepit.Telemetry.active?()
-    call = %{span: nil, session_id: nil}
+    call = %{span: nil, session_id: nil, telemetry: Snakepit.Telemetry.active?()}
     assert Snakepit.Telemetry.Calls.started(call) == call
   end
 end

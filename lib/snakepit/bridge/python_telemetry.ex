@@ -18,6 +18,11 @@ defmodule Snakepit.Bridge.PythonTelemetry do
   seconds per worker, with the total since the last warning) and
   emitted as `[:snakepit, :python, :telemetry, :dropped]` `%{count: n}`.
 
+  Per worker, `control/2` (upstream's `Snakepit.Telemetry.GrpcStream`
+  API) turns its events off, samples them or filters them by name. Here
+  that is applied where the events arrive, before any handler runs: the
+  worker keeps sending them (its own bound still holds).
+
   No atom is created from what Python sends: an event part must be an
   existing atom (any event a handler is attached to is one), else the event
   is skipped with a debug log. Measurement and metadata keys become atoms
@@ -108,8 +113,73 @@ defmodule Snakepit.Bridge.PythonTelemetry do
     ArgumentError -> :error
   end
 
+  @typedoc """
+  A worker's event control: `{:toggle, enabled}`, `{:sampling, rate,
+  patterns}` (each event whose name matches one of the glob `patterns`, or
+  any event when there are none, is kept with probability `rate`), or
+  `{:filter, allow: patterns, deny: patterns}`. Names are dotted, as the
+  BEAM event after `:snakepit`: `"python.tool.execution.start"`.
+  """
+  @type control ::
+          {:toggle, boolean()}
+          | {:sampling, number(), [String.t()]}
+          | {:filter, keyword()}
+
+  @doc """
+  Applies `control` to the events of worker `worker_id` from now on.
+  Raises `ArgumentError` for a malformed control (a rate outside 0..1,
+  patterns that are not strings).
+  """
+  @spec control(String.t(), control()) :: :ok
+  def control(worker_id, control) when is_binary(worker_id) do
+    GenServer.call(__MODULE__, {:control, worker_id, compile_control!(control)})
+  end
+
+  defp compile_control!({:toggle, enabled}) when is_boolean(enabled), do: {:toggle, enabled}
+
+  defp compile_control!({:sampling, rate, patterns})
+       when is_number(rate) and rate >= 0 and rate <= 1,
+       do: {:sampling, rate, globs!(patterns)}
+
+  defp compile_control!({:filter, opts}) when is_list(opts) do
+    {:filter, Keyword.get(opts, :allow) && globs!(Keyword.get(opts, :allow)),
+     globs!(Keyword.get(opts, :deny, []))}
+  end
+
+  defp compile_control!(other) do
+    raise ArgumentError,
+          "telemetry control must be {:toggle, boolean}, {:sampling, rate in 0..1, patterns} " <>
+            "or {:filter, allow: patterns, deny: patterns}, got: #{inspect(other)}"
+  end
+
+  # "python.call.*" -> ~r/^python\.call\..*$/
+  defp globs!(patterns) when is_list(patterns) do
+    Enum.map(patterns, fn
+      pattern when is_binary(pattern) or is_atom(pattern) ->
+        source =
+          pattern |> to_string() |> String.split("*") |> Enum.map_join(".*", &Regex.escape/1)
+
+        Regex.compile!("^" <> source <> "$")
+
+      other ->
+        raise ArgumentError, "telemetry event patterns must be strings, got: #{inspect(other)}"
+    end)
+  end
+
+  defp globs!(other),
+    do: raise(ArgumentError, "telemetry event patterns must be a list, got: #{inspect(other)}")
+
   @impl GenServer
-  def init(:ok), do: {:ok, %{dropped: %{}}}
+  def init(:ok), do: {:ok, %{dropped: %{}, controls: %{}}}
+
+  @impl GenServer
+  # An enabling toggle clears the worker's control, so no entry is kept for
+  # workers that are back to the default.
+  def handle_call({:control, worker_id, {:toggle, true}}, _from, state),
+    do: {:reply, :ok, %{state | controls: Map.delete(state.controls, worker_id)}}
+
+  def handle_call({:control, worker_id, control}, _from, state),
+    do: {:reply, :ok, put_in(state.controls[worker_id], control)}
 
   @impl GenServer
   def handle_info(
@@ -123,10 +193,17 @@ defmodule Snakepit.Bridge.PythonTelemetry do
       python_pid: python_pid
     }
 
-    Enum.each(events, &emit(&1, context))
+    control = Map.get(state.controls, worker_id)
+    Enum.each(events, &emit(&1, context, control))
     state = note_dropped(state, context, dropped)
     Native.elixir_tool_reply(id, {:ok, nil})
     {:noreply, state}
+  end
+
+  defp emit(event, context, nil), do: emit(event, context)
+
+  defp emit({parts, _, _, _, _} = event, context, control) do
+    if kept?(control, dotted(parts)), do: emit(event, context)
   end
 
   defp emit({parts, measurements, metadata, timestamp_ns, correlation_id}, context) do
@@ -154,6 +231,19 @@ defmodule Snakepit.Bridge.PythonTelemetry do
         )
     end
   end
+
+  defp dotted(["python" | parts]), do: dotted(parts)
+  defp dotted(parts), do: Enum.join(["python" | parts], ".")
+
+  defp kept?({:toggle, enabled}, _name), do: enabled
+
+  defp kept?({:sampling, rate, globs}, name),
+    do: not (globs == [] or any_match?(globs, name)) or :rand.uniform() < rate
+
+  defp kept?({:filter, allow, deny}, name),
+    do: (allow == nil or any_match?(allow, name)) and not any_match?(deny, name)
+
+  defp any_match?(globs, name), do: Enum.any?(globs, &Regex.match?(&1, name))
 
   defp note_dropped(state, _context, 0), do: state
 

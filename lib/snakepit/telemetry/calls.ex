@@ -6,11 +6,19 @@ defmodule Snakepit.Telemetry.Calls do
 
   alias Snakepit.Telemetry
 
-  @doc "Emits the start events if a handler is attached; returns the call with its span."
+  @doc """
+  Emits the start events if a handler was attached when the call was made
+  (`call.telemetry`, from `Snakepit.Telemetry.active?/0`); returns the call
+  with its span.
+  """
   @spec started(map()) :: map()
-  def started(call) do
-    if Telemetry.active?(), do: %{call | span: start(call)}, else: call
-  end
+  def started(%{telemetry: true} = call), do: %{call | span: start(call)}
+  def started(call), do: call
+
+  @doc "A new correlation id for a call that has none."
+  @spec new_correlation_id() :: String.t()
+  def new_correlation_id,
+    do: "snakepit-" <> Integer.to_string(System.unique_integer([:positive]))
 
   defp start(call) do
     kind = if call.session_id, do: :execute_session, else: :execute
@@ -21,7 +29,7 @@ defmodule Snakepit.Telemetry.Calls do
       pool: call.pool_name,
       worker_id: nil,
       session_id: call.session_id,
-      correlation_id: call.correlation_id || correlation_id(),
+      correlation_id: call.correlation_id,
       timeout_ms: call.timeout,
       span_kind: :client,
       rpc_system: :grpc,
@@ -110,6 +118,4 @@ defmodule Snakepit.Telemetry.Calls do
 
   defp with_correlation(metadata, nil), do: metadata
   defp with_correlation(metadata, id), do: Map.put(metadata, :correlation_id, id)
-
-  defp correlation_id, do: "snakepit-" <> Integer.to_string(System.unique_integer([:positive]))
 end
