@@ -39,6 +39,8 @@ void Atoms::init(ErlNifEnv* env) {
   grpc_status = atom("grpc_status");
   worker_id = atom("worker_id");
   path = atom("path");
+  exit_status = atom("exit_status");
+  exit_signal = atom("exit_signal");
   id = atom("id");
   os_pid = atom("os_pid");
   state = atom("state");

@@ -1,6 +1,7 @@
 // The only translation unit that knows the BEAM: resource types, argument
 // decoding, reply building, enif_send. Everything else is in core/.
 #include <erl_nif.h>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -339,6 +340,7 @@ ERL_NIF_TERM pool_start(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   config.run_id = nif.run_id;
   config.runtime_dir = nif.runtime_dir;
   config.lifeline_fd = nif.lifeline_read.get();
+  config.guard = nif.guard_path;
 
   void* memory = enif_alloc_resource(nif.pool_type, sizeof(PoolResource));
   auto* resource = new (memory) PoolResource();
@@ -778,6 +780,16 @@ std::string random_hex(std::size_t bytes) {
   return hex;
 }
 
+// The worker guard sits next to this library (both built into priv/);
+// empty when it is missing.
+std::string guard_path() {
+  Dl_info info{};
+  if (::dladdr(reinterpret_cast<void*>(&guard_path), &info) == 0 || info.dli_fname == nullptr) return {};
+  std::string path = info.dli_fname;
+  path = path.substr(0, path.rfind('/') + 1) + "snakepit_worker_guard";
+  return ::access(path.c_str(), X_OK) == 0 ? path : std::string();
+}
+
 int load(ErlNifEnv* env, void** priv_data, ERL_NIF_TERM) {
   auto nif = std::make_unique<NifState>();
   nif->atoms.init(env);
@@ -795,6 +807,9 @@ int load(ErlNifEnv* env, void** priv_data, ERL_NIF_TERM) {
   nif->handler_watch_type =
       enif_open_resource_type_x(env, "snakepit_handler_watch", &watch_init, ERL_NIF_RT_CREATE, nullptr);
   if (nif->handler_watch_type == nullptr) return 1;
+
+  nif->guard_path = guard_path();
+  if (nif->guard_path.empty()) return 5;
 
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return 2;
