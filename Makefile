@@ -15,6 +15,8 @@ GEN := $(BUILD)/gen
 OBJ := $(BUILD)/obj
 PRIV := priv
 NIF := $(PRIV)/snakepit_nif.so
+# The parent of each worker process (reports its exit status): c_src/guard.
+GUARD := $(PRIV)/snakepit_worker_guard
 PY_STUBS := priv/python/snakepit_bridge_pb2.py priv/python/snakepit_bridge_pb2_grpc.py
 
 DEBIAN_PACKAGES := elixir erlang-dev erlang-src g++ make pkg-config libgrpc++-dev protobuf-compiler \
@@ -22,7 +24,7 @@ DEBIAN_PACKAGES := elixir erlang-dev erlang-src g++ make pkg-config libgrpc++-de
   python3-grpcio python3-protobuf python3-numpy python3-pytest
 
 ERTS_INCLUDE = $(shell erl -noshell -eval 'io:format("~ts/erts-~ts/include", [code:root_dir(), erlang:system_info(version)]), halt().' 2>/dev/null)
-PKGS := grpc++ protobuf simdjson
+PKGS := grpc++ protobuf simdjson fmt
 CXXFLAGS ?= -O2 -g
 CXXFLAGS += -std=c++20 -fPIC -Wall -Wextra -fvisibility=hidden -I$(GEN) $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread
@@ -46,7 +48,7 @@ SAN_TESTS := $(SAN)/unit_tests
 all: native
 
 # What the Mix compiler runs.
-native: $(NIF) $(PY_STUBS)
+native: $(NIF) $(GUARD) $(PY_STUBS)
 
 deps:
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -80,6 +82,10 @@ $(NIF): $(CORE_OBJ) $(NIF_OBJ)
 	@mkdir -p $(PRIV)
 	$(CXX) -shared -o $@ $^ $(LDLIBS)
 
+$(GUARD): c_src/guard/worker_guard.cpp c_src/core/child_fds.hpp
+	@mkdir -p $(PRIV)
+	$(CXX) -std=c++20 -O2 -Wall -Wextra -o $@ $<
+
 $(UNIT_TESTS): $(CORE_OBJ) $(TEST_OBJ)
 	$(CXX) -o $@ $^ $(LDLIBS)
 
@@ -92,11 +98,12 @@ $(SAN_TESTS): $(SAN_OBJ)
 
 -include $(shell find $(OBJ) $(SAN) -name '*.d' 2>/dev/null)
 
-unit-test: $(UNIT_TESTS)
-	$(UNIT_TESTS)
+# The pool tests start their workers through $(GUARD) (SNAKEPIT_WORKER_GUARD).
+unit-test: $(UNIT_TESTS) $(GUARD)
+	SNAKEPIT_WORKER_GUARD=$(GUARD) $(UNIT_TESTS)
 
-sanitize-test: $(SAN_TESTS)
-	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(SAN_TESTS)
+sanitize-test: $(SAN_TESTS) $(GUARD)
+	SNAKEPIT_WORKER_GUARD=$(GUARD) ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(SAN_TESTS)
 
 python-test: $(PY_STUBS)
 	$(PYTHON) -m pytest -q test/python
@@ -198,4 +205,4 @@ format:
 	mix format
 
 clean:
-	rm -rf $(BUILD) $(NIF) $(PY_STUBS)
+	rm -rf $(BUILD) $(NIF) $(GUARD) $(PY_STUBS)

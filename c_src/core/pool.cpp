@@ -9,8 +9,10 @@
 #include <functional>
 #include <system_error>
 
+#include <fmt/format.h>
 #include <simdjson.h>
 
+#include "child_fds.hpp"
 #include "python_error.hpp"
 #include "spawner.hpp"
 
@@ -30,10 +32,13 @@ struct Pool::Request {
   bool cancel_requested = false;
 
   // The one place an outcome leaves; later attempts are dropped. True when
-  // this one was delivered.
-  bool finish(Outcome&& outcome) {
+  // this one was delivered. `before` runs first, so whoever sees the
+  // outcome also sees what it did (the error count).
+  template <class Before>
+  bool finish(Outcome&& outcome, Before&& before) {
     if (finished.exchange(true)) return false;
     if (outcome.worker_id.empty()) outcome.worker_id = worker_id;
+    before(outcome);
     responder->deliver(std::move(outcome));
     return true;
   }
@@ -45,8 +50,8 @@ struct Pool::Worker {
   std::size_t slot = 0;
   std::string id;
   std::string socket_path;
-  pid_t pid = -1;
-  UniqueFd pidfd, ready_fd, out_fd, err_fd;
+  pid_t pid = -1;  // the worker process, leader of its process group
+  UniqueFd pidfd, ready_fd, out_fd, err_fd, status_fd;  // pidfd and status_fd: its guard's
   State state = State::starting;
   std::shared_ptr<WorkerConnection> connection;
   std::string ready_buffer, out_buffer, err_buffer;
@@ -56,7 +61,8 @@ struct Pool::Worker {
   bool start_reported = false;  // a ready line or a start error arrived
   bool replaced = false;        // recycled: its slot's successor is on its way
   bool ending = false;          // signalled by the pool (retired, killed, shutdown): its exit is coming
-  bool probing = false;         // a call saw UNAVAILABLE: out of routing until a ping answers
+  bool probing = false;
+  const char* killed_for = nullptr;  // the pool killed it, for this reason         // a call saw UNAVAILABLE: out of routing until a ping answers
   int missed_heartbeats = 0;
   // Calls answered to their callers (timed out, cancelled) that the worker
   // may still be running: each keeps its scheduler slot until it is done.
@@ -66,6 +72,9 @@ struct Pool::Worker {
     std::string tool;
   };
   std::map<RequestId, Abandoned> abandoned;
+  // Calls refused with UNAVAILABLE, their outcome held for a while: if the
+  // worker's exit comes first, they end as worker_exited with its cause.
+  std::map<RequestId, std::pair<std::shared_ptr<Request>, Outcome>> held;
   std::optional<EventLoop::TimerId> startup_timer, heartbeat_timer, ttl_timer, kill_timer, abandoned_timer;
 
   void cancel_timers(EventLoop& loop) {
@@ -163,10 +172,10 @@ void Pool::spawn_worker(std::size_t slot) {
   spec.argv.push_back(config_.executable);
   spec.argv.insert(spec.argv.end(), config_.worker_argv.begin(), config_.worker_argv.end());
   for (const char* arg : {"--socket", worker->socket_path.c_str(), "--worker-id", worker->id.c_str(),
-                          "--snakepit-run-id", config_.run_id.c_str(), "--ready-fd", "3"})
+                          "--snakepit-run-id", config_.run_id.c_str()})
     spec.argv.emplace_back(arg);
-  spec.argv.emplace_back("--lifeline-fd");
-  spec.argv.emplace_back(config_.lifeline_fd >= 0 ? "4" : "-1");
+  // The guard holds the lifeline; the worker needs no watchdog of its own.
+  spec.argv.insert(spec.argv.end(), {"--ready-fd", std::to_string(kReadyFd), "--lifeline-fd", "-1"});
   spec.env = config_.env;
   spec.lifeline_read_fd = config_.lifeline_fd;
   spec.working_dir = config_.working_dir;
@@ -174,7 +183,7 @@ void Pool::spawn_worker(std::size_t slot) {
   ::unlink(worker->socket_path.c_str());
   SpawnedProcess process;
   try {
-    process = spawn_process(spec);
+    process = spawn_guarded(spec, config_.guard);
   } catch (const std::system_error& e) {
     Error error;
     error.category = ErrorCategory::worker;
@@ -194,6 +203,7 @@ void Pool::spawn_worker(std::size_t slot) {
   worker->ready_fd = std::move(process.ready);
   worker->out_fd = std::move(process.out);
   worker->err_fd = std::move(process.err);
+  worker->status_fd = std::move(process.status);
   const std::string id = worker->id;
   const int pid = worker->pid;
   const int pidfd = worker->pidfd.get(), ready_fd = worker->ready_fd.get();
@@ -395,7 +405,7 @@ void Pool::on_heartbeat(WorkerKey key, bool ok) {
   const pid_t pid = worker->pid;
   worker->missed_heartbeats = 0;
   // Its exit fails what it was running and respawns it.
-  if (config_.heartbeat_dependent) kill_worker(*worker);
+  if (config_.heartbeat_dependent) kill_worker(*worker, "missed heartbeats");
   lock.unlock();
   emit(PoolEvent{PoolEvent::Type::heartbeat_timeout, id, pid, {}, missed, {}});
 }
@@ -438,8 +448,9 @@ void Pool::retire(WorkerKey key, const Worker& successor) {
     loop_.post([self = shared_from_this(), key] { self->terminate_drained(key); });
 }
 
-void Pool::kill_worker(Worker& worker) {
+void Pool::kill_worker(Worker& worker, const char* why) {
   worker.ending = true;
+  worker.killed_for = why;
   scheduler_.set_routable(worker.key, false);
   signal_group(worker.pid, SIGKILL);
 }
@@ -460,6 +471,7 @@ void Pool::probe_unavailable(WorkerKey key) {
 
 void Pool::on_probe(WorkerKey key, bool ok) {
   std::vector<Dispatch> dispatches;
+  std::vector<std::pair<std::shared_ptr<Request>, Outcome>> released;
   std::string message;
   {
     std::lock_guard lock(mutex_);
@@ -468,13 +480,22 @@ void Pool::on_probe(WorkerKey key, bool ok) {
     worker->probing = false;
     if (!ok) {
       // Dead or wedged: its exit fails what it runs and brings a replacement.
-      kill_worker(*worker);
+      kill_worker(*worker, "it refused a call and did not answer a ping");
       message = "worker " + worker->id + " refused a call and does not answer a ping; killing it";
-    } else if (worker->state == Worker::State::ready) {
-      scheduler_.set_routable(key, true);  // a passing fault: back in service
-      dispatches = take_queued_dispatches();
+    } else {
+      // A passing fault: the held calls end as they were refused.
+      for (auto& [id, entry] : worker->held) {
+        requests_.erase(id);
+        released.push_back(std::move(entry));
+      }
+      worker->held.clear();
+      if (worker->state == Worker::State::ready) {
+        scheduler_.set_routable(key, true);  // back in service
+        dispatches = take_queued_dispatches();
+      }
     }
   }
+  for (auto& [request, outcome] : released) finish(request, std::move(outcome));
   if (!message.empty()) emit(PoolEvent{PoolEvent::Type::internal_error, {}, 0, {}, std::move(message), {}});
   for (auto& [request, connection] : dispatches) start_call(request, connection);
 }
@@ -557,8 +578,9 @@ void Pool::on_exit(WorkerKey key) {
   std::unique_lock lock(mutex_);
   auto* worker = find_worker(key);
   if (worker == nullptr) return;
-  const auto status = worker->pidfd.valid() ? try_reap(worker->pidfd.get()) : std::optional<int>(kStatusUnknown);
-  if (!status) return;
+  // The guard's exit: it wrote the worker's wait status before it ended.
+  if (worker->pidfd.valid() && !try_reap(worker->pidfd.get())) return;
+  const int status = worker->status_fd.valid() ? read_guard_status(worker->status_fd.get()) : kStatusUnknown;
   // Whatever it started (its process group) goes with it, now, not when the
   // lifeline closes. The group id cannot have been reused this soon.
   signal_group(worker->pid, SIGKILL);
@@ -576,7 +598,13 @@ void Pool::on_exit(WorkerKey key) {
     if (fd->valid()) loop_.unwatch(fd->get());
   }
   worker->cancel_timers(loop_);
-  const std::string how = describe_exit(*status);
+  ExitCause cause = exit_cause(status);
+  // Killed by the pool: its SIGKILL is ours, not a crash of the worker's
+  // own (one that died of something else first still says what).
+  const bool ours = worker->killed_for != nullptr && (status == kStatusUnknown || cause.signal == SIGKILL);
+  const std::string how =
+      ours ? fmt::format("was killed by the pool ({})", worker->killed_for) : describe_exit(status);
+  if (ours) cause = {};
   if (!worker->start_reported) {
     Error error;
     error.category = ErrorCategory::worker;
@@ -584,12 +612,15 @@ void Pool::on_exit(WorkerKey key) {
     error.message = "worker " + worker->id + " " + how + " before reporting ready";
     error.traceback = join_tail(worker->stderr_tail);
     error.worker_id = worker->id;
+    error.exit_status = cause.exit_status;
+    error.exit_signal = cause.signal;
     fail_start(*worker, std::move(error));
   }
   auto owned = std::move(workers_.at(key));
   workers_.erase(key);
   scheduler_.remove_worker(key);
   auto inflight = std::move(owned->inflight);
+  for (auto& [id, held] : owned->held) inflight.emplace(id, std::move(held.first));
   for (auto& [id, request] : inflight) requests_.erase(id);
   std::vector<std::shared_ptr<Request>> stranded;  // waited for this worker only
   for (auto id : scheduler_.remove_required(key)) {
@@ -607,8 +638,11 @@ void Pool::on_exit(WorkerKey key) {
     finish(request, std::move(outcome));
   }
   for (auto& [id, request] : inflight) {
-    finish(request, error_outcome(ErrorCategory::worker, "worker_exited",
-                                  "worker " + owned->id + " " + how + " while running the request"));
+    auto outcome = error_outcome(ErrorCategory::worker, "worker_exited",
+                                 "worker " + owned->id + " " + how + " while running the request");
+    outcome.error.exit_status = cause.exit_status;
+    outcome.error.exit_signal = cause.signal;
+    finish(request, std::move(outcome));
   }
   emit(PoolEvent{PoolEvent::Type::worker_exited, owned->id, owned->pid, {}, how, {}});
   if (!stopping && !owned->replaced) schedule_respawn(owned->slot);
@@ -777,7 +811,8 @@ void Pool::start_call(const std::shared_ptr<Request>& request, const std::shared
     if (auto pool = weak.lock()) {
       pool->on_call_done(request, std::move(result));
     } else {
-      request->finish(error_outcome(ErrorCategory::pool, "pool_not_initialized", "pool stopped"));  // no pool to count it
+      // No pool to count it.
+      request->finish(error_outcome(ErrorCategory::pool, "pool_not_initialized", "pool stopped"), [](const Outcome&) {});
     }
   };
   CallRequest call = std::move(request->call);
@@ -851,11 +886,20 @@ void Pool::on_call_done(const std::shared_ptr<Request>& request, TransportResult
                              result_status == TransportResult::Status::deadline_exceeded;
   Outcome outcome = outcome_from(*request, std::move(result));
   std::vector<Dispatch> dispatches;
+  bool held = false;
   {
     std::lock_guard lock(mutex_);
-    requests_.erase(request->id);
-    if (auto* worker = find_worker(request->worker)) {
+    auto* worker = find_worker(request->worker);
+    held = worker != nullptr && result_status == TransportResult::Status::unavailable && !stopping_;
+    // A held call stays in requests_ so stop() still answers it.
+    if (!held) requests_.erase(request->id);
+    if (worker != nullptr) {
       worker->inflight.erase(request->id);
+      if (held) {
+        worker->held.emplace(request->id, std::make_pair(request, std::move(outcome)));
+        loop_.add_timer(SteadyClock::now() + config_.exit_wait,
+                        [self = shared_from_this(), key = worker->key, id = request->id] { self->release_held(key, id); });
+      }
       ++worker->served;
       if (may_still_run && !worker->ending && !stopping_) {
         hold_abandoned(*worker, *request);
@@ -881,12 +925,30 @@ void Pool::on_call_done(const std::shared_ptr<Request>& request, TransportResult
   }
   // The freed worker gets its next call before this reply is decoded and sent.
   for (auto& [next, connection] : dispatches) start_call(next, connection);
+  if (!held) finish(request, std::move(outcome));
+}
+
+void Pool::release_held(WorkerKey key, RequestId id) {
+  std::shared_ptr<Request> request;
+  Outcome outcome;
+  {
+    std::lock_guard lock(mutex_);
+    auto* worker = find_worker(key);
+    if (worker == nullptr) return;  // its exit answered the call
+    auto it = worker->held.find(id);
+    if (it == worker->held.end()) return;
+    request = std::move(it->second.first);
+    outcome = std::move(it->second.second);
+    worker->held.erase(it);
+    requests_.erase(id);
+  }
   finish(request, std::move(outcome));
 }
 
 void Pool::finish(const std::shared_ptr<Request>& request, Outcome&& outcome) {
-  const bool failed = !outcome.ok;
-  if (request->finish(std::move(outcome)) && failed) errors_.fetch_add(1, std::memory_order_relaxed);
+  request->finish(std::move(outcome), [this](const Outcome& delivered) {
+    if (!delivered.ok) errors_.fetch_add(1, std::memory_order_relaxed);
+  });
 }
 
 // ------------------------------------------------------- abandoned calls
@@ -943,7 +1005,7 @@ void Pool::on_running(WorkerKey key, std::optional<std::vector<RequestId>> runni
       it = worker->abandoned.erase(it);
     }
     if (hung) {
-      kill_worker(*worker);  // its exit frees the slots and brings a replacement
+      kill_worker(*worker, "a call overran its deadline");  // its exit frees the slots and brings a replacement
     } else {
       if (!worker->abandoned.empty() && !worker->abandoned_timer)
         worker->abandoned_timer = loop_.add_timer(now + config_.overrun_poll,

@@ -31,6 +31,7 @@ struct PoolConfig {
   int pool_size = 2;
   int capacity_per_worker = 1;
   std::string executable;                 // interpreter, absolute path
+  std::string guard;                      // the worker guard binary (c_src/guard), absolute path
   std::vector<std::string> worker_argv;   // after the executable: script and its options
   std::vector<std::string> env;           // NAME=value, complete
   std::string working_dir;
@@ -66,6 +67,12 @@ struct PoolConfig {
   // worker is killed and replaced, as gunicorn's worker timeout does.
   Millis overrun_grace{5000};
   Millis overrun_poll{100};  // how often such a worker is asked what it still runs
+
+  // A call refused with UNAVAILABLE usually means its worker just died;
+  // its outcome waits this long for the worker's exit, so the caller learns
+  // how it died (worker_exited with the signal) rather than a bare
+  // "connection dropped".
+  Millis exit_wait{2000};
 
   Millis session_ttl{3600000};  // idle sessions are forgotten after this
   int stream_window = 32;       // stream chunks read ahead of the consumer
@@ -199,7 +206,7 @@ class Pool : public std::enable_shared_from_this<Pool> {
   void retire(WorkerKey key, const Worker& successor);  // pool lock held
   void probe_unavailable(WorkerKey key);
   void on_probe(WorkerKey key, bool ok);
-  void kill_worker(Worker& worker);  // pool lock held
+  void kill_worker(Worker& worker, const char* why);  // pool lock held
   void schedule_heartbeat(WorkerKey key);
   void send_heartbeat(WorkerKey key);
   void on_heartbeat(WorkerKey key, bool ok);
@@ -209,6 +216,7 @@ class Pool : public std::enable_shared_from_this<Pool> {
   void on_running(WorkerKey key, std::optional<std::vector<RequestId>> running);
   void terminate_drained(WorkerKey key);
   void fail_start(Worker& worker, Error error);
+  void release_held(WorkerKey key, RequestId id);
 
   // Any thread.
   void start_call(const std::shared_ptr<Request>& request, const std::shared_ptr<WorkerConnection>& connection);

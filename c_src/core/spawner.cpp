@@ -7,9 +7,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <poll.h>
+
 #include <cerrno>
+#include <charconv>
+#include <chrono>
 #include <cstring>
+#include <string_view>
 #include <system_error>
+
+#include <fmt/format.h>
 
 #ifndef P_PIDFD
 #define P_PIDFD 3
@@ -53,6 +60,9 @@ class FileActions {
   ~FileActions() { ::posix_spawn_file_actions_destroy(&actions_); }
   FileActions(const FileActions&) = delete;
   FileActions& operator=(const FileActions&) = delete;
+  void close(int fd) {
+    if (int rc = ::posix_spawn_file_actions_addclose(&actions_, fd)) fail(rc, "addclose");
+  }
   void dup2(int from, int to) {
     if (int rc = ::posix_spawn_file_actions_adddup2(&actions_, from, to)) fail(rc, "adddup2");
   }
@@ -99,20 +109,26 @@ SpawnedProcess spawn_process(const SpawnSpec& spec) {
   Pipe ready = make_pipe();
   Pipe out = make_pipe();
   Pipe err = make_pipe();
-  // The child-side ends must not sit on 0..4, or one dup2 below could
-  // overwrite a descriptor that a later dup2 still reads.
+  Pipe status = spec.status_pipe ? make_pipe() : Pipe{};
+  // The child-side ends must not sit on 0..kStatusFd, or one dup2 below
+  // could overwrite a descriptor that a later dup2 still reads.
   UniqueFd child_out = above_targets(out.write.get());
   UniqueFd child_err = above_targets(err.write.get());
   UniqueFd child_ready = above_targets(ready.write.get());
   UniqueFd child_lifeline = spec.lifeline_read_fd >= 0 ? above_targets(spec.lifeline_read_fd) : UniqueFd();
+  UniqueFd child_status = spec.status_pipe ? above_targets(status.write.get()) : UniqueFd();
 
   FileActions actions;
   actions.open(0, "/dev/null", O_RDONLY);
   actions.dup2(child_out.get(), 1);
   actions.dup2(child_err.get(), 2);
-  actions.dup2(child_ready.get(), 3);
-  if (child_lifeline.valid()) actions.dup2(child_lifeline.get(), 4);
-  actions.close_from(child_lifeline.valid() ? 5 : 4);
+  actions.dup2(child_ready.get(), kReadyFd);
+  if (child_lifeline.valid()) actions.dup2(child_lifeline.get(), kLifelineFd);
+  if (child_status.valid()) {
+    if (!child_lifeline.valid()) actions.close(kLifelineFd);
+    actions.dup2(child_status.get(), kStatusFd);
+  }
+  actions.close_from(child_status.valid() ? kStatusFd + 1 : child_lifeline.valid() ? kLifelineFd + 1 : kReadyFd + 1);
   if (!spec.working_dir.empty()) actions.chdir(spec.working_dir);
 
   SpawnAttributes attributes;
@@ -135,9 +151,64 @@ SpawnedProcess spawn_process(const SpawnSpec& spec) {
   process.ready = std::move(ready.read);
   process.out = std::move(out.read);
   process.err = std::move(err.read);
+  process.status = std::move(status.read);
   for (int fd : {process.ready.get(), process.out.get(), process.err.get()})
     ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
   return process;
+}
+
+namespace {
+
+constexpr auto kGuardReportTimeout = std::chrono::seconds(10);
+
+// One "WORD NUMBER" line from the guard's status pipe (blocking, bounded).
+std::pair<std::string, long> read_guard_line(int fd) {
+  std::string line;
+  const auto deadline = std::chrono::steady_clock::now() + kGuardReportTimeout;
+  while (line.empty() || line.back() != '\n') {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    pollfd p{fd, POLLIN, 0};
+    const int ready = left.count() > 0 ? ::poll(&p, 1, static_cast<int>(left.count())) : 0;
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready <= 0) fail(ETIMEDOUT, "worker guard did not report the worker's pid");
+    char c;
+    const ssize_t n = ::read(fd, &c, 1);
+    if (n == 0) fail(EPIPE, "worker guard ended before reporting the worker's pid");
+    if (n < 0 && errno != EINTR) fail(errno, "read from the worker guard");
+    if (n == 1) line.push_back(c);
+  }
+  const auto space = line.find(' ');
+  long value = 0;
+  if (space == std::string::npos || std::from_chars(line.data() + space + 1, line.data() + line.size() - 1, value).ec != std::errc())
+    fail(EPROTO, "worker guard sent an unreadable line");
+  return {line.substr(0, space), value};
+}
+
+}  // namespace
+
+SpawnedProcess spawn_guarded(const SpawnSpec& spec, const std::string& guard) {
+  SpawnSpec outer = spec;
+  outer.executable = guard;
+  outer.argv.insert(outer.argv.begin(), {guard, spec.executable});
+  outer.status_pipe = true;
+  SpawnedProcess process = spawn_process(outer);
+  const auto [word, value] = read_guard_line(process.status.get());
+  if (word == "error") fail(static_cast<int>(value), "posix_spawn");
+  if (word != "pid" || value <= 0) fail(EPROTO, "worker guard sent no pid");
+  process.pid = static_cast<pid_t>(value);
+  ::fcntl(process.status.get(), F_SETFL, ::fcntl(process.status.get(), F_GETFL) | O_NONBLOCK);
+  return process;
+}
+
+int read_guard_status(int status_fd) {
+  char buffer[64];
+  const ssize_t n = ::read(status_fd, buffer, sizeof buffer);
+  constexpr std::string_view kExit = "exit ";
+  const std::string_view text(buffer, n > 0 ? static_cast<std::size_t>(n) : 0);
+  if (text.substr(0, kExit.size()) != kExit) return kStatusUnknown;
+  int status = kStatusUnknown;
+  std::from_chars(text.data() + kExit.size(), text.data() + text.size(), status);
+  return status < 0 ? kStatusUnknown : status;
 }
 
 std::optional<int> try_reap(int pidfd) {
@@ -155,11 +226,24 @@ void signal_group(pid_t pgid, int signal) noexcept {
   if (pgid > 0) ::kill(-pgid, signal);
 }
 
+std::string signal_name(int signal) {
+  if (const char* abbrev = ::sigabbrev_np(signal)) return fmt::format("SIG{}", abbrev);
+  return fmt::format("SIG{}", signal);
+}
+
 std::string describe_exit(int status) {
   if (status == kStatusUnknown) return "exited";
-  if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return std::string("killed by signal ") + ::strsignal(WTERMSIG(status));
-  return "ended (status " + std::to_string(status) + ")";
+  if (WIFEXITED(status)) return fmt::format("exited with status {}", WEXITSTATUS(status));
+  if (WIFSIGNALED(status))
+    return fmt::format("killed by signal {} ({})", signal_name(WTERMSIG(status)), ::strsignal(WTERMSIG(status)));
+  return fmt::format("ended (status {})", status);
+}
+
+ExitCause exit_cause(int status) {
+  if (status == kStatusUnknown) return {};
+  if (WIFEXITED(status)) return {WEXITSTATUS(status), std::nullopt};
+  if (WIFSIGNALED(status)) return {std::nullopt, WTERMSIG(status)};
+  return {};
 }
 
 }  // namespace snakepit::core

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -28,6 +29,9 @@ struct Error {
   std::string traceback;
   int grpc_status = -1;
   std::string worker_id;
+  // How the worker ended, when an error is about its end and that is known.
+  std::optional<int> exit_status;  // exited with this code
+  std::optional<int> exit_signal;  // killed by this signal
 };
 
 // One named argument, already encoded: JSON text, or raw bytes.

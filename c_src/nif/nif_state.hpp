@@ -44,6 +44,8 @@ struct NifState {
   // Workers hold the read end; when this process dies they see EOF.
   core::UniqueFd lifeline_read;
   core::UniqueFd lifeline_write;
+  // The worker guard binary, next to this library in priv/.
+  std::string guard_path;
 
   // Python -> Elixir tool calls: started by the tool registry, never stopped.
   std::mutex elixir_tools_mutex;

@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "../core/spawner.hpp"
+
 namespace snakepit::nif {
 namespace {
 
@@ -46,6 +48,8 @@ ERL_NIF_TERM make_error_tuple(ErlNifEnv* env, const Atoms& atoms, const core::Er
   if (!error.traceback.empty()) put(atoms.traceback, make_binary(env, error.traceback));
   if (error.grpc_status >= 0) put(atoms.grpc_status, enif_make_int(env, error.grpc_status));
   if (!error.worker_id.empty()) put(atoms.worker_id, make_binary(env, error.worker_id));
+  if (error.exit_status) put(atoms.exit_status, enif_make_int(env, *error.exit_status));
+  if (error.exit_signal) put(atoms.exit_signal, make_binary(env, core::signal_name(*error.exit_signal)));
   return enif_make_tuple4(env, enif_make_atom(env, core::to_string(error.category)),
                           enif_make_atom(env, error.reason.c_str()), make_binary(env, error.message), extra);
 }

@@ -436,6 +436,8 @@ struct PoolFixture {
     config.run_id = "test";
     config.runtime_dir = runtime_dir;
     config.lifeline_fd = -1;
+    const char* guard = std::getenv("SNAKEPIT_WORKER_GUARD");
+    config.guard = std::filesystem::absolute(guard != nullptr ? guard : "priv/snakepit_worker_guard").string();
   }
 
   ~PoolFixture() {
@@ -970,14 +972,52 @@ TEST_CASE("pool: an unavailable worker that does not answer a ping is killed and
   f.transport->complete(f.transport->call(0), unavailable_result());
   REQUIRE(s.inbox->wait());
   auto outcome = s.inbox->first();
+  // Held until the worker's exit, which the pool caused: not a crash.
   CHECK(outcome.error.category == ErrorCategory::worker);
-  CHECK(outcome.error.reason == "worker_unavailable");
-  CHECK(outcome.error.grpc_status == 14);
+  CHECK(outcome.error.reason == "worker_exited");
+  CHECK(outcome.error.message.find("was killed by the pool (it refused a call") != std::string::npos);
+  CHECK_FALSE(outcome.error.exit_signal.has_value());
   REQUIRE(f.sink->wait_count(PoolEvent::Type::worker_exited, 1));
   CHECK(f.sink->of(PoolEvent::Type::worker_exited)[0].os_pid == pid);
   CHECK(f.sink->count(PoolEvent::Type::internal_error) == 1);  // says why it was killed
   REQUIRE(f.sink->wait_count(PoolEvent::Type::worker_ready, 2));
   f.remember_pids();
+}
+
+TEST_CASE("pool: a worker that dies mid-call: the call ends as worker_exited with the signal") {
+  PoolFixture f;
+  f.config.pool_size = 1;
+  f.start();
+  REQUIRE(f.wait_ready(1));
+  const pid_t pid = f.pool->workers().at(0).os_pid;
+  auto refused_first = f.submit("x");
+  REQUIRE(f.transport->wait_calls(1));
+  // The connection drops before the pool sees the exit, as with a real
+  // crash; a dead worker answers no ping.
+  f.transport->set_ping_ok(false);
+  REQUIRE(::kill(pid, SIGSEGV) == 0);
+  REQUIRE(wait_until([&] { return pid_dead(pid); }));  // the crash, not the pool's kill, ends it
+  f.transport->complete(f.transport->call(0), unavailable_result());
+  REQUIRE(refused_first.inbox->wait());
+  auto outcome = refused_first.inbox->first();
+  CHECK(outcome.error.reason == "worker_exited");
+  CHECK(outcome.error.message.find("killed by signal SIGSEGV (Segmentation fault) while running the request") !=
+        std::string::npos);
+  CHECK(outcome.error.exit_signal == std::optional<int>(SIGSEGV));
+  REQUIRE(f.sink->wait_count(PoolEvent::Type::worker_exited, 1));
+  CHECK(f.sink->of(PoolEvent::Type::worker_exited)[0].text == "killed by signal SIGSEGV (Segmentation fault)");
+
+  // And in the other order: the exit first, with a call still running.
+  REQUIRE(f.sink->wait_count(PoolEvent::Type::worker_ready, 2));
+  f.remember_pids();
+  f.transport->set_ping_ok(true);
+  const pid_t next = f.pool->workers().at(0).os_pid;
+  auto running = f.submit("y");
+  REQUIRE(f.transport->wait_calls(2));
+  REQUIRE(::kill(next, SIGABRT) == 0);
+  REQUIRE(running.inbox->wait());
+  CHECK(running.inbox->first().error.message.find("killed by signal SIGABRT (Aborted)") != std::string::npos);
+  CHECK(running.inbox->first().error.exit_signal == std::optional<int>(SIGABRT));
 }
 
 TEST_CASE("pool: a worker that refused one call but answers a ping stays in service") {

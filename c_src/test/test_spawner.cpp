@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <sstream>
@@ -473,7 +474,7 @@ TEST_CASE("describe_exit") {
   CHECK(describe_exit(W_EXITCODE(0, 0)) == "exited with status 0");
   CHECK(describe_exit(W_EXITCODE(1, 0)) == "exited with status 1");
   CHECK(describe_exit(W_EXITCODE(255, 0)) == "exited with status 255");
-  CHECK(describe_exit(SIGKILL) == std::string("killed by signal ") + ::strsignal(SIGKILL));
+  CHECK(describe_exit(SIGKILL) == "killed by signal SIGKILL (Killed)");
   CHECK(describe_exit(SIGSEGV).find("killed by signal") == 0);
   CHECK(describe_exit(W_STOPCODE(SIGSTOP)).find("ended (status") == 0);
   CHECK(describe_exit(kStatusUnknown) == "exited");
@@ -487,4 +488,81 @@ TEST_CASE("spawn of a missing executable throws std::system_error") {
   spec = sh("true");
   spec.working_dir = "/nonexistent-dir-for-snakepit-test";
   CHECK_THROWS_AS(spawn_process(spec), std::system_error);
+}
+
+// ------------------------------------------------------------ worker guard
+
+namespace {
+
+std::string guard_binary() {
+  const char* guard = std::getenv("SNAKEPIT_WORKER_GUARD");
+  return std::filesystem::absolute(guard != nullptr ? guard : "priv/snakepit_worker_guard").string();
+}
+
+// The guard's pidfd turns readable once it has reported and exited.
+int guarded_status(const SpawnedProcess& process, int timeout_ms = kWaitMs) {
+  pollfd p{process.pidfd.get(), POLLIN, 0};
+  if (::poll(&p, 1, timeout_ms) <= 0) return -2;
+  try_reap(process.pidfd.get());
+  return read_guard_status(process.status.get());
+}
+
+}  // namespace
+
+TEST_CASE("guard: the worker's pid, its own process group, fds 0-3, the exit status") {
+  auto process = spawn_guarded(sh(std::string("echo $$ >&3; ") + kListFds + "; exit 3"), guard_binary());
+  CHECK(process.pid > 0);
+  CHECK(read_line(process.ready.get()) == std::to_string(process.pid));
+  CHECK(read_to_eof(process.ready.get()) == "0 1 2 3 \n");
+  const int status = guarded_status(process);
+  CHECK(describe_exit(status) == "exited with status 3");
+  CHECK(exit_cause(status).exit_status == std::optional<int>(3));
+  CHECK_FALSE(exit_cause(status).signal.has_value());
+}
+
+TEST_CASE("guard: a segfault is reported even with SIGCHLD ignored, as in the BEAM") {
+  IgnoreSigchld ignore;
+  auto process = spawn_guarded(sh("echo up >&3; exec sleep 30"), guard_binary());
+  REQUIRE(read_line(process.ready.get()) == "up");
+  CHECK(::getpgid(process.pid) == process.pid);
+  signal_group(process.pid, SIGSEGV);
+  const int status = guarded_status(process);
+  CHECK(describe_exit(status) == "killed by signal SIGSEGV (Segmentation fault)");
+  CHECK(exit_cause(status).signal == std::optional<int>(SIGSEGV));
+  CHECK(signal_name(SIGSEGV) == "SIGSEGV");
+}
+
+TEST_CASE("guard: the pool's SIGTERM to the worker's group does not reach the guard") {
+  auto process = spawn_guarded(sh("echo up >&3; exec sleep 30"), guard_binary());
+  REQUIRE(read_line(process.ready.get()) == "up");
+  signal_group(process.pid, SIGTERM);
+  CHECK(describe_exit(guarded_status(process)) == "killed by signal SIGTERM (Terminated)");
+}
+
+TEST_CASE("guard: lifeline EOF kills the worker's group, grandchildren included") {
+  int fds[2];
+  REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+  UniqueFd r(fds[0]), w(fds[1]);
+  auto spec = sh("sleep 30 & echo $! >&3; wait");
+  spec.lifeline_read_fd = r.get();
+  auto process = spawn_guarded(spec, guard_binary());
+  r.reset();
+  const pid_t grandchild = static_cast<pid_t>(std::stol(read_line(process.ready.get())));
+  CHECK_FALSE(readable_within(process.pidfd.get(), 100));
+  w.reset();
+  CHECK(describe_exit(guarded_status(process)) == "killed by signal SIGKILL (Killed)");
+  CHECK(wait_gone(grandchild));
+  CHECK(read_to_eof(process.err.get()).find("lifeline closed") != std::string::npos);
+}
+
+TEST_CASE("guard: a missing executable throws the worker's spawn error") {
+  SpawnSpec spec = sh("true");
+  spec.executable = "/nonexistent/snakepit-test-binary";
+  try {
+    spawn_guarded(spec, guard_binary());
+    FAIL("no exception");
+  } catch (const std::system_error& e) {
+    CHECK(e.code().value() == ENOENT);
+  }
+  CHECK(read_guard_status(-1) == kStatusUnknown);
 }

@@ -14,9 +14,13 @@ defmodule Snakepit.CrashBarrier do
   the kernel's OOM killer sends it), an exit status 139 / 134 / 137 (the
   same signals through a shell), a message naming CUDA or the GPU (`:gpu`),
   or a death whose cause the runtime could not see (`:unknown`: the
-  connection dropped, or the exit status was lost). A worker known to have
-  exited with another status, or stopped by the pool (`SIGTERM`), is not a
-  crash. The crashed worker is replaced by the pool (with a new worker id),
+  connection dropped and no exit followed, or the pool killed the worker
+  itself, after missed heartbeats or an overrun). A worker known to have
+  exited with another status, or stopped by `SIGTERM`, is not a crash.
+  The cause comes from the error's `details.exit_signal` /
+  `details.exit_status` (set by the native runtime, whose worker guard
+  sees every worker's wait status), else from its message ("killed by
+  signal SIGSEGV (...)", "exited with status N"). The crashed worker is replaced by the pool (with a new worker id),
   so the retry runs on a different worker process.
 
   Config (`config :snakepit, crash_barrier: [...]`, keyword or map):
@@ -66,12 +70,12 @@ defmodule Snakepit.CrashBarrier do
     taint_on_error_types: []
   }
 
-  # glibc's strsignal/3 names, as the native runtime reports them.
+  # Signal names as the native runtime reports them (Linux numbers).
   @signals %{
-    "Segmentation fault" => {11, :segfault},
-    "Bus error" => {7, :segfault},
-    "Aborted" => {6, :abort},
-    "Killed" => {9, :oom}
+    "SIGSEGV" => {11, :segfault},
+    "SIGBUS" => {7, :segfault},
+    "SIGABRT" => {6, :abort},
+    "SIGKILL" => {9, :oom}
   }
   @exit_codes %{139 => :segfault, 135 => :segfault, 134 => :abort, 137 => :oom}
   # The worker's process ended (exit seen) or its connection dropped first.
@@ -109,7 +113,7 @@ defmodule Snakepit.CrashBarrier do
   @spec crash_info(term(), map()) :: {:ok, crash_info()} | :error
   def crash_info({:error, %Error{category: :worker, details: %{reason: reason}} = error}, config)
       when reason in @died do
-    {signal, exit_code, by_exit} = exit_of(error.message)
+    {signal, exit_code, by_exit} = exit_of(error)
     gpu? = gpu?(error.message, config)
 
     classification =
@@ -248,24 +252,32 @@ defmodule Snakepit.CrashBarrier do
     })
   end
 
-  defp exit_of(message) do
-    cond do
-      match = Regex.run(~r/killed by signal (.+?)(?: while|,|$)/m, message) ->
-        signal = Enum.at(match, 1)
+  defp exit_of(%Error{details: %{exit_signal: signal}}) when is_binary(signal),
+    do: by_signal(signal)
 
-        case Map.get(@signals, signal) do
-          {number, class} -> {signal, 128 + number, class}
-          nil -> {signal, nil, nil}
-        end
+  defp exit_of(%Error{details: %{exit_status: code}}) when is_integer(code), do: by_status(code)
+
+  defp exit_of(%Error{message: message}) do
+    cond do
+      match = Regex.run(~r/killed by signal (SIG[A-Z0-9]+)/, message) ->
+        match |> Enum.at(1) |> by_signal()
 
       match = Regex.run(~r/exited with status (\d+)/, message) ->
-        code = match |> Enum.at(1) |> String.to_integer()
-        {nil, code, Map.get(@exit_codes, code)}
+        match |> Enum.at(1) |> String.to_integer() |> by_status()
 
       true ->
         {nil, nil, nil}
     end
   end
+
+  defp by_signal(signal) do
+    case Map.get(@signals, signal) do
+      {number, class} -> {signal, 128 + number, class}
+      nil -> {signal, nil, nil}
+    end
+  end
+
+  defp by_status(code), do: {nil, code, Map.get(@exit_codes, code)}
 
   defp gpu?(message, config) do
     lower = String.downcase(message)

@@ -201,8 +201,10 @@ defmodule Snakepit.Error do
 
   The tuple is `{category, reason, message, extra}` (a 3-tuple without
   `extra` is accepted too). `extra` may hold, with string or atom keys:
-  `"python_type"`, `"traceback"`, `"grpc_status"`, `"path"` and
-  `"worker_id"`. The category is taken from `category_for_reason/1` when the
+  `"python_type"`, `"traceback"`, `"grpc_status"`, `"path"`,
+  `"worker_id"`, and for a worker that ended `"exit_status"` (its exit
+  code) or `"exit_signal"` (the signal that killed it, e.g. `"SIGSEGV"`);
+  the last four go to `details`. The category is taken from `category_for_reason/1` when the
   reason has a fixed category, otherwise from the tuple (an unknown category
   becomes `:worker`).
 
@@ -223,7 +225,12 @@ defmodule Snakepit.Error do
   def from_native({category, reason, message, extra}, opts)
       when is_atom(category) and is_atom(reason) and is_map(extra) and is_list(opts) do
     native_details =
-      [path: extra_get(extra, :path), worker_id: extra_get(extra, :worker_id)]
+      [
+        path: extra_get(extra, :path),
+        worker_id: extra_get(extra, :worker_id),
+        exit_status: extra_get(extra, :exit_status),
+        exit_signal: extra_get(extra, :exit_signal)
+      ]
       |> Enum.reject(fn {_key, value} -> is_nil(value) end)
       |> Map.new()
 

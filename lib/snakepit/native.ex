@@ -27,4 +27,8 @@ defmodule Snakepit.Native do
   def decode_result(_json), do: :erlang.nif_error(:nif_not_loaded)
   def decode_chunk(_json, _is_final), do: :erlang.nif_error(:nif_not_loaded)
   def decode_params(_params), do: :erlang.nif_error(:nif_not_loaded)
+  @doc false
+  # Test support: a NIF that throws (:bad_alloc, :runtime_error) or rejects
+  # its argument (:bad_arg), proving the NIF boundary (c_src/nif/boundary.hpp).
+  def boundary_check(_kind), do: :erlang.nif_error(:nif_not_loaded)
 end

@@ -49,8 +49,7 @@ defmodule Snakepit.CrashBarrierTest do
                       }}
 
       assert is_binary(worker_id)
-      # :abort once the native runtime reports how workers died.
-      assert class in [:abort, :unknown]
+      assert class == :abort
     end
 
     test "idempotent in the arguments, as upstream reads it, after a segfault", ctx do
@@ -64,7 +63,7 @@ defmodule Snakepit.CrashBarrierTest do
       assert_receive {:telemetry_event, [:snakepit, :worker, :crash], _,
                       %{classification: class, retry: true}}
 
-      assert class in [:segfault, :unknown]
+      assert class == :segfault
     end
 
     test "a call not marked idempotent is not retried", ctx do
@@ -73,10 +72,14 @@ defmodule Snakepit.CrashBarrierTest do
                  pool_name: ctx.pool
                )
 
-      assert error.details.reason in [:worker_exited, :worker_unavailable]
-      assert error.details.classification in [:segfault, :unknown]
+      assert error.details.reason == :worker_exited
+      assert error.details.classification == :segfault
+      assert error.details.exit_signal == "SIGSEGV"
       assert error.details.crash_retries == 0
-      assert error.message =~ "while running the request"
+
+      assert error.message =~
+               "killed by signal SIGSEGV (Segmentation fault) while running the request"
+
       assert File.exists?(ctx.marker)
 
       assert_receive {:telemetry_event, [:snakepit, :worker, :crash], %{attempt: 0},
@@ -95,7 +98,7 @@ defmodule Snakepit.CrashBarrierTest do
                  timeout: 15_000
                )
 
-      assert error.details.classification in [:oom, :unknown]
+      assert error.details.classification == :oom
       assert error.details.crash_retries == 1
 
       assert_receive {:telemetry_event, [:snakepit, :worker, :crash], %{attempt: 0},
@@ -140,11 +143,13 @@ defmodule Snakepit.CrashBarrierTest do
       config = CrashBarrier.config()
 
       for {message, class, code} <- [
-            {"worker w_1 killed by signal Segmentation fault while running the request",
+            {"worker w_1 killed by signal SIGSEGV (Segmentation fault) while running the request",
              :segfault, 139},
-            {"worker w_1 killed by signal Bus error while running the request", :segfault, 135},
-            {"worker w_1 killed by signal Aborted while running the request", :abort, 134},
-            {"worker w_1 killed by signal Killed while running the request", :oom, 137},
+            {"worker w_1 killed by signal SIGBUS (Bus error) while running the request",
+             :segfault, 135},
+            {"worker w_1 killed by signal SIGABRT (Aborted) while running the request", :abort,
+             134},
+            {"worker w_1 killed by signal SIGKILL (Killed) while running the request", :oom, 137},
             {"worker w_1 exited with status 139 while running the request", :segfault, 139}
           ] do
         assert {:ok, %{classification: ^class, exit_code: ^code, worker_id: "w_1"}} =
@@ -153,7 +158,9 @@ defmodule Snakepit.CrashBarrierTest do
 
       assert :error =
                CrashBarrier.crash_info(
-                 crashed("worker w_1 killed by signal Terminated while running the request"),
+                 crashed(
+                   "worker w_1 killed by signal SIGTERM (Terminated) while running the request"
+                 ),
                  config
                )
 
@@ -197,7 +204,9 @@ defmodule Snakepit.CrashBarrierTest do
 
       assert :error =
                CrashBarrier.crash_info(
-                 crashed("worker w_1 killed by signal Aborted while running the request"),
+                 crashed(
+                   "worker w_1 killed by signal SIGABRT (Aborted) while running the request"
+                 ),
                  only_segfaults
                )
 
@@ -206,6 +215,21 @@ defmodule Snakepit.CrashBarrierTest do
                  crashed("worker w_1 exited with status 3 while running the request"),
                  %{config | taint_on_exit_codes: [3]}
                )
+
+      # The native runtime's details win over the message.
+      for {details, class, code} <- [
+            {%{exit_signal: "SIGSEGV"}, :segfault, 139},
+            {%{exit_signal: "SIGABRT"}, :abort, 134},
+            {%{exit_status: 137}, :oom, 137}
+          ] do
+        error =
+          Snakepit.Error.new(:worker, :worker_exited, "worker w_1 ended",
+            details: Map.put(details, :worker_id, "w_1")
+          )
+
+        assert {:ok, %{classification: ^class, exit_code: ^code}} =
+                 CrashBarrier.crash_info({:error, error}, config)
+      end
 
       assert :error = CrashBarrier.crash_info({:ok, 1}, config)
     end

@@ -39,7 +39,48 @@ defmodule Snakepit.WorkerFailureTest do
 
     assert {:error, %Snakepit.Error{category: :worker} = error} = Task.await(task, 10_000)
     assert error.message =~ worker.id
+    # The cause, not a dropped connection: the worker guard saw the signal.
+    assert error.details.reason == :worker_exited
+    assert error.message =~ "killed by signal SIGKILL (Killed) while running the request"
+    assert error.details.exit_signal == "SIGKILL"
     assert {:ok, 2} = Snakepit.execute("add", %{a: 1, b: 1}, pool_name: pool, timeout: 15_000)
+  end
+
+  test "a worker that segfaults mid-call: the caller learns it was a segfault" do
+    pool = start_pool!(name: :segv_inflight, pool_size: 1)
+    {:ok, [worker]} = Snakepit.Pool.workers(pool)
+    task = Task.async(fn -> Snakepit.execute("sleep", %{ms: 5_000}, pool_name: pool) end)
+    assert eventually(fn -> Snakepit.get_stats(pool).busy == 1 end)
+    System.cmd("kill", ["-SEGV", Integer.to_string(worker.os_pid)])
+
+    assert {:error, %Snakepit.Error{category: :worker} = error} =
+             result = Task.await(task, 10_000)
+
+    assert error.details.reason == :worker_exited
+    assert error.details.exit_signal == "SIGSEGV"
+
+    assert error.message =~
+             "killed by signal SIGSEGV (Segmentation fault) while running the request"
+
+    assert {:ok, %{classification: :segfault, exit_code: 139, signal: "SIGSEGV"}} =
+             Snakepit.CrashBarrier.crash_info(result, Snakepit.CrashBarrier.config())
+  end
+
+  test "a worker that exits by itself mid-call: its exit status reaches the caller" do
+    pool =
+      start_pool!(
+        name: :exit_inflight,
+        pool_size: 1,
+        adapter_args: ["--adapter", "snakepit_exunit_adapters.CrashAdapter"],
+        adapter_env: [{"PYTHONPATH", Path.expand("../fixtures/python", __DIR__)}]
+      )
+
+    assert {:error, %Snakepit.Error{category: :worker} = error} =
+             Snakepit.execute("exit_worker", %{code: 7}, pool_name: pool)
+
+    assert error.details.reason == :worker_exited
+    assert error.details.exit_status == 7
+    assert error.message =~ "exited with status 7 while running the request"
   end
 
   test "a queued caller that dies has its request removed from the queue" do

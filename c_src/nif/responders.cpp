@@ -1,0 +1,172 @@
+// Call replies and pool events sent to Elixir processes (responders.hpp).
+#include "responders.hpp"
+
+#include <mutex>
+#include <string>
+
+#include "reply_terms.hpp"
+#include "term_builder.hpp"
+
+namespace snakepit::nif {
+namespace {
+
+class ProcessResponder final : public core::Responder {
+ public:
+  // Monitors the caller so that its death cancels request `id`.
+  ProcessResponder(NifState& nif, PoolResource* resource, ErlNifPid pid, ERL_NIF_TERM ref, ErlNifEnv* caller_env,
+                   core::RequestId id)
+      : nif_(nif), resource_(resource), pid_(pid), env_(enif_alloc_env()) {
+    ref_ = enif_make_copy(env_, ref);
+    enif_keep_resource(resource_);
+    std::lock_guard lock(resource_->monitors_mutex);
+    monitored_ = enif_monitor_process(caller_env, resource_, &pid_, &monitor_) == 0;
+    if (monitored_) resource_->monitors.emplace(monitor_, id);
+  }
+  ~ProcessResponder() override {
+    if (env_ != nullptr) enif_free_env(env_);
+    forget_monitor();
+    enif_release_resource(resource_);
+  }
+  ProcessResponder(const ProcessResponder&) = delete;
+  ProcessResponder& operator=(const ProcessResponder&) = delete;
+
+  // {ref, :chunk, map}, or {ref, :chunk, {:json, bytes, is_final}} for a
+  // chunk only a scheduler may build (Snakepit.Native.decode_chunk/2).
+  void chunk(std::string&& data, bool binary, bool is_final) noexcept override {
+    // Chunks and the outcome can race (a worker exit ends a stream): the
+    // lock keeps ref_ alive and the order chunk-then-outcome.
+    std::lock_guard lock(mutex_);
+    if (env_ == nullptr) return;
+    ErlNifEnv* env = enif_alloc_env();
+    const Atoms& a = nif_.atoms;
+    ERL_NIF_TERM term;
+    try {
+      term = chunk_term(env, nif_, data, binary, is_final, TermBuilder::Thread::other);
+    } catch (const NeedsScheduler&) {
+      enif_clear_env(env);
+      term = enif_make_tuple3(env, a.json, owned_binary(env, nif_, std::move(data)), is_final ? a.true_ : a.false_);
+    }
+    ERL_NIF_TERM ref = enif_make_copy(env, ref_);
+    enif_send(nullptr, &pid_, env, enif_make_tuple3(env, ref, a.chunk, term));
+    enif_free_env(env);
+  }
+
+  // {ref, result, worker_id}; result is {:json, bytes} for a reply only a
+  // scheduler may build (Snakepit.Native.decode_result/1).
+  void deliver(core::Outcome&& outcome) noexcept override {
+    forget_monitor();
+    std::lock_guard lock(mutex_);
+    const Atoms& a = nif_.atoms;
+    ERL_NIF_TERM result;
+    if (!outcome.ok) {
+      if (outcome.error.worker_id.empty()) outcome.error.worker_id = outcome.worker_id;
+      result = enif_make_tuple2(env_, a.error, make_error_tuple(env_, a, outcome.error));
+    } else if (outcome.payload_binary) {
+      result = enif_make_tuple2(env_, a.ok, owned_binary(env_, nif_, std::move(outcome.payload)));
+    } else {
+      try {
+        result = json_result_term(env_, nif_, outcome.payload, TermBuilder::Thread::other);
+      } catch (const NeedsScheduler&) {
+        result = enif_make_tuple2(env_, a.json, owned_binary(env_, nif_, std::move(outcome.payload)));
+      }
+    }
+    ERL_NIF_TERM message = enif_make_tuple3(env_, ref_, result, make_binary(env_, outcome.worker_id));
+    enif_send(nullptr, &pid_, env_, message);
+    enif_free_env(env_);
+    env_ = nullptr;
+  }
+
+ private:
+  void forget_monitor() {
+    if (!monitored_) return;
+    monitored_ = false;
+    {
+      std::lock_guard lock(resource_->monitors_mutex);
+      resource_->monitors.erase(monitor_);
+    }
+    enif_demonitor_process(nullptr, resource_, &monitor_);
+  }
+
+  NifState& nif_;
+  PoolResource* resource_;
+  ErlNifPid pid_;
+  ErlNifEnv* env_;
+  ERL_NIF_TERM ref_;
+  ErlNifMonitor monitor_{};
+  bool monitored_ = false;
+  std::mutex mutex_;
+};
+
+// Pool events go to the pool's owner process (Snakepit.Pool).
+class ProcessEventSink final : public core::EventSink {
+ public:
+  ProcessEventSink(NifState& nif, ErlNifPid owner) : nif_(nif), owner_(owner) {}
+
+  void emit(core::PoolEvent&& event) noexcept override {
+    using Type = core::PoolEvent::Type;
+    ErlNifEnv* env = enif_alloc_env();
+    const Atoms& a = nif_.atoms;
+    ERL_NIF_TERM type = a.undefined, data = a.nil;
+    switch (event.type) {
+      case Type::worker_spawned:
+        type = a.worker_spawned;
+        data = enif_make_int(env, event.os_pid);
+        break;
+      case Type::worker_ready:
+        type = a.worker_ready;
+        data = enif_make_int(env, event.os_pid);
+        break;
+      case Type::worker_start_failed:
+        type = a.worker_start_failed;
+        data = make_error_tuple(env, a, event.error);
+        break;
+      case Type::worker_exited:
+        type = a.worker_exited;
+        data = enif_make_tuple2(env, enif_make_int(env, event.os_pid), make_binary(env, event.text));
+        break;
+      case Type::worker_output:
+        type = a.worker_output;
+        data = enif_make_tuple2(env, event.stream == "stderr" ? a.stderr_ : a.stdout_, make_binary(env, event.text));
+        break;
+      case Type::capacity_reached:
+        type = a.capacity_reached;
+        break;
+      case Type::heartbeat_timeout:
+        type = a.heartbeat_timeout;
+        data = make_binary(env, event.text);
+        break;
+      case Type::worker_recycled:
+        type = a.worker_recycled;
+        data = enif_make_atom(env, event.text.c_str());
+        break;
+      case Type::worker_hung:
+        type = a.worker_hung;
+        data = enif_make_tuple2(env, make_binary(env, event.text), enif_make_int64(env, event.millis));
+        break;
+      case Type::internal_error:
+        type = a.internal_error;
+        data = make_binary(env, event.text);
+        break;
+    }
+    ERL_NIF_TERM message = enif_make_tuple4(env, a.snakepit_event, type, make_binary(env, event.worker_id), data);
+    enif_send(nullptr, &owner_, env, message);
+    enif_free_env(env);
+  }
+
+ private:
+  NifState& nif_;
+  ErlNifPid owner_;
+};
+
+}  // namespace
+
+std::unique_ptr<core::Responder> make_process_responder(NifState& nif, PoolResource* resource, ErlNifPid pid,
+                                                        ERL_NIF_TERM ref, ErlNifEnv* caller_env, core::RequestId id) {
+  return std::make_unique<ProcessResponder>(nif, resource, pid, ref, caller_env, id);
+}
+
+std::shared_ptr<core::EventSink> make_event_sink(NifState& nif, ErlNifPid owner) {
+  return std::make_shared<ProcessEventSink>(nif, owner);
+}
+
+}  // namespace snakepit::nif
