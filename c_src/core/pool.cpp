@@ -1134,6 +1134,18 @@ PoolStats Pool::stats() const {
   return stats;
 }
 
+std::optional<std::string> Pool::session_worker(const std::string& session_id) const {
+  std::lock_guard lock(mutex_);
+  auto it = sessions_.find(session_id);
+  if (it == sessions_.end()) return std::nullopt;
+  return it->second.worker_id;
+}
+
+void Pool::drop_session(const std::string& session_id) {
+  std::lock_guard lock(mutex_);
+  sessions_.erase(session_id);
+}
+
 PoolLoad Pool::load() const {
   std::lock_guard lock(mutex_);
   PoolLoad load;

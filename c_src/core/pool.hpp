@@ -166,6 +166,10 @@ class Pool : public std::enable_shared_from_this<Pool> {
   void grant(RequestId id, int credits);
   PoolStats stats() const;
   PoolLoad load() const;
+  // The worker a session is bound to (its first call's), if it is bound.
+  std::optional<std::string> session_worker(const std::string& session_id) const;
+  // Forgets a session's binding; its next call starts it afresh.
+  void drop_session(const std::string& session_id);
   std::vector<WorkerInfo> workers() const;
   // Asks every ready worker for its per-tool concurrency record. Blocks up
   // to `timeout`: never call on a BEAM scheduler.

@@ -17,6 +17,8 @@ SNAKEPIT_NIF(cancel);
 SNAKEPIT_NIF(count_rejected);
 SNAKEPIT_NIF(stats);
 SNAKEPIT_NIF(pool_load);
+SNAKEPIT_NIF(session_worker);
+SNAKEPIT_NIF(session_drop);
 SNAKEPIT_NIF(workers);
 SNAKEPIT_NIF(reports);
 SNAKEPIT_NIF(pool_stop);

@@ -168,6 +168,20 @@ ERL_NIF_TERM pool_load(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
                           enif_make_uint64(env, l.queued));
 }
 
+// session_worker(pool, session_id): the id of the worker the session is bound to, or nil.
+ERL_NIF_TERM session_worker(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  const ArgReader args(env, argv);
+  const auto worker = args.pool(0)->pool->session_worker(args.string(1, "a session id (binary)"));
+  return worker ? make_binary(env, *worker) : state(env).atoms.nil;
+}
+
+// session_drop(pool, session_id): forget the session's binding.
+ERL_NIF_TERM session_drop(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
+  const ArgReader args(env, argv);
+  args.pool(0)->pool->drop_session(args.string(1, "a session id (binary)"));
+  return state(env).atoms.ok;
+}
+
 ERL_NIF_TERM workers(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   auto* resource = ArgReader(env, argv).pool(0);
   const auto& a = state(env).atoms;

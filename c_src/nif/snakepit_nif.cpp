@@ -144,6 +144,8 @@ ErlNifFunc nif_functions[] = {
     {"count_rejected", 1, boundary<count_rejected>, 0},
     {"stats", 1, boundary<stats>, 0},
     {"load", 1, boundary<pool_load>, 0},
+    {"session_worker", 2, boundary<session_worker>, 0},
+    {"session_drop", 2, boundary<session_drop>, 0},
     {"workers", 1, boundary<workers>, 0},
     {"pool_stop", 1, boundary<pool_stop>, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"reports", 2, boundary<reports>, ERL_NIF_DIRTY_JOB_IO_BOUND},

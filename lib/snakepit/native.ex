@@ -19,6 +19,8 @@ defmodule Snakepit.Native do
   def stats(_pool), do: :erlang.nif_error(:nif_not_loaded)
   def load(_pool), do: :erlang.nif_error(:nif_not_loaded)
   def workers(_pool), do: :erlang.nif_error(:nif_not_loaded)
+  def session_worker(_pool, _session_id), do: :erlang.nif_error(:nif_not_loaded)
+  def session_drop(_pool, _session_id), do: :erlang.nif_error(:nif_not_loaded)
   def reports(_pool, _timeout_ms), do: :erlang.nif_error(:nif_not_loaded)
   def pool_stop(_pool), do: :erlang.nif_error(:nif_not_loaded)
   def elixir_tools_start(_handler), do: :erlang.nif_error(:nif_not_loaded)

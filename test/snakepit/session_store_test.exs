@@ -77,8 +77,40 @@ defmodule Snakepit.SessionStoreTest do
       assert {:ok, %Session{last_worker_id: ^worker_id}} = SessionStore.get_session(id)
     end
 
-    :ok = SessionStore.store_worker_session(id, "elsewhere")
-    assert {:ok, %Session{last_worker_id: "elsewhere"}} = SessionStore.get_session(id)
+    # A session no pool has bound reports what was recorded.
+    other = new_id()
+    :ok = SessionStore.store_worker_session(other, "elsewhere")
+    assert {:ok, %Session{last_worker_id: "elsewhere"}} = SessionStore.get_session(other)
     refute SessionStore.session_exists?(new_id())
+  end
+
+  test "the worker is known while the session's first call still runs; delete drops the binding" do
+    pool = start_pool!(name: :session_store_live, pool_size: 2)
+    id = new_id()
+    {:ok, _} = SessionStore.create_session(id)
+
+    task =
+      Task.async(fn ->
+        Snakepit.execute_in_session(id, "sleep_task", %{duration_ms: 400}, pool_name: pool)
+      end)
+
+    assert eventually(
+             fn ->
+               match?(
+                 {:ok, %Session{last_worker_id: w}} when is_binary(w),
+                 SessionStore.get_session(id)
+               )
+             end,
+             2_000
+           )
+
+    refute Task.yield(task, 0), "the call finished before the binding was seen"
+    {:ok, %Session{last_worker_id: worker_id}} = SessionStore.get_session(id)
+    {:ok, handle} = Snakepit.Pool.lookup(pool)
+    assert Snakepit.Native.session_worker(handle, id) == worker_id
+    assert {:ok, _} = Task.await(task, 5_000)
+
+    :ok = SessionStore.delete_session(id)
+    assert Snakepit.Native.session_worker(handle, id) == nil
   end
 end

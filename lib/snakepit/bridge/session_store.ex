@@ -8,10 +8,12 @@ defmodule Snakepit.Bridge.SessionStore do
 
   Which worker runs a session's calls is decided by the native scheduler's
   session affinity, not here: this store keeps the session's lifetime and
-  the application's data, and records the worker that served each call
-  (`last_worker_id`) from the call's reply, so it reports what the
-  scheduler did rather than a second opinion. A call in a session that does
-  not exist yet creates it, with the default TTL.
+  the application's data. `last_worker_id` is the worker the native
+  affinity binds the session to (from the moment its first call is
+  dispatched, before any reply), else the worker a reply last recorded, so
+  it reports what the scheduler does rather than a second opinion. Deleting
+  or expiring a session drops its native binding too. A call in a session
+  that does not exist yet creates it, with the default TTL.
 
   A session expires `ttl` seconds (default 3600) after it was last used (a
   call, `get_session/1`, `update_session/2`); expired sessions are not
@@ -24,6 +26,7 @@ defmodule Snakepit.Bridge.SessionStore do
   use GenServer
 
   alias Snakepit.Bridge.Session
+  alias Snakepit.Native
   alias Snakepit.Telemetry
 
   @table :snakepit_sessions
@@ -209,6 +212,8 @@ defmodule Snakepit.Bridge.SessionStore do
   end
 
   def handle_call({:delete, id}, _from, state) do
+    drop_native_sessions([id])
+
     if :ets.take(@table, id) != [] do
       Telemetry.execute([:snakepit, :session_store, :session, :deleted], %{}, %{session_id: id})
       {:reply, :ok, %{state | deleted: state.deleted + 1}}
@@ -264,10 +269,14 @@ defmodule Snakepit.Bridge.SessionStore do
   defp expire(state) do
     now = now_ms()
 
-    count =
-      :ets.select_delete(@table, [
-        {{:_, :"$1", :"$2", :_, :_, :_, :_}, [{:<, {:+, :"$1", :"$2"}, now}], [true]}
+    expired =
+      :ets.select(@table, [
+        {{:"$3", :"$1", :"$2", :_, :_, :_, :_}, [{:<, {:+, :"$1", :"$2"}, now}], [:"$3"]}
       ])
+
+    Enum.each(expired, &:ets.delete(@table, &1))
+    drop_native_sessions(expired)
+    count = length(expired)
 
     if count > 0 do
       Telemetry.execute([:snakepit, :session_store, :session, :expired], %{count: count}, %{})
@@ -294,13 +303,38 @@ defmodule Snakepit.Bridge.SessionStore do
     end
   end
 
+  # Where a session runs is the native affinity's to say (bound when its
+  # first call is dispatched); what replies recorded is the fallback for a
+  # session no running pool knows any more.
+  defp native_worker(session_id) do
+    Enum.find_value(Snakepit.Pool.names(), fn pool ->
+      case Snakepit.Pool.lookup(pool) do
+        {:ok, handle} -> Native.session_worker(handle, session_id)
+        {:error, _} -> nil
+      end
+    end)
+  end
+
+  # A deleted or expired session is forgotten natively too, so its next call
+  # is placed afresh rather than by a binding the store no longer has.
+  defp drop_native_sessions([]), do: :ok
+
+  defp drop_native_sessions(ids) do
+    for pool <- Snakepit.Pool.names(),
+        {:ok, handle} <- [Snakepit.Pool.lookup(pool)],
+        id <- ids,
+        do: Native.session_drop(handle, id)
+
+    :ok
+  end
+
   defp to_session({id, last, ttl, worker, created, metadata, programs}) do
     %Session{
       id: id,
       created_at: to_seconds(created),
       last_accessed: to_seconds(last),
       ttl: div(ttl, 1000),
-      last_worker_id: worker,
+      last_worker_id: native_worker(id) || worker,
       metadata: metadata,
       programs: programs,
       stats: %{program_count: map_size(programs)}
