@@ -338,6 +338,7 @@ defmodule Snakepit do
         session_id: nonempty(elem(native_opts, 1)),
         correlation_id: nonempty(elem(native_opts, 4))
       })
+      |> tap(&SessionStore.opened(&1.session_id))
       |> submit_native(args, native_opts)
     end
   end

@@ -8,11 +8,12 @@ defmodule Snakepit.Bridge.SessionStore do
 
   Which worker runs a session's calls is decided by the native scheduler's
   session affinity, not here: this store keeps the session's lifetime and
-  the application's data. `last_worker_id` is the worker the native
-  affinity binds the session to (from the moment its first call is
-  dispatched, before any reply), else the worker a reply last recorded, so
-  it reports what the scheduler does rather than a second opinion. Deleting
-  or expiring a session drops its native binding too. A call in a session
+  the application's data. `last_worker_id` is the worker that served the
+  session's last call (a `:hint` call may fall back to another one) and,
+  before any reply, the worker the native affinity bound the session to
+  when its first call was dispatched, so it reports what the scheduler did
+  rather than a second opinion. Deleting or expiring a session drops its
+  native binding too. A call in a session
   that does not exist yet creates it, with the default TTL.
 
   A session expires `ttl` seconds (default 3600) after it was last used (a
@@ -109,6 +110,23 @@ defmodule Snakepit.Bridge.SessionStore do
     if :ets.update_element(@table, session_id, [{@last_accessed, now_ms()}, {@worker, worker_id}]),
       do: :ok,
       else: GenServer.call(__MODULE__, {:served, session_id, worker_id})
+  end
+
+  @doc false
+  # From Snakepit.execute/3 when a call in a session is submitted: the
+  # session exists, and is used, from then on, before any reply.
+  @spec opened(String.t() | nil) :: :ok
+  def opened(nil), do: :ok
+
+  def opened(session_id) do
+    unless :ets.update_element(@table, session_id, {@last_accessed, now_ms()}),
+      do: GenServer.call(__MODULE__, {:served, session_id, nil})
+
+    :ok
+  catch
+    # The store is restarting: the reply records the session.
+    :error, :badarg -> :ok
+    :exit, _store_down -> :ok
   end
 
   @doc false
@@ -303,9 +321,8 @@ defmodule Snakepit.Bridge.SessionStore do
     end
   end
 
-  # Where a session runs is the native affinity's to say (bound when its
-  # first call is dispatched); what replies recorded is the fallback for a
-  # session no running pool knows any more.
+  # The worker that served the session's last reply; before any reply, the
+  # one the native affinity bound it to when its first call was dispatched.
   defp native_worker(session_id) do
     Enum.find_value(Snakepit.Pool.names(), fn pool ->
       case Snakepit.Pool.lookup(pool) do
@@ -334,7 +351,7 @@ defmodule Snakepit.Bridge.SessionStore do
       created_at: to_seconds(created),
       last_accessed: to_seconds(last),
       ttl: div(ttl, 1000),
-      last_worker_id: native_worker(id) || worker,
+      last_worker_id: worker || native_worker(id),
       metadata: metadata,
       programs: programs,
       stats: %{program_count: map_size(programs)}
