@@ -71,8 +71,10 @@ struct PoolConfig {
   // A call refused with UNAVAILABLE usually means its worker just died;
   // its outcome waits this long for the worker's exit, so the caller learns
   // how it died (worker_exited with the signal) rather than a bare
-  // "connection dropped".
-  Millis exit_wait{2000};
+  // "connection dropped". Only a safety net: the UNAVAILABLE probe answers
+  // a live worker's held calls at once, and a dead one's exit comes first;
+  // on a loaded host a crashing worker can take seconds to be reaped.
+  Millis exit_wait{10000};
 
   Millis session_ttl{3600000};  // idle sessions are forgotten after this
   int stream_window = 32;       // stream chunks read ahead of the consumer
