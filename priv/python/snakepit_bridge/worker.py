@@ -88,11 +88,18 @@ def _status_error_json(exc: BaseException) -> str:
     return error_json(exc, MAX_STATUS_MESSAGE_CHARS, MAX_STATUS_TRACEBACK_CHARS)
 
 
-class _CallerGone(Exception):
-    """The call's deadline passed (or it was cancelled) before its turn came."""
+def caller_gone_message(tool: str) -> str:
+    """Status details for a call whose deadline passed (or that was
+    cancelled) before its turn came: its tool is not run."""
+    return f"tool {tool} was not started: its caller gave up waiting"
 
-    def __init__(self, tool: str) -> None:
-        super().__init__(f"tool {tool} was not started: its caller gave up waiting")
+
+class StreamFailure(Exception):
+    """A streaming tool failed; ``details`` is the error JSON for the status."""
+
+    def __init__(self, details: str) -> None:
+        super().__init__(details)
+        self.details = details
 
 
 class StartupError(Exception):
@@ -295,6 +302,10 @@ def _now() -> Any:
     return ts
 
 
+def heartbeat_response() -> Any:
+    return pb2.HeartbeatResponse(server_time=_now(), session_valid=True)
+
+
 def _decode_args(request: Any) -> Dict[str, Any]:
     # Indexing the map is much cheaper than .items() with the C++/upb
     # protobuf backends; decoding str is cheaper than json.loads(bytes).
@@ -375,30 +386,17 @@ class WorkerServicer(pb2_grpc.BridgeServiceServicer):
             if tracker is not None:
                 tracker.exit(name)
 
-    # --- RPCs ----------------------------------------------------------
-
-    def Ping(self, request: Any, context: Any) -> Any:
-        # set.copy() is atomic under the GIL; iterating the live set is not.
-        running = self._running.copy()
-        return pb2.PingResponse(message=request.message or "pong", server_time=_now(), running_requests=running)
-
-    def Heartbeat(self, request: Any, context: Any) -> Any:
-        return pb2.HeartbeatResponse(server_time=_now(), session_valid=True)
-
-    def ExecuteTool(self, request: Any, context: Any) -> Any:
+    def run_tool(self, request: Any) -> Any:
+        """Runs a unary call's tool (its turn has come) and returns the
+        ExecuteToolResponse; a failing tool is an error reply, not a raise."""
         start = time.perf_counter()
         name = request.tool_name
-        gated = False
         token = None
         try:
             if request.metadata:
                 token = set_correlation_id(request.metadata.get("correlation_id"))
             invoke = self._prepare(request)
-            args = _decode_args(request)
-            gated = self._enter_gate(context, request.request_id)
-            if not gated:
-                raise _CallerGone(name)
-            result = self._call(invoke, args, name)
+            result = self._call(invoke, _decode_args(request), name)
             rtype = type(result)
             if rtype is bytes or rtype is bytearray:
                 any_result = any_pb2.Any(type_url=BINARY_TYPE_URL, value=bytes(result))
@@ -407,22 +405,21 @@ class WorkerServicer(pb2_grpc.BridgeServiceServicer):
             return pb2.ExecuteToolResponse(
                 success=True, result=any_result, execution_time_ms=int((time.perf_counter() - start) * 1000)
             )
-        except _CallerGone as gone:
-            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(gone))
         except BaseException as exc:  # SystemExit from a tool is an error reply too
             return pb2.ExecuteToolResponse(
                 success=False, error_message=error_json(exc), execution_time_ms=int((time.perf_counter() - start) * 1000)
             )
         finally:
-            if gated:
-                self._leave_gate(request.request_id)
             if token is not None:
                 reset_correlation_id(token)
 
-    def ExecuteStreamingTool(self, request: Any, context: Any) -> Any:
+    def stream_chunks(self, request: Any) -> Iterator[Any]:
+        """The ToolChunks of a streaming call (its turn has come), ending
+        with a final chunk. A failure before or between chunks raises
+        ``StreamFailure``; closing this generator closes the tool's."""
         name = request.tool_name
         tracker = self._tracker
-        tracked = gated = False
+        tracked = False
         chunks: Optional[Iterator[Any]] = None
         token = set_correlation_id(request.metadata.get("correlation_id")) if request.metadata else None
         try:
@@ -430,27 +427,17 @@ class WorkerServicer(pb2_grpc.BridgeServiceServicer):
             try:
                 invoke = self._prepare(request)
                 args = _decode_args(request)
-                # The whole stream holds the gate: its generator runs tool
-                # code on every next().
-                gated = self._enter_gate(context, request.request_id)
-                if not gated:
-                    raise _CallerGone(name)
                 if tracker is not None:
                     tracker.enter(name)
                     tracked = True
                 chunks = _as_iterator(invoke(args))
-            except _CallerGone as gone:
-                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(gone))
             except BaseException as exc:
                 failure = _status_error_json(exc)
             if failure is not None:
-                context.abort(grpc.StatusCode.UNKNOWN, failure)
+                raise StreamFailure(failure)
             index = 0
             final_sent = False
             while True:
-                if not context.is_active():
-                    log.info("stream %s cancelled by the client after %d chunks", name, index)
-                    return
                 try:
                     payload, is_final, metadata = _chunk_parts(next(chunks))
                     chunk = _chunk(index, payload, is_final, metadata)
@@ -461,7 +448,7 @@ class WorkerServicer(pb2_grpc.BridgeServiceServicer):
                 except BaseException as exc:
                     failure = _status_error_json(exc)
                 if failure is not None:
-                    context.abort(grpc.StatusCode.UNKNOWN, failure)
+                    raise StreamFailure(failure)
                 yield chunk
                 final_sent = final_sent or is_final
                 index += 1
@@ -476,12 +463,15 @@ class WorkerServicer(pb2_grpc.BridgeServiceServicer):
                     log.exception("closing the stream of tool %s failed", name)
             if tracked:
                 tracker.exit(name)
-            if gated:
-                self._leave_gate(request.request_id)
             if token is not None:
                 reset_correlation_id(token)
 
-    def GetWorkerReport(self, request: Any, context: Any) -> Any:
+    def ping_response(self, request: Any) -> Any:
+        # set.copy() is atomic under the GIL; iterating the live set is not.
+        running = self._running.copy()
+        return pb2.PingResponse(message=request.message or "pong", server_time=_now(), running_requests=running)
+
+    def worker_report(self) -> Any:
         resp = pb2.WorkerReportResponse()
         stats = self._tracker.snapshot() if self._tracker is not None else {}
         for name in sorted(set(self.tool_names) | set(stats)):
@@ -493,6 +483,52 @@ class WorkerServicer(pb2_grpc.BridgeServiceServicer):
                 thread_safe=self._resolver.is_thread_safe(name),
             )
         return resp
+
+    # --- RPCs (grpc.server) ----------------------------------------------
+
+    def Ping(self, request: Any, context: Any) -> Any:
+        return self.ping_response(request)
+
+    def Heartbeat(self, request: Any, context: Any) -> Any:
+        return heartbeat_response()
+
+    def ExecuteTool(self, request: Any, context: Any) -> Any:
+        if not self._enter_gate(context, request.request_id):
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, caller_gone_message(request.tool_name))
+        try:
+            return self.run_tool(request)
+        finally:
+            self._leave_gate(request.request_id)
+
+    def ExecuteStreamingTool(self, request: Any, context: Any) -> Any:
+        # The whole stream holds the gate: its generator runs tool code on
+        # every next().
+        if not self._enter_gate(context, request.request_id):
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, caller_gone_message(request.tool_name))
+        chunks = self.stream_chunks(request)
+        try:
+            index = 0
+            while True:
+                if not context.is_active():
+                    log.info("stream %s cancelled by the client after %d chunks", request.tool_name, index)
+                    return
+                failure: Optional[str] = None
+                try:
+                    chunk = next(chunks)
+                except StopIteration:
+                    return
+                except StreamFailure as exc:
+                    failure = exc.details
+                if failure is not None:
+                    context.abort(grpc.StatusCode.UNKNOWN, failure)
+                yield chunk
+                index += 1
+        finally:
+            chunks.close()
+            self._leave_gate(request.request_id)
+
+    def GetWorkerReport(self, request: Any, context: Any) -> Any:
+        return self.worker_report()
 
     # --- served by the native runtime, not by workers --------------------
 
