@@ -42,6 +42,7 @@ from google.protobuf import any_pb2, timestamp_pb2
 
 from . import json_codec, telemetry
 from .base_adapter import BaseAdapter, ToolResolver, is_tool
+from .core_server import CoreServer, StreamFailure, caller_gone_message, unavailable_reason
 from .otel_tracing import reset_correlation_id, set_correlation_id
 from .telemetry.backends.elixir import ElixirBackend
 
@@ -86,20 +87,6 @@ def error_json(exc: BaseException, max_message: Optional[int] = None, max_traceb
 
 def _status_error_json(exc: BaseException) -> str:
     return error_json(exc, MAX_STATUS_MESSAGE_CHARS, MAX_STATUS_TRACEBACK_CHARS)
-
-
-def caller_gone_message(tool: str) -> str:
-    """Status details for a call whose deadline passed (or that was
-    cancelled) before its turn came: its tool is not run."""
-    return f"tool {tool} was not started: its caller gave up waiting"
-
-
-class StreamFailure(Exception):
-    """A streaming tool failed; ``details`` is the error JSON for the status."""
-
-    def __init__(self, details: str) -> None:
-        super().__init__(details)
-        self.details = details
 
 
 class StartupError(Exception):
@@ -302,10 +289,6 @@ def _now() -> Any:
     return ts
 
 
-def heartbeat_response() -> Any:
-    return pb2.HeartbeatResponse(server_time=_now(), session_valid=True)
-
-
 def _decode_args(request: Any) -> Dict[str, Any]:
     # Indexing the map is much cheaper than .items() with the C++/upb
     # protobuf backends; decoding str is cheaper than json.loads(bytes).
@@ -365,6 +348,13 @@ class WorkerServicer(pb2_grpc.BridgeServiceServicer):
             gate.release()
             return False
         return True
+
+    def track_running(self, request_id: int) -> None:
+        """The core-layer server's gate: its tool threads are the capacity."""
+        self._running.add(request_id)
+
+    def untrack_running(self, request_id: int) -> None:
+        self._running.discard(request_id)
 
     def _leave_gate(self, request_id: int) -> None:
         self._running.discard(request_id)
@@ -471,6 +461,9 @@ class WorkerServicer(pb2_grpc.BridgeServiceServicer):
         running = self._running.copy()
         return pb2.PingResponse(message=request.message or "pong", server_time=_now(), running_requests=running)
 
+    def heartbeat(self) -> Any:
+        return pb2.HeartbeatResponse(server_time=_now(), session_valid=True)
+
     def worker_report(self) -> Any:
         resp = pb2.WorkerReportResponse()
         stats = self._tracker.snapshot() if self._tracker is not None else {}
@@ -490,7 +483,7 @@ class WorkerServicer(pb2_grpc.BridgeServiceServicer):
         return self.ping_response(request)
 
     def Heartbeat(self, request: Any, context: Any) -> Any:
-        return heartbeat_response()
+        return self.heartbeat()
 
     def ExecuteTool(self, request: Any, context: Any) -> Any:
         if not self._enter_gate(context, request.request_id):
@@ -675,6 +668,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         default=2000,
         help="how long in-flight calls may finish after SIGTERM (the parent's own grace, less a margin)",
     )
+    parser.add_argument(
+        "--server",
+        default=os.environ.get(SERVER_ENV) or "auto",
+        help=f"auto (the default: grpc's core layer when grpcio allows it), core or fallback (grpc.server); env {SERVER_ENV}",
+    )
     parser.add_argument("--health-check", action="store_true", help="import the adapter and exit 0 (or 1)")
     upstream = parser.add_argument_group("upstream options (accepted, see the README)")
     upstream.add_argument("--max-workers", type=int, default=None, help="thread pool size (threads_per_worker decides)")
@@ -779,28 +777,69 @@ def build_adapter(args: argparse.Namespace) -> Any:
     return adapter
 
 
-def start_server(servicer: WorkerServicer, args: argparse.Namespace) -> Tuple[Any, int]:
-    """Starts the gRPC server on ``--socket``; returns it and its executor size."""
+SERVER_ENV = "SNAKEPIT_WORKER_SERVER"
+SERVER_CHOICES = ("auto", "core", "fallback")
+_SERVER_OPTIONS = (
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.max_send_message_length", -1),
+    ("grpc.so_reuseport", 0),
+)
+
+
+def choose_server(requested: str) -> Tuple[str, str]:
+    """Which server a worker uses, ``("core" | "fallback", why)``, for
+    ``--server`` / ``SNAKEPIT_WORKER_SERVER`` (auto, core or fallback)."""
+    if requested not in SERVER_CHOICES:
+        raise StartupError("ServerError", f"{SERVER_ENV} / --server must be one of {', '.join(SERVER_CHOICES)}, got {requested!r}")
+    if requested == "fallback":
+        return "fallback", f"forced by --server fallback or {SERVER_ENV}=fallback"
+    reason = unavailable_reason()
+    if reason is None:
+        return "core", f"grpcio {grpc.__version__} has the core layer it needs"
+    if requested == "core":
+        raise StartupError("ServerError", f"--server core: {reason}")
+    return "fallback", f"grpcio {grpc.__version__}: {reason}"
+
+
+def _bind(server: Any, socket_path: str) -> None:
+    if os.path.exists(socket_path):
+        os.unlink(socket_path)
+    try:
+        port = server.add_insecure_port("unix:" + socket_path)
+    except RuntimeError as exc:
+        raise StartupError("BindError", f"cannot bind unix:{socket_path}: {exc}") from exc
+    if port == 0:
+        raise StartupError("BindError", f"cannot bind unix:{socket_path}")
+
+
+def start_server(servicer: WorkerServicer, args: argparse.Namespace) -> Tuple[Any, str]:
+    """Starts the gRPC server on ``--socket``: on grpc's core layer
+    (``core_server``) when the installed grpcio allows it, else
+    ``grpc.server``, which costs about twice the CPU per call. Returns the
+    server and a description of the path for the log."""
+    path, why = choose_server(args.server)
+    if path == "core":
+        try:
+            core = CoreServer(servicer, args.threads, _SERVER_OPTIONS)
+        except Exception as exc:  # an internal API that changed shape
+            if args.server == "core":
+                raise StartupError("ServerError", f"--server core: {type(exc).__name__}: {exc}") from exc
+            path, why = "fallback", f"grpcio {grpc.__version__}: the core layer failed to start ({type(exc).__name__}: {exc})"
+        else:
+            _bind(core, args.socket)
+            core.start()
+            return core, f"core (1 poll thread, {args.threads} tool thread(s); {why})"
+    if args.server == "auto":
+        log.warning("serving with grpc.server, not grpc's core layer (about twice the CPU per call): %s", why)
     max_workers = args.threads + 2 if args.profile == "thread" else PROCESS_PROFILE_EXECUTOR_THREADS
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="snakepit"),
-        options=[
-            ("grpc.max_receive_message_length", -1),
-            ("grpc.max_send_message_length", -1),
-            ("grpc.so_reuseport", 0),
-        ],
+        options=list(_SERVER_OPTIONS),
     )
     pb2_grpc.add_BridgeServiceServicer_to_server(servicer, server)
-    if os.path.exists(args.socket):
-        os.unlink(args.socket)
-    try:
-        port = server.add_insecure_port("unix:" + args.socket)
-    except RuntimeError as exc:
-        raise StartupError("BindError", f"cannot bind unix:{args.socket}: {exc}") from exc
-    if port == 0:
-        raise StartupError("BindError", f"cannot bind unix:{args.socket}")
+    _bind(server, args.socket)
     server.start()
-    return server, max_workers
+    return server, f"fallback (grpc.server, {max_workers} executor threads; {why})"
 
 
 def install_stop_signals() -> threading.Event:
@@ -856,16 +895,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         servicer = WorkerServicer(
             adapter, thread_safety_checks=args.thread_safety_checks, one_at_a_time=args.profile == "process"
         )
-        server, executor_threads = start_server(servicer, args)
+        server, server_path = start_server(servicer, args)
     except Exception as exc:
         fail_startup(args.ready_fd, exc)
     stop = install_stop_signals()
     log.info(
-        "ready: adapter=%s profile=%s threads=%d executor=%d socket=%s run_id=%s tools=%d",
+        "ready: adapter=%s profile=%s threads=%d server=%s socket=%s run_id=%s tools=%d",
         args.adapter,
         args.profile,
         args.threads,
-        executor_threads,
+        server_path,
         args.socket,
         args.snakepit_run_id,
         len(servicer.tool_names),
