@@ -52,9 +52,9 @@ log = logging.getLogger("snakepit.worker")
 
 JSON_TYPE_URL = "type.googleapis.com/snakepit.json"
 BINARY_TYPE_URL = "type.googleapis.com/snakepit.binary"
-# One tool runs at a time; the other threads answer pings and refuse calls
-# whose caller gave up while they waited for the gate.
-PROCESS_PROFILE_EXECUTOR_THREADS = 8
+# grpc.server's executor threads beyond the tool capacity: they answer pings
+# and refuse calls whose caller gave up while they waited for the gate.
+FALLBACK_SPARE_THREADS = 7
 DEFAULT_ADAPTER = "snakepit_bridge.adapters.showcase.ShowcaseAdapter"
 
 # Result types that are JSON-encoded as they are (no generator/coroutine checks).
@@ -308,14 +308,16 @@ def _decode_args(request: Any) -> Dict[str, Any]:
 class WorkerServicer(pb2_grpc.BridgeServiceServicer):
     """Serves one adapter instance's tools (``ToolResolver`` dispatch)."""
 
-    def __init__(self, adapter: Any, thread_safety_checks: bool = False, one_at_a_time: bool = False) -> None:
+    def __init__(self, adapter: Any, thread_safety_checks: bool = False, capacity: Optional[int] = None) -> None:
         self.adapter = adapter
         resolver = adapter._resolver() if isinstance(adapter, BaseAdapter) else ToolResolver(adapter)
         self._resolver = resolver
         self.tool_names: List[str] = resolver.names
-        # Process profile: one tool at a time, even when a call the parent
-        # gave up on (deadline, cancelled) is still running here.
-        self._tool_gate: Optional[threading.Lock] = threading.Lock() if one_at_a_time else None
+        # grpc.server's gate: at most ``capacity`` tools at a time (1 in the
+        # process profile), even when a call the parent gave up on
+        # (deadline, cancelled) is still running here. The core-layer server
+        # needs none: its tool threads are the capacity.
+        self._tool_gate: Optional[threading.Semaphore] = threading.Semaphore(capacity) if capacity else None
         # Request ids of the calls past the gate, reported by Ping: a call
         # whose caller gave up keeps its slot in the pool until it leaves.
         self._running: Set[int] = set()
@@ -831,7 +833,7 @@ def start_server(servicer: WorkerServicer, args: argparse.Namespace) -> Tuple[An
             return core, f"core (1 poll thread, {args.threads} tool thread(s); {why})"
     if args.server == "auto":
         log.warning("serving with grpc.server, not grpc's core layer (about twice the CPU per call): %s", why)
-    max_workers = args.threads + 2 if args.profile == "thread" else PROCESS_PROFILE_EXECUTOR_THREADS
+    max_workers = args.threads + FALLBACK_SPARE_THREADS
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="snakepit"),
         options=list(_SERVER_OPTIONS),
@@ -893,7 +895,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         backend = install_telemetry(args)
         adapter = build_adapter(args)
         servicer = WorkerServicer(
-            adapter, thread_safety_checks=args.thread_safety_checks, one_at_a_time=args.profile == "process"
+            adapter, thread_safety_checks=args.thread_safety_checks, capacity=args.threads
         )
         server, server_path = start_server(servicer, args)
     except Exception as exc:
