@@ -349,14 +349,14 @@ defmodule Bench.Support do
       otp: "#{:erlang.system_info(:otp_release)} (erts #{:erlang.system_info(:version)})",
       elixir: System.version(),
       schedulers: :erlang.system_info(:schedulers_online),
-      python: command_line(Snakepit.Python.executable!(nil), ["--version"]),
+      python: command_line(Snakepit.PythonRuntime.resolve!().path, ["--version"]),
       python_grpcio:
-        command_line(Snakepit.Python.executable!(nil), [
+        command_line(Snakepit.PythonRuntime.resolve!().path, [
           "-c",
           "import grpc; print(grpc.__version__)"
         ]),
       numpy:
-        command_line(Snakepit.Python.executable!(nil), [
+        command_line(Snakepit.PythonRuntime.resolve!().path, [
           "-c",
           "import numpy; print(numpy.__version__)"
         ]),
