@@ -129,10 +129,11 @@ class _InlineCall:
     """A call answered on the poll thread (Ping, Heartbeat, GetWorkerReport):
     ``answer`` maps the request bytes to the reply message."""
 
-    __slots__ = ("call", "answer")
+    __slots__ = ("call", "method", "answer")
 
-    def __init__(self, call: Any, answer: Callable[[bytes], Any]) -> None:
+    def __init__(self, call: Any, method: bytes, answer: Callable[[bytes], Any]) -> None:
         self.call = call
+        self.method = method
         self.answer = answer
         call.start_server_batch((cygrpc.ReceiveMessageOperation(_NO_FLAGS),), self.on_message)
 
@@ -143,7 +144,7 @@ class _InlineCall:
         try:
             reply = self.answer(payload).SerializeToString()
         except Exception as exc:
-            log.exception("answering %s failed", type(self.answer).__name__)
+            log.exception("answering %s failed", self.method.decode())
             _send_status(self.call, cygrpc.StatusCode.internal, f"{type(exc).__name__}: {exc}")
             return
         # The close op in the same batch: a unary call's client has already
@@ -248,18 +249,20 @@ class CoreServer:
         while True:
             event = cq.poll()
             tag = event.tag
-            if tag is _Tag.REQUEST_CALL:
-                if event.success:
-                    self._accept(event)
-                if not self._stopping:
-                    self._server.request_call(cq, cq, _Tag.REQUEST_CALL)
-            elif tag is _Tag.SHUTDOWN:
-                self._stopped.set()
-            elif tag is not None:
-                try:
+            try:
+                if tag is _Tag.REQUEST_CALL:
+                    try:
+                        if event.success:
+                            self._accept(event)
+                    finally:
+                        if not self._stopping:
+                            self._server.request_call(cq, cq, _Tag.REQUEST_CALL)
+                elif tag is _Tag.SHUTDOWN:
+                    self._stopped.set()
+                elif tag is not None:
                     tag(event)
-                except Exception:
-                    log.exception("handling a gRPC completion failed")
+            except Exception:
+                log.exception("handling a gRPC completion failed")
             # Drop the event (and the call it may hold) before blocking again.
             event = tag = None
 
@@ -272,9 +275,9 @@ class CoreServer:
             return
         answer = self._inline.get(method)
         if answer is not None:
-            _InlineCall(call, answer)
+            _InlineCall(call, method, answer)
             return
-        name = method.decode("utf-8", "replace")
+        name = (method or b"").decode("utf-8", "replace")
         if name.startswith(_SERVICE):
             details = f"{name[len(_SERVICE):]} is not implemented by the Snakepit native worker"
         else:
