@@ -11,6 +11,10 @@ with the native runtime:
 * ``--lifeline-fd`` is the read end of a pipe whose write end only the
   parent holds: EOF means the parent is gone and a small watchdog SIGKILLs
   the worker's process group (children included);
+* it serves from grpc's core layer (``core_server.CoreServer``), or from
+  ``grpc.server`` when the installed grpcio lacks what that needs or
+  ``--server fallback`` / ``SNAKEPIT_WORKER_SERVER=fallback`` asks for it;
+  the ready log line names the path (``server=core`` / ``server=fallback``);
 * SIGTERM stops the server, letting in-flight calls finish for
   ``--shutdown-grace-ms``, runs the adapter's ``cleanup()``, sends the
   telemetry still buffered, and exits 0.
