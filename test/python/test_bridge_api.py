@@ -119,6 +119,7 @@ def test_session_context_upstream_constructor_and_cleanup() -> None:
     class Tools:
         def __init__(self) -> None:
             self.calls: List[Any] = []
+            self.registered = {"lookup"}
 
         def GetExposedElixirTools(self, request: Any, timeout: float = 0) -> Any:
             spec = pb2.ToolSpec(name="lookup", description="finds")
@@ -131,6 +132,11 @@ def test_session_context_upstream_constructor_and_cleanup() -> None:
                 result = pb2.ExecuteElixirToolResponse(success=True)
                 result.result.value = json.dumps({"sku": value}).encode()
                 return result
+            if request.tool_name not in self.registered:
+                # As the registry answers for a tool the session does not have.
+                return pb2.ExecuteElixirToolResponse(
+                    success=False, error_message="unknown", metadata={"error_kind": "not_found"}
+                )
             return pb2.ExecuteElixirToolResponse(success=False, error_message="boom")
 
     stub = Tools()
@@ -142,9 +148,7 @@ def test_session_context_upstream_constructor_and_cleanup() -> None:
         with pytest.raises(ValueError, match="'nope' not found"):
             ctx.call_elixir_tool("nope")
     assert ctx._elixir_tools is None  # cleanup() on exit
-    stub.GetExposedElixirTools = lambda request, timeout=0: pb2.GetExposedElixirToolsResponse(
-        tools=[pb2.ToolSpec(name="nope")]
-    )
+    stub.registered.add("nope")
     with pytest.raises(RuntimeError, match="boom"):
         ctx.call_elixir_tool("nope")
 
