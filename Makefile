@@ -105,11 +105,16 @@ unit-test: $(UNIT_TESTS) $(GUARD)
 sanitize-test: $(SAN_TESTS) $(GUARD)
 	SNAKEPIT_WORKER_GUARD=$(GUARD) ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(SAN_TESTS)
 
+# Workers serve from grpc's core layer; the second runs force their
+# grpc.server fallback (SNAKEPIT_WORKER_SERVER=fallback), so neither path
+# rots. ExUnit's second run is the worker-facing modules (tag :worker_path).
 python-test: $(PY_STUBS)
 	$(PYTHON) -m pytest -q test/python
+	SNAKEPIT_WORKER_SERVER=fallback $(PYTHON) -m pytest -q test/python
 
 elixir-test: native
 	mix test
+	SNAKEPIT_WORKER_SERVER=fallback mix test --only worker_path
 
 test: deps
 	$(MAKE) -j2 native

@@ -41,7 +41,8 @@ defmodule Bench.Run do
         {2, :native, &native/1},
         {3, :payload, &payload/1},
         {4, :profiles, &profiles/1},
-        {5, :startup, &startup/1}
+        {5, :startup, &startup/1},
+        {6, :thread_ping, &thread_ping/1}
       ]
       |> Enum.filter(fn {number, _, _} -> number in ctx.only end)
 
@@ -96,10 +97,10 @@ defmodule Bench.Run do
     only =
       case System.get_env("BENCH_CASES") do
         nil ->
-          [1, 2, 3, 4, 5]
+          [1, 2, 3, 4, 5, 6]
 
         "" ->
-          [1, 2, 3, 4, 5]
+          [1, 2, 3, 4, 5, 6]
 
         list ->
           list |> String.split(",", trim: true) |> Enum.map(&String.to_integer(String.trim(&1)))
@@ -152,6 +153,10 @@ defmodule Bench.Run do
       )
     end
   end
+
+  # What a pool's workers get to serve with grpc.server instead of grpc's
+  # core layer (priv/python/snakepit_bridge/core_server.py).
+  @fallback_env [{"SNAKEPIT_WORKER_SERVER", "fallback"}]
 
   # A pool of the bench.
   defp pool(name, adapter, extra) do
@@ -315,11 +320,23 @@ defmodule Bench.Run do
           end
 
         S.stop_pool(pid)
+        IO.puts("  round #{round}: pool, workers on the grpc.server fallback")
+        pid = S.start_pool(pool(:bench_unary_fallback, @showcase, %{adapter_env: @fallback_env}))
+
+        fallback =
+          for c <- @concurrency do
+            measure_pool(ctx, :bench_unary_fallback, c, ctx.duration_ms, fn _ ->
+              Snakepit.execute("ping", %{}, pool_name: :bench_unary_fallback)
+            end)
+          end
+
+        S.stop_pool(pid)
         IO.puts("  round #{round}: pool, in a second BEAM started with #{@no_busy_wait}")
 
         %{
           direct: direct,
           pool: pooled,
+          pool_fallback: fallback,
           pool_no_busy_wait: child_beam(ctx, "unary_pool", @no_busy_wait)
         }
       end
@@ -332,6 +349,9 @@ defmodule Bench.Run do
         quiets =
           Enum.map(rounds, fn r -> Enum.find(r.pool_no_busy_wait, &(&1.concurrency == c)) end)
 
+        fallbacks =
+          Enum.map(rounds, fn r -> Enum.find(r.pool_fallback, &(&1.concurrency == c)) end)
+
         pool = median_run(pools)
         direct = median_run(directs)
 
@@ -340,6 +360,9 @@ defmodule Bench.Run do
           pool: pool,
           direct: direct,
           pool_no_busy_wait: median_run(quiets),
+          pool_fallback: median_run(fallbacks),
+          round_ratios_core_fallback: ratios(pools, fallbacks),
+          ratio_core_fallback: median(ratios(pools, fallbacks)),
           # Each round's ratio compares runs made a minute apart; the median
           # of those is the headline number.
           round_ratios: ratios(pools, directs),
@@ -611,6 +634,51 @@ defmodule Bench.Run do
     %{direct_ms: median(direct), direct_runs_ms: direct, rows: rows}
   end
 
+  # ---------------------------------------- 6. thread profile, both paths
+
+  # One thread-profile worker x 4 threads, 8 callers of ping, its worker on
+  # the core layer and on the grpc.server fallback, alternating per round.
+  defp thread_ping(ctx) do
+    paths = [core: [], fallback: @fallback_env]
+
+    rounds =
+      for round <- 1..ctx.rounds do
+        Map.new(paths, fn {path, env} ->
+          IO.puts("  round #{round}: thread pool, workers on #{path}")
+          name = :"bench_thread_#{path}"
+
+          attrs =
+            pool(name, @showcase, %{
+              worker_profile: :thread,
+              threads_per_worker: 4,
+              pool_size: 1,
+              adapter_env: env
+            })
+
+          pid = S.start_pool(attrs)
+
+          r =
+            measure_pool(ctx, name, 8, ctx.duration_ms, fn _ ->
+              Snakepit.execute("ping", %{}, pool_name: name)
+            end)
+
+          S.stop_pool(pid)
+          {path, r}
+        end)
+      end
+
+    cores = Enum.map(rounds, & &1.core)
+    fallbacks = Enum.map(rounds, & &1.fallback)
+
+    %{
+      core: median_run(cores),
+      fallback: median_run(fallbacks),
+      round_ratios: ratios(cores, fallbacks),
+      ratio: median(ratios(cores, fallbacks)),
+      rounds: rounds
+    }
+  end
+
   defp median(list) do
     sorted = Enum.sort(list)
     n = length(sorted)
@@ -645,7 +713,9 @@ defmodule Bench.Run do
           ratio_cell(row.ratio, row.round_ratios),
           row.pool_no_busy_wait.calls_per_s,
           ratio_cell(row.ratio_no_busy_wait, row.round_ratios_no_busy_wait),
-          "#{S.fmt(row.direct.background_cpu_pct)} / #{S.fmt(row.pool.background_cpu_pct)} / #{S.fmt(row.pool_no_busy_wait.background_cpu_pct)}"
+          row.pool_fallback.calls_per_s,
+          ratio_cell(row.ratio_core_fallback, row.round_ratios_core_fallback),
+          "#{S.fmt(row.direct.background_cpu_pct)} / #{S.fmt(row.pool.background_cpu_pct)} / #{S.fmt(row.pool_no_busy_wait.background_cpu_pct)} / #{S.fmt(row.pool_fallback.background_cpu_pct)}"
         ]
       end
 
@@ -661,7 +731,7 @@ defmodule Bench.Run do
           row.direct.client_cpu_us_per_call,
           row.pool.beam_cpu_us_per_call,
           row.pool_no_busy_wait.beam_cpu_us_per_call,
-          "#{S.fmt(row.direct.workers_cpu_us_per_call)} / #{S.fmt(row.pool.workers_cpu_us_per_call)}"
+          "#{S.fmt(row.direct.workers_cpu_us_per_call)} / #{S.fmt(row.pool.workers_cpu_us_per_call)} / #{S.fmt(row.pool_fallback.workers_cpu_us_per_call)}"
         ]
       end
 
@@ -678,25 +748,31 @@ defmodule Bench.Run do
       end)
     end
 
-    met? = fn key ->
-      Enum.all?(r.rows, fn row -> row.concurrency == 1 or Map.fetch!(row, key) >= 0.9 end)
+    met? = fn key, target ->
+      Enum.all?(r.rows, fn row -> row.concurrency == 1 or Map.fetch!(row, key) >= target end)
     end
 
     busy =
       Enum.any?(r.rows, fn row ->
-        Enum.any?([row.direct, row.pool, row.pool_no_busy_wait], &(&1.background_cpu_pct > 10))
+        Enum.any?(
+          [row.direct, row.pool, row.pool_no_busy_wait, row.pool_fallback],
+          &(&1.background_cpu_pct > 10)
+        )
       end)
 
     """
     1. Unary overhead: Snakepit.execute("ping") on a process pool of 2 Python workers vs a C++ gRPC
        client calling 2 of the same workers directly, one call in flight per worker, FIFO queue.
        Medians of #{length(r.rounds)} rounds; pool/direct is the median of the rounds' ratios (each
-       round's ratio in brackets). "+sbwt none": the same pool in a BEAM started with
+       round's ratio in brackets). Workers serve from grpc's core layer; "fallback": the same pool
+       with its workers on grpc.server (SNAKEPIT_WORKER_SERVER=fallback), core/fallback the ratio of
+       the two pools. "+sbwt none": the core-layer pool in a BEAM started with
        #{@no_busy_wait}.
-    #{S.table(["callers", "direct calls/s", "pool calls/s", "pool/direct", "pool +sbwt none calls/s", "pool/direct", "other load % (direct / pool / +sbwt)"], throughput)}
+    #{S.table(["callers", "direct calls/s", "pool calls/s", "pool/direct", "pool +sbwt none calls/s", "pool/direct", "pool on fallback calls/s", "core/fallback", "other load % (direct / pool / +sbwt / fallback)"], throughput)}
 
-    #{S.table(["callers", "direct p50 µs", "pool p50 µs", "added p50 µs", "direct p99 µs", "pool p99 µs", "client CPU µs/call", "BEAM CPU µs/call", "BEAM CPU +sbwt none", "Python CPU µs/call (direct / pool)"], latency)}
-    acceptance, pool/direct >= 0.90 at 8 and 64 callers: default BEAM #{verdict.(:ratio)} -> #{if met?.(:ratio), do: "met", else: "NOT met"}; +sbwt none #{verdict.(:ratio_no_busy_wait)} -> #{if met?.(:ratio_no_busy_wait), do: "met", else: "NOT met"}
+    #{S.table(["callers", "direct p50 µs", "pool p50 µs", "added p50 µs", "direct p99 µs", "pool p99 µs", "client CPU µs/call", "BEAM CPU µs/call", "BEAM CPU +sbwt none", "Python CPU µs/call (direct / pool / fallback)"], latency)}
+    acceptance, pool/direct >= 0.90 at 8 and 64 callers: default BEAM #{verdict.(:ratio)} -> #{if met?.(:ratio, 0.9), do: "met", else: "NOT met"}; +sbwt none #{verdict.(:ratio_no_busy_wait)} -> #{if met?.(:ratio_no_busy_wait, 0.9), do: "met", else: "NOT met"}
+    acceptance, pool on the core layer >= 1.4x the pool on the fallback at 8 and 64 callers: #{verdict.(:ratio_core_fallback)} -> #{if met?.(:ratio_core_fallback, 1.4), do: "met", else: "NOT met"}
     reference, direct client with every caller's call in flight at once (no per-worker limit): #{Enum.join(pipelined, "; ")}#{if busy, do: "\nWARNING: other processes used more than 10% of the machine during some windows; numbers are noisy.", else: ""}\
     """
   end
@@ -795,6 +871,28 @@ defmodule Bench.Run do
 
   # The terminal text as Markdown: tables stay tables (blank lines around
   # them), other lines become paragraphs with hard line breaks.
+  defp render(:thread_ping, r) do
+    rows =
+      for {label, x} <- [{"core layer", r.core}, {"grpc.server fallback", r.fallback}] do
+        [
+          label,
+          x.calls_per_s,
+          x.p50_us,
+          x.p99_us,
+          x.workers_cpu_us_per_call,
+          x.beam_cpu_us_per_call,
+          x.background_cpu_pct
+        ]
+      end
+
+    """
+    6. Thread profile: Snakepit.execute("ping") with 8 callers on 1 worker x 4 threads, the worker
+       on grpc's core layer and on the grpc.server fallback. Medians of #{length(r.rounds)} rounds.
+    #{S.table(["worker server", "calls/s", "p50 µs", "p99 µs", "Python CPU µs/call", "BEAM CPU µs/call", "other load %"], rows)}
+    acceptance, core layer >= 2x the fallback: #{ratio_cell(r.ratio, r.round_ratios)} -> #{if r.ratio >= 2.0, do: "met", else: "NOT met"}\
+    """
+  end
+
   defp markdown(text) do
     text
     |> String.split("\n")
@@ -828,7 +926,7 @@ defmodule Bench.Run do
     m = report.machine
 
     tables =
-      [:unary, :native, :payload, :profiles, :startup]
+      [:unary, :native, :payload, :profiles, :startup, :thread_ping]
       |> Enum.filter(&Map.has_key?(report.cases, &1))
       |> Enum.map_join("\n\n", fn key -> markdown(render(key, report.cases[key])) end)
 

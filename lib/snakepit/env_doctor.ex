@@ -10,7 +10,9 @@ defmodule Snakepit.EnvDoctor do
   command line, ready handshake and thread-profile rules), then stopping it.
 
   Checks, in order: `:config`, `:interpreter`, `:grpc` (grpc and protobuf
-  import, with versions), `:numpy` (optional: a warning), `:nif`,
+  import, with versions), `:worker_server` (whether workers serve from
+  grpc's core layer or fall back to `grpc.server`, and why; a fallback the
+  installed grpcio forces is a warning), `:numpy` (optional: a warning), `:nif`,
   `:runtime_dir` (private and writable), then per pool `:adapter` and, for
   thread-profile pools, `:thread_safe`, and last `:hardware` (what
   `Snakepit.Hardware` sees).
@@ -148,21 +150,29 @@ defmodule Snakepit.EnvDoctor do
   defp check_modules(nil) do
     [
       result(:grpc, "grpc", :error, "not checked: no interpreter", %{}),
+      result(:worker_server, "worker server", :error, "not checked: no interpreter", %{}),
       result(:numpy, "numpy", :warning, "not checked: no interpreter", %{})
     ]
   end
 
   defp check_modules(python) do
     case python_lines(python, @modules_probe) do
-      {:ok, [grpc, protobuf, numpy]} -> [grpc_result(grpc, protobuf), numpy_result(numpy)]
-      {:ok, other} -> check_modules_failed(inspect(other))
-      {:error, output} -> check_modules_failed(last_line(output))
+      {:ok, [grpc, protobuf, numpy]} ->
+        grpc = grpc_result(grpc, protobuf)
+        [grpc, check_worker_server(python, grpc), numpy_result(numpy)]
+
+      {:ok, other} ->
+        check_modules_failed(inspect(other))
+
+      {:error, output} ->
+        check_modules_failed(last_line(output))
     end
   end
 
   defp check_modules_failed(why) do
     [
       result(:grpc, "grpc", :error, "#{why}", %{}),
+      result(:worker_server, "worker server", :error, "not checked: grpc did not import", %{}),
       result(:numpy, "numpy", :warning, "not checked", %{})
     ]
   end
@@ -179,6 +189,66 @@ defmodule Snakepit.EnvDoctor do
         grpcio: grpc,
         protobuf: protobuf
       })
+
+  # The worker's own choice (snakepit_bridge.worker.choose_server) for this
+  # BEAM's SNAKEPIT_WORKER_SERVER, which workers inherit.
+  @worker_server_probe """
+  import os, sys
+  sys.path.insert(0, sys.argv[1])
+  from snakepit_bridge.worker import SERVER_ENV, StartupError, choose_server
+  try:
+      path, why = choose_server(os.environ.get(SERVER_ENV) or "auto")
+  except StartupError as exc:
+      path, why = "!error", str(exc)
+  print(path)
+  print(why.replace("\\n", " "))
+  """
+
+  defp check_worker_server(_python, %{status: :error}),
+    do: result(:worker_server, "worker server", :error, "not checked: grpc did not import", %{})
+
+  defp check_worker_server(python, _grpc) do
+    bridge = :code.priv_dir(:snakepit) |> Path.join("python")
+    requested = System.get_env("SNAKEPIT_WORKER_SERVER") || "auto"
+    details = %{requested: requested}
+
+    case python_lines(python, [@worker_server_probe, bridge]) do
+      {:ok, ["core", why]} ->
+        result(
+          :worker_server,
+          "worker server",
+          :ok,
+          "grpc's core layer: #{why}",
+          Map.put(details, :path, :core)
+        )
+
+      {:ok, ["fallback", why]} ->
+        status = if requested == "fallback", do: :ok, else: :warning
+
+        result(
+          :worker_server,
+          "worker server",
+          status,
+          "grpc.server fallback (about twice the CPU per call): #{why}",
+          Map.put(details, :path, :fallback)
+        )
+
+      {:ok, ["!error", why]} ->
+        result(:worker_server, "worker server", :error, why, details)
+
+      {:ok, other} ->
+        result(
+          :worker_server,
+          "worker server",
+          :error,
+          "unexpected probe output #{inspect(other)}",
+          details
+        )
+
+      {:error, output} ->
+        result(:worker_server, "worker server", :error, last_line(output), details)
+    end
+  end
 
   defp numpy_result("!" <> error) do
     result(
@@ -393,8 +463,10 @@ defmodule Snakepit.EnvDoctor do
   defp result(name, label, status, message, details),
     do: %{name: name, label: label, status: status, message: message, details: details}
 
-  defp python_lines(python, script) do
-    case System.cmd(python, ["-c", script], stderr_to_stdout: true) do
+  defp python_lines(python, script) when is_binary(script), do: python_lines(python, [script])
+
+  defp python_lines(python, [script | args]) do
+    case System.cmd(python, ["-c", script | args], stderr_to_stdout: true) do
       {output, 0} -> {:ok, String.split(output, "\n", trim: true)}
       {output, _} -> {:error, String.trim(output)}
     end

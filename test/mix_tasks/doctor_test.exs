@@ -53,6 +53,7 @@ defmodule Snakepit.MixTasks.DoctorTest do
           ~r/^ok    config +2 pools: :default, :app_adapter$/m,
           ~r/^ok    interpreter +\/\S+python3 \(Python 3\.\d+\.\d+, GIL\), chosen by the first system interpreter that can import grpc$/m,
           ~r/^ok    grpc +grpcio \d\S*, protobuf \d\S*$/m,
+          ~r/^ok    worker server +grpc's core layer: grpcio \d\S* has the core layer it needs$/m,
           ~r/^(ok  |warn)  numpy /m,
           ~r/^ok    nif +\S+snakepit_nif\.so loaded$/m,
           ~r/^ok    runtime dir +\S+ \(mode 0700, owned by uid \d+, writable\)$/m,
@@ -63,6 +64,26 @@ defmodule Snakepit.MixTasks.DoctorTest do
         ] do
       assert output =~ line
     end
+  end
+
+  test "names the worker server SNAKEPIT_WORKER_SERVER forces, and refuses a bad value", %{
+    dir: dir
+  } do
+    {output, status} =
+      TempApp.mix(dir, ["snakepit.doctor"], [{"SNAKEPIT_WORKER_SERVER", "fallback"}])
+
+    assert status == 0, output
+
+    assert output =~
+             ~r/^ok    worker server +grpc\.server fallback \(about twice the CPU per call\): forced by --server fallback or SNAKEPIT_WORKER_SERVER=fallback$/m
+
+    {output, status} =
+      TempApp.mix(dir, ["snakepit.doctor"], [{"SNAKEPIT_WORKER_SERVER", "fastest"}])
+
+    assert status != 0
+
+    assert output =~
+             ~r/^FAIL  worker server +SNAKEPIT_WORKER_SERVER \/ --server must be one of auto, core, fallback, got 'fastest'$/m
   end
 
   test "fails, naming the pool and showing the traceback, on an adapter that does not import", %{

@@ -25,6 +25,10 @@ SHOWCASE = "snakepit_bridge.adapters.showcase.ShowcaseAdapter"
 TEST_ADAPTERS = "snakepit_test_adapters"
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 
+# The worker's server for this run: `make test` runs the suite twice, once
+# with SNAKEPIT_WORKER_SERVER=fallback (grpc.server), once without (the core layer).
+SERVER_PATH = "fallback" if os.environ.get("SNAKEPIT_WORKER_SERVER") == "fallback" else "core"
+
 JSON_TYPE_URL = "type.googleapis.com/snakepit.json"
 BINARY_TYPE_URL = "type.googleapis.com/snakepit.binary"
 
@@ -69,10 +73,12 @@ def make_request(
     params: Optional[Dict[str, Any]] = None,
     binary: Optional[Dict[str, bytes]] = None,
     session_id: str = "",
+    request_id: int = 0,
 ) -> Any:
     return pb2.ExecuteToolRequest(
         tool_name=tool,
         session_id=session_id,
+        request_id=request_id,
         parameters={k: json_any(v) for k, v in (params or {}).items()},
         binary_parameters=binary or {},
     )

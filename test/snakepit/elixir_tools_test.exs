@@ -1,5 +1,7 @@
 defmodule Snakepit.ElixirToolsTest do
   use Snakepit.PoolCase, async: false
+  # `make test` runs these again on the worker's grpc.server fallback.
+  @moduletag :worker_path
 
   alias Snakepit.Bridge.ToolRegistry
 

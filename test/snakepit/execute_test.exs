@@ -1,5 +1,7 @@
 defmodule Snakepit.ExecuteTest do
   use Snakepit.PoolCase, async: false
+  # `make test` runs these again on the worker's grpc.server fallback.
+  @moduletag :worker_path
 
   # The application's :default pool (config/test.exs), real Python workers.
 

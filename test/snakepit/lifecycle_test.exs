@@ -1,5 +1,7 @@
 defmodule Snakepit.LifecycleTest do
   use Snakepit.PoolCase, async: false
+  # `make test` runs these again on the worker's grpc.server fallback.
+  @moduletag :worker_path
 
   @fixtures Path.expand("../fixtures/python", __DIR__)
 

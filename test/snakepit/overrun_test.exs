@@ -3,6 +3,8 @@ defmodule Snakepit.OverrunTest do
   # it really ends; one that runs past its deadline by more than
   # tool_overrun_grace_ms gets its worker killed and replaced.
   use Snakepit.PoolCase, async: false
+  # `make test` runs these again on the worker's grpc.server fallback.
+  @moduletag :worker_path
 
   setup do
     :telemetry.attach_recorder()

@@ -1,6 +1,8 @@
 defmodule Snakepit.PythonAdapterTest do
   @moduledoc "The Python adapter contract (issue 13): lifecycle, telemetry, results, streams."
   use Snakepit.PoolCase, async: false
+  # `make test` runs these again on the worker's grpc.server fallback.
+  @moduletag :worker_path
 
   import ExUnit.CaptureLog
 

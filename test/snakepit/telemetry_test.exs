@@ -1,5 +1,7 @@
 defmodule Snakepit.TelemetryTest do
   use Snakepit.PoolCase, async: false
+  # `make test` runs these again on the worker's grpc.server fallback.
+  @moduletag :worker_path
 
   setup do
     :telemetry.attach_recorder()

@@ -1,5 +1,7 @@
 defmodule Snakepit.ThreadProfileTest do
   use Snakepit.PoolCase, async: false
+  # `make test` runs these again on the worker's grpc.server fallback.
+  @moduletag :worker_path
   import ExUnit.CaptureLog
 
   @fixtures Path.expand("../fixtures/python", __DIR__)

@@ -11,6 +11,10 @@ with the native runtime:
 * ``--lifeline-fd`` is the read end of a pipe whose write end only the
   parent holds: EOF means the parent is gone and a small watchdog SIGKILLs
   the worker's process group (children included);
+* it serves from grpc's core layer (``core_server.CoreServer``), or from
+  ``grpc.server`` when the installed grpcio lacks what that needs or
+  ``--server fallback`` / ``SNAKEPIT_WORKER_SERVER=fallback`` asks for it;
+  the ready log line names the path (``server=core`` / ``server=fallback``);
 * SIGTERM stops the server, letting in-flight calls finish for
   ``--shutdown-grace-ms``, runs the adapter's ``cleanup()``, sends the
   telemetry still buffered, and exits 0.
@@ -42,6 +46,7 @@ from google.protobuf import any_pb2, timestamp_pb2
 
 from . import json_codec, telemetry
 from .base_adapter import BaseAdapter, ToolResolver, is_tool
+from .core_server import CoreServer, StreamFailure, caller_gone_message, unavailable_reason
 from .otel_tracing import reset_correlation_id, set_correlation_id
 from .telemetry.backends.elixir import ElixirBackend
 
@@ -51,9 +56,9 @@ log = logging.getLogger("snakepit.worker")
 
 JSON_TYPE_URL = "type.googleapis.com/snakepit.json"
 BINARY_TYPE_URL = "type.googleapis.com/snakepit.binary"
-# One tool runs at a time; the other threads answer pings and refuse calls
-# whose caller gave up while they waited for the gate.
-PROCESS_PROFILE_EXECUTOR_THREADS = 8
+# grpc.server's executor threads beyond the tool capacity: they answer pings
+# and refuse calls whose caller gave up while they waited for the gate.
+FALLBACK_SPARE_THREADS = 7
 DEFAULT_ADAPTER = "snakepit_bridge.adapters.showcase.ShowcaseAdapter"
 
 # Result types that are JSON-encoded as they are (no generator/coroutine checks).
@@ -86,13 +91,6 @@ def error_json(exc: BaseException, max_message: Optional[int] = None, max_traceb
 
 def _status_error_json(exc: BaseException) -> str:
     return error_json(exc, MAX_STATUS_MESSAGE_CHARS, MAX_STATUS_TRACEBACK_CHARS)
-
-
-class _CallerGone(Exception):
-    """The call's deadline passed (or it was cancelled) before its turn came."""
-
-    def __init__(self, tool: str) -> None:
-        super().__init__(f"tool {tool} was not started: its caller gave up waiting")
 
 
 class StartupError(Exception):
@@ -314,14 +312,16 @@ def _decode_args(request: Any) -> Dict[str, Any]:
 class WorkerServicer(pb2_grpc.BridgeServiceServicer):
     """Serves one adapter instance's tools (``ToolResolver`` dispatch)."""
 
-    def __init__(self, adapter: Any, thread_safety_checks: bool = False, one_at_a_time: bool = False) -> None:
+    def __init__(self, adapter: Any, thread_safety_checks: bool = False, capacity: Optional[int] = None) -> None:
         self.adapter = adapter
         resolver = adapter._resolver() if isinstance(adapter, BaseAdapter) else ToolResolver(adapter)
         self._resolver = resolver
         self.tool_names: List[str] = resolver.names
-        # Process profile: one tool at a time, even when a call the parent
-        # gave up on (deadline, cancelled) is still running here.
-        self._tool_gate: Optional[threading.Lock] = threading.Lock() if one_at_a_time else None
+        # grpc.server's gate: at most ``capacity`` tools at a time (1 in the
+        # process profile), even when a call the parent gave up on
+        # (deadline, cancelled) is still running here. The core-layer server
+        # needs none: its tool threads are the capacity.
+        self._tool_gate: Optional[threading.Semaphore] = threading.Semaphore(capacity) if capacity else None
         # Request ids of the calls past the gate, reported by Ping: a call
         # whose caller gave up keeps its slot in the pool until it leaves.
         self._running: Set[int] = set()
@@ -355,6 +355,13 @@ class WorkerServicer(pb2_grpc.BridgeServiceServicer):
             return False
         return True
 
+    def track_running(self, request_id: int) -> None:
+        """The core-layer server's gate: its tool threads are the capacity."""
+        self._running.add(request_id)
+
+    def untrack_running(self, request_id: int) -> None:
+        self._running.discard(request_id)
+
     def _leave_gate(self, request_id: int) -> None:
         self._running.discard(request_id)
         if self._tool_gate is not None:
@@ -375,30 +382,17 @@ class WorkerServicer(pb2_grpc.BridgeServiceServicer):
             if tracker is not None:
                 tracker.exit(name)
 
-    # --- RPCs ----------------------------------------------------------
-
-    def Ping(self, request: Any, context: Any) -> Any:
-        # set.copy() is atomic under the GIL; iterating the live set is not.
-        running = self._running.copy()
-        return pb2.PingResponse(message=request.message or "pong", server_time=_now(), running_requests=running)
-
-    def Heartbeat(self, request: Any, context: Any) -> Any:
-        return pb2.HeartbeatResponse(server_time=_now(), session_valid=True)
-
-    def ExecuteTool(self, request: Any, context: Any) -> Any:
+    def run_tool(self, request: Any) -> Any:
+        """Runs a unary call's tool (its turn has come) and returns the
+        ExecuteToolResponse; a failing tool is an error reply, not a raise."""
         start = time.perf_counter()
         name = request.tool_name
-        gated = False
         token = None
         try:
             if request.metadata:
                 token = set_correlation_id(request.metadata.get("correlation_id"))
             invoke = self._prepare(request)
-            args = _decode_args(request)
-            gated = self._enter_gate(context, request.request_id)
-            if not gated:
-                raise _CallerGone(name)
-            result = self._call(invoke, args, name)
+            result = self._call(invoke, _decode_args(request), name)
             rtype = type(result)
             if rtype is bytes or rtype is bytearray:
                 any_result = any_pb2.Any(type_url=BINARY_TYPE_URL, value=bytes(result))
@@ -407,22 +401,21 @@ class WorkerServicer(pb2_grpc.BridgeServiceServicer):
             return pb2.ExecuteToolResponse(
                 success=True, result=any_result, execution_time_ms=int((time.perf_counter() - start) * 1000)
             )
-        except _CallerGone as gone:
-            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(gone))
         except BaseException as exc:  # SystemExit from a tool is an error reply too
             return pb2.ExecuteToolResponse(
                 success=False, error_message=error_json(exc), execution_time_ms=int((time.perf_counter() - start) * 1000)
             )
         finally:
-            if gated:
-                self._leave_gate(request.request_id)
             if token is not None:
                 reset_correlation_id(token)
 
-    def ExecuteStreamingTool(self, request: Any, context: Any) -> Any:
+    def stream_chunks(self, request: Any) -> Iterator[Any]:
+        """The ToolChunks of a streaming call (its turn has come), ending
+        with a final chunk. A failure before or between chunks raises
+        ``StreamFailure``; closing this generator closes the tool's."""
         name = request.tool_name
         tracker = self._tracker
-        tracked = gated = False
+        tracked = False
         chunks: Optional[Iterator[Any]] = None
         token = set_correlation_id(request.metadata.get("correlation_id")) if request.metadata else None
         try:
@@ -430,27 +423,17 @@ class WorkerServicer(pb2_grpc.BridgeServiceServicer):
             try:
                 invoke = self._prepare(request)
                 args = _decode_args(request)
-                # The whole stream holds the gate: its generator runs tool
-                # code on every next().
-                gated = self._enter_gate(context, request.request_id)
-                if not gated:
-                    raise _CallerGone(name)
                 if tracker is not None:
                     tracker.enter(name)
                     tracked = True
                 chunks = _as_iterator(invoke(args))
-            except _CallerGone as gone:
-                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(gone))
             except BaseException as exc:
                 failure = _status_error_json(exc)
             if failure is not None:
-                context.abort(grpc.StatusCode.UNKNOWN, failure)
+                raise StreamFailure(failure)
             index = 0
             final_sent = False
             while True:
-                if not context.is_active():
-                    log.info("stream %s cancelled by the client after %d chunks", name, index)
-                    return
                 try:
                     payload, is_final, metadata = _chunk_parts(next(chunks))
                     chunk = _chunk(index, payload, is_final, metadata)
@@ -461,7 +444,7 @@ class WorkerServicer(pb2_grpc.BridgeServiceServicer):
                 except BaseException as exc:
                     failure = _status_error_json(exc)
                 if failure is not None:
-                    context.abort(grpc.StatusCode.UNKNOWN, failure)
+                    raise StreamFailure(failure)
                 yield chunk
                 final_sent = final_sent or is_final
                 index += 1
@@ -476,12 +459,18 @@ class WorkerServicer(pb2_grpc.BridgeServiceServicer):
                     log.exception("closing the stream of tool %s failed", name)
             if tracked:
                 tracker.exit(name)
-            if gated:
-                self._leave_gate(request.request_id)
             if token is not None:
                 reset_correlation_id(token)
 
-    def GetWorkerReport(self, request: Any, context: Any) -> Any:
+    def ping_response(self, request: Any) -> Any:
+        # set.copy() is atomic under the GIL; iterating the live set is not.
+        running = self._running.copy()
+        return pb2.PingResponse(message=request.message or "pong", server_time=_now(), running_requests=running)
+
+    def heartbeat(self) -> Any:
+        return pb2.HeartbeatResponse(server_time=_now(), session_valid=True)
+
+    def worker_report(self) -> Any:
         resp = pb2.WorkerReportResponse()
         stats = self._tracker.snapshot() if self._tracker is not None else {}
         for name in sorted(set(self.tool_names) | set(stats)):
@@ -493,6 +482,52 @@ class WorkerServicer(pb2_grpc.BridgeServiceServicer):
                 thread_safe=self._resolver.is_thread_safe(name),
             )
         return resp
+
+    # --- RPCs (grpc.server) ----------------------------------------------
+
+    def Ping(self, request: Any, context: Any) -> Any:
+        return self.ping_response(request)
+
+    def Heartbeat(self, request: Any, context: Any) -> Any:
+        return self.heartbeat()
+
+    def ExecuteTool(self, request: Any, context: Any) -> Any:
+        if not self._enter_gate(context, request.request_id):
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, caller_gone_message(request.tool_name))
+        try:
+            return self.run_tool(request)
+        finally:
+            self._leave_gate(request.request_id)
+
+    def ExecuteStreamingTool(self, request: Any, context: Any) -> Any:
+        # The whole stream holds the gate: its generator runs tool code on
+        # every next().
+        if not self._enter_gate(context, request.request_id):
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, caller_gone_message(request.tool_name))
+        chunks = self.stream_chunks(request)
+        try:
+            index = 0
+            while True:
+                if not context.is_active():
+                    log.info("stream %s cancelled by the client after %d chunks", request.tool_name, index)
+                    return
+                failure: Optional[str] = None
+                try:
+                    chunk = next(chunks)
+                except StopIteration:
+                    return
+                except StreamFailure as exc:
+                    failure = exc.details
+                if failure is not None:
+                    context.abort(grpc.StatusCode.UNKNOWN, failure)
+                yield chunk
+                index += 1
+        finally:
+            chunks.close()
+            self._leave_gate(request.request_id)
+
+    def GetWorkerReport(self, request: Any, context: Any) -> Any:
+        return self.worker_report()
 
     # --- served by the native runtime, not by workers --------------------
 
@@ -639,6 +674,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         default=2000,
         help="how long in-flight calls may finish after SIGTERM (the parent's own grace, less a margin)",
     )
+    parser.add_argument(
+        "--server",
+        default=os.environ.get(SERVER_ENV) or "auto",
+        help=f"auto (the default: grpc's core layer when grpcio allows it), core or fallback (grpc.server); env {SERVER_ENV}",
+    )
     parser.add_argument("--health-check", action="store_true", help="import the adapter and exit 0 (or 1)")
     upstream = parser.add_argument_group("upstream options (accepted, see the README)")
     upstream.add_argument("--max-workers", type=int, default=None, help="thread pool size (threads_per_worker decides)")
@@ -743,28 +783,69 @@ def build_adapter(args: argparse.Namespace) -> Any:
     return adapter
 
 
-def start_server(servicer: WorkerServicer, args: argparse.Namespace) -> Tuple[Any, int]:
-    """Starts the gRPC server on ``--socket``; returns it and its executor size."""
-    max_workers = args.threads + 2 if args.profile == "thread" else PROCESS_PROFILE_EXECUTOR_THREADS
+SERVER_ENV = "SNAKEPIT_WORKER_SERVER"
+SERVER_CHOICES = ("auto", "core", "fallback")
+_SERVER_OPTIONS = (
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.max_send_message_length", -1),
+    ("grpc.so_reuseport", 0),
+)
+
+
+def choose_server(requested: str) -> Tuple[str, str]:
+    """Which server a worker uses, ``("core" | "fallback", why)``, for
+    ``--server`` / ``SNAKEPIT_WORKER_SERVER`` (auto, core or fallback)."""
+    if requested not in SERVER_CHOICES:
+        raise StartupError("ServerError", f"{SERVER_ENV} / --server must be one of {', '.join(SERVER_CHOICES)}, got {requested!r}")
+    if requested == "fallback":
+        return "fallback", f"forced by --server fallback or {SERVER_ENV}=fallback"
+    reason = unavailable_reason()
+    if reason is None:
+        return "core", f"grpcio {grpc.__version__} has the core layer it needs"
+    if requested == "core":
+        raise StartupError("ServerError", f"--server core: {reason}")
+    return "fallback", f"grpcio {grpc.__version__}: {reason}"
+
+
+def _bind(server: Any, socket_path: str) -> None:
+    if os.path.exists(socket_path):
+        os.unlink(socket_path)
+    try:
+        port = server.add_insecure_port("unix:" + socket_path)
+    except RuntimeError as exc:
+        raise StartupError("BindError", f"cannot bind unix:{socket_path}: {exc}") from exc
+    if port == 0:
+        raise StartupError("BindError", f"cannot bind unix:{socket_path}")
+
+
+def start_server(servicer: WorkerServicer, args: argparse.Namespace) -> Tuple[Any, str]:
+    """Starts the gRPC server on ``--socket``: on grpc's core layer
+    (``core_server``) when the installed grpcio allows it, else
+    ``grpc.server``, which costs about twice the CPU per call. Returns the
+    server and a description of the path for the log."""
+    path, why = choose_server(args.server)
+    if path == "core":
+        try:
+            core = CoreServer(servicer, args.threads, _SERVER_OPTIONS)
+        except Exception as exc:  # an internal API that changed shape
+            if args.server == "core":
+                raise StartupError("ServerError", f"--server core: {type(exc).__name__}: {exc}") from exc
+            path, why = "fallback", f"grpcio {grpc.__version__}: the core layer failed to start ({type(exc).__name__}: {exc})"
+        else:
+            _bind(core, args.socket)
+            core.start()
+            return core, f"core (1 poll thread, {args.threads} tool thread(s); {why})"
+    if args.server == "auto":
+        log.warning("serving with grpc.server, not grpc's core layer (about twice the CPU per call): %s", why)
+    max_workers = args.threads + FALLBACK_SPARE_THREADS
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="snakepit"),
-        options=[
-            ("grpc.max_receive_message_length", -1),
-            ("grpc.max_send_message_length", -1),
-            ("grpc.so_reuseport", 0),
-        ],
+        options=list(_SERVER_OPTIONS),
     )
     pb2_grpc.add_BridgeServiceServicer_to_server(servicer, server)
-    if os.path.exists(args.socket):
-        os.unlink(args.socket)
-    try:
-        port = server.add_insecure_port("unix:" + args.socket)
-    except RuntimeError as exc:
-        raise StartupError("BindError", f"cannot bind unix:{args.socket}: {exc}") from exc
-    if port == 0:
-        raise StartupError("BindError", f"cannot bind unix:{args.socket}")
+    _bind(server, args.socket)
     server.start()
-    return server, max_workers
+    return server, f"fallback (grpc.server, {max_workers} executor threads; {why})"
 
 
 def install_stop_signals() -> threading.Event:
@@ -818,18 +899,18 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         backend = install_telemetry(args)
         adapter = build_adapter(args)
         servicer = WorkerServicer(
-            adapter, thread_safety_checks=args.thread_safety_checks, one_at_a_time=args.profile == "process"
+            adapter, thread_safety_checks=args.thread_safety_checks, capacity=args.threads
         )
-        server, executor_threads = start_server(servicer, args)
+        server, server_path = start_server(servicer, args)
     except Exception as exc:
         fail_startup(args.ready_fd, exc)
     stop = install_stop_signals()
     log.info(
-        "ready: adapter=%s profile=%s threads=%d executor=%d socket=%s run_id=%s tools=%d",
+        "ready: adapter=%s profile=%s threads=%d server=%s socket=%s run_id=%s tools=%d",
         args.adapter,
         args.profile,
         args.threads,
-        executor_threads,
+        server_path,
         args.socket,
         args.snakepit_run_id,
         len(servicer.tool_names),
