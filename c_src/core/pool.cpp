@@ -26,6 +26,9 @@ struct Pool::Request {
   WorkerKey worker = 0;
   std::string worker_id;
   std::atomic<bool> finished{false};
+  // Its worker's exit took it (pool lock held): that exit answers it, with
+  // the cause, even if its transport error arrives first.
+  bool taken_by_exit = false;
 
   std::mutex handle_mutex;
   std::shared_ptr<CallHandle> handle;
@@ -621,7 +624,10 @@ void Pool::on_exit(WorkerKey key) {
   scheduler_.remove_worker(key);
   auto inflight = std::move(owned->inflight);
   for (auto& [id, held] : owned->held) inflight.emplace(id, std::move(held.first));
-  for (auto& [id, request] : inflight) requests_.erase(id);
+  for (auto& [id, request] : inflight) {
+    requests_.erase(id);
+    request->taken_by_exit = true;
+  }
   std::vector<std::shared_ptr<Request>> stranded;  // waited for this worker only
   for (auto id : scheduler_.remove_required(key)) {
     stranded.push_back(requests_.at(id));
@@ -887,8 +893,10 @@ void Pool::on_call_done(const std::shared_ptr<Request>& request, TransportResult
   Outcome outcome = outcome_from(*request, std::move(result));
   std::vector<Dispatch> dispatches;
   bool held = false;
+  bool taken_by_exit = false;
   {
     std::lock_guard lock(mutex_);
+    taken_by_exit = request->taken_by_exit;
     auto* worker = find_worker(request->worker);
     held = worker != nullptr && result_status == TransportResult::Status::unavailable && !stopping_;
     // A held call stays in requests_ so stop() still answers it.
@@ -925,7 +933,7 @@ void Pool::on_call_done(const std::shared_ptr<Request>& request, TransportResult
   }
   // The freed worker gets its next call before this reply is decoded and sent.
   for (auto& [next, connection] : dispatches) start_call(next, connection);
-  if (!held) finish(request, std::move(outcome));
+  if (!held && !taken_by_exit) finish(request, std::move(outcome));
 }
 
 void Pool::release_held(WorkerKey key, RequestId id) {
