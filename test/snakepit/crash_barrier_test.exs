@@ -49,8 +49,7 @@ defmodule Snakepit.CrashBarrierTest do
                       }}
 
       assert is_binary(worker_id)
-      # KNOWN GAP (stop 9 note): :unknown when the connection drop came first.
-      assert class in [:abort, :unknown]
+      assert class == :abort
     end
 
     test "idempotent in the arguments, as upstream reads it, after a segfault", ctx do
@@ -64,8 +63,7 @@ defmodule Snakepit.CrashBarrierTest do
       assert_receive {:telemetry_event, [:snakepit, :worker, :crash], _,
                       %{classification: class, retry: true}}
 
-      # KNOWN GAP (stop 9 note): :unknown when the connection drop came first.
-      assert class in [:segfault, :unknown]
+      assert class == :segfault
     end
 
     test "a call not marked idempotent is not retried", ctx do
@@ -74,19 +72,13 @@ defmodule Snakepit.CrashBarrierTest do
                  pool_name: ctx.pool
                )
 
+      assert error.details.reason == :worker_exited
+      assert error.details.classification == :segfault
+      assert error.details.exit_signal == "SIGSEGV"
       assert error.details.crash_retries == 0
 
-      # KNOWN GAP (stop 9 note): the connection's drop may still reach the
-      # caller before the worker's exit, without its cause.
-      if error.details.reason == :worker_exited do
-        assert error.details.classification == :segfault
-        assert error.details.exit_signal == "SIGSEGV"
-
-        assert error.message =~
-                 "killed by signal SIGSEGV (Segmentation fault) while running the request"
-      else
-        assert error.details.reason == :worker_unavailable
-      end
+      assert error.message =~
+               "killed by signal SIGSEGV (Segmentation fault) while running the request"
 
       assert File.exists?(ctx.marker)
 

@@ -40,15 +40,9 @@ defmodule Snakepit.WorkerFailureTest do
     assert {:error, %Snakepit.Error{category: :worker} = error} = Task.await(task, 10_000)
     assert error.message =~ worker.id
     # The cause, not a dropped connection: the worker guard saw the signal.
-    # KNOWN GAP (stop 9 note): about one run in three the connection's drop
-    # still reaches the caller first, as :worker_unavailable.
-    if error.details.reason == :worker_exited do
-      assert error.message =~ "killed by signal SIGKILL (Killed) while running the request"
-      assert error.details.exit_signal == "SIGKILL"
-    else
-      assert error.details.reason == :worker_unavailable
-    end
-
+    assert error.details.reason == :worker_exited
+    assert error.message =~ "killed by signal SIGKILL (Killed) while running the request"
+    assert error.details.exit_signal == "SIGKILL"
     assert {:ok, 2} = Snakepit.execute("add", %{a: 1, b: 1}, pool_name: pool, timeout: 15_000)
   end
 
@@ -62,18 +56,14 @@ defmodule Snakepit.WorkerFailureTest do
     assert {:error, %Snakepit.Error{category: :worker} = error} =
              result = Task.await(task, 10_000)
 
-    # KNOWN GAP (stop 9 note): the connection's drop may still come first.
-    if error.details.reason == :worker_exited do
-      assert error.details.exit_signal == "SIGSEGV"
+    assert error.details.reason == :worker_exited
+    assert error.details.exit_signal == "SIGSEGV"
 
-      assert error.message =~
-               "killed by signal SIGSEGV (Segmentation fault) while running the request"
+    assert error.message =~
+             "killed by signal SIGSEGV (Segmentation fault) while running the request"
 
-      assert {:ok, %{classification: :segfault, exit_code: 139, signal: "SIGSEGV"}} =
-               Snakepit.CrashBarrier.crash_info(result, Snakepit.CrashBarrier.config())
-    else
-      assert error.details.reason == :worker_unavailable
-    end
+    assert {:ok, %{classification: :segfault, exit_code: 139, signal: "SIGSEGV"}} =
+             Snakepit.CrashBarrier.crash_info(result, Snakepit.CrashBarrier.config())
   end
 
   test "a worker that exits by itself mid-call: its exit status reaches the caller" do
@@ -88,13 +78,9 @@ defmodule Snakepit.WorkerFailureTest do
     assert {:error, %Snakepit.Error{category: :worker} = error} =
              Snakepit.execute("exit_worker", %{code: 7}, pool_name: pool)
 
-    # KNOWN GAP (stop 9 note): the connection's drop may still come first.
-    if error.details.reason == :worker_exited do
-      assert error.details.exit_status == 7
-      assert error.message =~ "exited with status 7 while running the request"
-    else
-      assert error.details.reason == :worker_unavailable
-    end
+    assert error.details.reason == :worker_exited
+    assert error.details.exit_status == 7
+    assert error.message =~ "exited with status 7 while running the request"
   end
 
   test "a queued caller that dies has its request removed from the queue" do
