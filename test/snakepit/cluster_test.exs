@@ -214,18 +214,28 @@ defmodule Snakepit.ClusterTest do
     killer =
       Task.async(fn ->
         Process.sleep(1_500)
+        :ok = :net_kernel.monitor_nodes(true)
+        sent_at = now_ms()
         killed_at = kill!(c)
 
         detected =
           time_until(fn -> c.node not in Enum.map(Cluster.nodes(@pool), & &1.node) end, 5_000)
 
-        {killed_at, detected}
+        nodedown_at =
+          receive do
+            {:nodedown, node} when node == c.node -> now_ms()
+          after
+            5_000 -> nil
+          end
+
+        {sent_at, killed_at, detected, nodedown_at}
       end)
 
     # 24 callers on 12 slots: each node runs 4 calls and has about 4 queued.
     records = load(24, 4_000, 100, fn _ -> whoami(200) end)
-    {killed_at, detected} = Task.await(killer)
+    {sent_at, killed_at, detected, nodedown_at} = Task.await(killer)
     known_at = killed_at + detected
+    assert nodedown_at
     {ok, errors} = Enum.split_with(records, &match?({_, _, {:ok, _}}, &1))
 
     node_down =
@@ -273,8 +283,9 @@ defmodule Snakepit.ClusterTest do
 
     report(
       "node kill: #{length(records)} calls, #{length(ok)} ok, #{length(node_down)} :node_down, " <>
-        "#{length(rerouted)} re-routed (queued or in transit there), lost 0; kill -> out of routing " <>
-        "#{detected} ms, -> last :node_down #{max(last_node_down - killed_at, 0)} ms, -> every call " <>
+        "#{length(rerouted)} re-routed (queued or in transit there), lost 0; kill(1) started -> " <>
+        "its return #{killed_at - sent_at} ms, -> nodedown #{nodedown_at - sent_at} ms; kill(1) " <>
+        "returned -> out of routing #{detected} ms, -> last :node_down #{max(last_node_down - killed_at, 0)} ms, -> every call " <>
         "issued before the kill answered #{last_in_flight - killed_at} ms, -> throughput >= 90 % " <>
         "#{inspect(recovered_after)} ms; 2-node rate from kill + 0.5 s #{Float.round(recovered, 1)} calls/s (slot bound 40)"
     )
