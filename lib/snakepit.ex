@@ -263,17 +263,20 @@ defmodule Snakepit do
   @doc false
   # The serving side of a remote call (Snakepit.Cluster.Executor): submits
   # to this node's workers of a clustered pool, whose running entry it has.
+  # The NIF also sends {ref, :started} when a worker takes the call.
   @spec submit_local(atom(), tuple(), String.t(), map(), keyword(), boolean()) ::
           {:ok, map()} | {:error, Error.t()}
   def submit_local(pool_name, entry, command, args, opts, stream?) do
-    submit_routed(new_call(pool_name, command, stream?), entry, args, opts, stream?)
+    call = pool_name |> new_call(command, stream?) |> Map.put(:notify_started, true)
+    submit_routed(call, entry, args, opts, stream?)
   end
 
   @doc false
   # execute/3 on this node's workers of a clustered pool (routed here).
   @spec execute_local(atom(), tuple(), String.t(), map(), keyword()) :: result()
   def execute_local(pool_name, entry, command, args, opts) do
-    with {:ok, call} <- submit_local(pool_name, entry, command, args, opts, false) do
+    with {:ok, call} <-
+           submit_routed(new_call(pool_name, command, false), entry, args, opts, false) do
       try do
         call |> await_reply() |> finish(call)
       catch
@@ -287,7 +290,7 @@ defmodule Snakepit do
   @spec stream_local(atom(), tuple(), String.t(), map(), stream_callback(), keyword()) ::
           stream_result()
   def stream_local(pool_name, entry, command, args, callback, opts) do
-    with {:ok, call} <- submit_local(pool_name, entry, command, args, opts, true) do
+    with {:ok, call} <- submit_routed(new_call(pool_name, command, true), entry, args, opts, true) do
       call |> stream_loop(callback, 0) |> finish(call) |> stream_result()
     end
   end
@@ -481,7 +484,7 @@ defmodule Snakepit do
   defp submit_native(call, args, native_opts, prepared?) do
     ref = make_ref()
 
-    case Native.submit(call.handle, call.command, args, native_opts, ref) do
+    case Native.submit(call.handle, call.command, args, started_opt(native_opts, call), ref) do
       {:ok, request_id} ->
         {:ok, call |> Map.merge(%{request_id: request_id, ref: ref}) |> Calls.started()}
 
@@ -503,6 +506,9 @@ defmodule Snakepit do
         end
     end
   end
+
+  defp started_opt(native_opts, %{notify_started: true}), do: Tuple.append(native_opts, true)
+  defp started_opt(native_opts, _call), do: native_opts
 
   defp saturated(call) do
     stats = Native.stats(call.handle)

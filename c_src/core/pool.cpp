@@ -811,6 +811,7 @@ void Pool::cancel(RequestId id) {
 }
 
 void Pool::start_call(const std::shared_ptr<Request>& request, const std::shared_ptr<WorkerConnection>& connection) {
+  if (!request->finished.load()) request->responder->started();
   const auto deadline = request->submitted + request->call.timeout;
   std::weak_ptr<Pool> weak = weak_from_this();
   auto done = [weak, request](TransportResult&& result) {

@@ -87,6 +87,9 @@ class Responder {
   virtual ~Responder() = default;
   virtual void deliver(Outcome&& outcome) noexcept = 0;
   virtual void chunk(std::string&& /*data*/, bool /*binary*/, bool /*is_final*/) noexcept {}
+  // The request left the queue for a worker (before it is sent): a remote
+  // caller re-routes a call lost with its node only if this never came.
+  virtual void started() noexcept {}
 };
 
 }  // namespace snakepit::core

@@ -9,6 +9,7 @@ namespace snakepit::nif {
 #define SNAKEPIT_ATOMS(X) \
   X(ok, "ok") \
   X(chunk, "chunk") \
+  X(started, "started") \
   X(json, "json") \
   X(not_found, "not_found") \
   X(strict_queue, "strict_queue") \

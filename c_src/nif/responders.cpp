@@ -14,8 +14,8 @@ class ProcessResponder final : public core::Responder {
  public:
   // Monitors the caller so that its death cancels request `id`.
   ProcessResponder(NifState& nif, PoolResource* resource, ErlNifPid pid, ERL_NIF_TERM ref, ErlNifEnv* caller_env,
-                   core::RequestId id)
-      : nif_(nif), resource_(resource), pid_(pid), env_(enif_alloc_env()) {
+                   core::RequestId id, bool notify_started)
+      : nif_(nif), resource_(resource), pid_(pid), env_(enif_alloc_env()), notify_started_(notify_started) {
     ref_ = enif_make_copy(env_, ref);
     enif_keep_resource(resource_);
     std::lock_guard lock(resource_->monitors_mutex);
@@ -48,6 +48,16 @@ class ProcessResponder final : public core::Responder {
     }
     ERL_NIF_TERM ref = enif_make_copy(env, ref_);
     enif_send(nullptr, &pid_, env, enif_make_tuple3(env, ref, a.chunk, term));
+    enif_free_env(env);
+  }
+
+  // {ref, :started}, before any chunk or the outcome.
+  void started() noexcept override {
+    if (!notify_started_) return;
+    std::lock_guard lock(mutex_);
+    if (env_ == nullptr) return;
+    ErlNifEnv* env = enif_alloc_env();
+    enif_send(nullptr, &pid_, env, enif_make_tuple2(env, enif_make_copy(env, ref_), nif_.atoms.started));
     enif_free_env(env);
   }
 
@@ -94,6 +104,7 @@ class ProcessResponder final : public core::Responder {
   ERL_NIF_TERM ref_;
   ErlNifMonitor monitor_{};
   bool monitored_ = false;
+  const bool notify_started_;
   std::mutex mutex_;
 };
 
@@ -161,8 +172,9 @@ class ProcessEventSink final : public core::EventSink {
 }  // namespace
 
 std::unique_ptr<core::Responder> make_process_responder(NifState& nif, PoolResource* resource, ErlNifPid pid,
-                                                        ERL_NIF_TERM ref, ErlNifEnv* caller_env, core::RequestId id) {
-  return std::make_unique<ProcessResponder>(nif, resource, pid, ref, caller_env, id);
+                                                        ERL_NIF_TERM ref, ErlNifEnv* caller_env, core::RequestId id,
+                                                        bool notify_started) {
+  return std::make_unique<ProcessResponder>(nif, resource, pid, ref, caller_env, id, notify_started);
 }
 
 std::shared_ptr<core::EventSink> make_event_sink(NifState& nif, ErlNifPid owner) {

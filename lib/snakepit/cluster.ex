@@ -15,8 +15,8 @@ defmodule Snakepit.Cluster do
   capacity and queue about every 100 ms (and at once when it saturates or
   frees up); a node enters routing when its pool has a ready worker, and
   only nodes whose adapter setup matches (a fingerprint of `adapter_args`,
-  `worker_profile`, `capacity_per_worker` and Snakepit's version) route to
-  each other.
+  `worker_profile` and Snakepit's version, not of sizes: nodes may have
+  different numbers of slots) route to each other.
 
   A call goes to a free local slot first; else by the power of two choices
   to one of the remote nodes with free slots; else to the shortest queue

@@ -71,11 +71,18 @@ defmodule Snakepit.ClusterCase do
   Starts peer nodes in parallel, one per `{name, pools}`, each running
   Snakepit with `pools` ready and connected to this node. Returns
   `[%{name, node, peer}]`. The test supervisor stops them at the test's end.
+
+  Options: `args:` more VM arguments (e.g. TLS distribution); `connect:
+  false` leaves them unconnected to this node (which could not join a
+  TLS-distribution cluster).
   """
-  @spec start_peers!([{atom(), [map()]}]) :: [map()]
-  def start_peers!(specs) do
+  @spec start_peers!([{atom(), [map()]}], keyword()) :: [map()]
+  def start_peers!(specs, options \\ []) do
+    extra_args = Keyword.get(options, :args, [])
+    connect? = Keyword.get(options, :connect, true)
+
     specs
-    |> Enum.map(fn {name, pools} -> boot_peer(name, pools) end)
+    |> Enum.map(fn {name, _pools} -> boot_peer(name, extra_args) end)
     |> Enum.map(fn {name, node, options} ->
       peer =
         ExUnit.Callbacks.start_supervised!(
@@ -85,7 +92,7 @@ defmodule Snakepit.ClusterCase do
 
       %{name: name, node: node, peer: peer}
     end)
-    |> Enum.map(&Task.async(fn -> start_snakepit!(&1, pools_of(specs, &1.name)) end))
+    |> Enum.map(&Task.async(fn -> start_snakepit!(&1, pools_of(specs, &1.name), connect?) end))
     |> Enum.map(&Task.await(&1, 120_000))
   end
 
@@ -95,14 +102,14 @@ defmodule Snakepit.ClusterCase do
     end)
   end
 
-  defp boot_peer(name, _pools) do
+  defp boot_peer(name, extra_args) do
     name = :"#{name}_#{System.unique_integer([:positive])}"
     paths = Enum.flat_map(:code.get_path(), &[~c"-pa", &1])
 
     args =
       [~c"-setcookie", Atom.to_charlist(Node.get_cookie())] ++
         [~c"+S", ~c"1:1", ~c"+sbwt", ~c"none", ~c"+sbwtdcpu", ~c"none", ~c"+sbwtdio", ~c"none"] ++
-        paths
+        extra_args ++ paths
 
     options = %{
       name: name,
@@ -117,7 +124,7 @@ defmodule Snakepit.ClusterCase do
     {name, :"#{name}@127.0.0.1", options}
   end
 
-  defp start_snakepit!(peer, pools) do
+  defp start_snakepit!(peer, pools, connect?) do
     call = fn m, f, a -> :peer.call(peer.peer, m, f, a, 120_000) end
     :ok = call.(:logger, :set_primary_config, [:level, :error])
 
@@ -128,7 +135,7 @@ defmodule Snakepit.ClusterCase do
 
     {:ok, _} = call.(Application, :ensure_all_started, [:snakepit])
     :ok = call.(Snakepit.Pool, :await_ready, [Snakepit.Pool, 60_000])
-    true = Node.connect(peer.node)
+    if connect?, do: true = Node.connect(peer.node)
     peer
   end
 
@@ -198,6 +205,26 @@ defmodule Snakepit.ClusterCase do
 
   @doc "Monotonic ms."
   def now_ms, do: System.monotonic_time(:millisecond)
+
+  @doc """
+  Round trips of `n` sequential `whoami(0)` calls of `pool` with `opts`, in
+  µs, sorted (runs on whichever node calls it, e.g. a peer via `on/4`).
+  """
+  @spec round_trips(atom(), pos_integer(), keyword()) :: [non_neg_integer()]
+  def round_trips(pool, n, opts \\ []) do
+    call = fn -> Snakepit.execute("whoami", %{ms: 0}, [pool_name: pool] ++ opts) end
+    {:ok, _} = call.()
+
+    Enum.sort(
+      for _ <- 1..n do
+        {us, {:ok, _}} = :timer.tc(call)
+        us
+      end
+    )
+  end
+
+  @doc "The value at quantile `q` (0..1) of a sorted list."
+  def quantile(sorted, q), do: Enum.at(sorted, min(round(q * length(sorted)), length(sorted) - 1))
 
   @doc "Calls answered within [from, to) per second."
   def rate(records, from, to) do

@@ -49,14 +49,14 @@ defmodule Snakepit.Cluster.Agent do
     end
   end
 
-  @doc "What keeps nodes with a different adapter setup apart (`nil` on a route-only node)."
+  @doc """
+  What keeps nodes with a different adapter setup apart (`nil` on a
+  route-only node). Sizes (workers, threads per worker) are left out: a
+  bigger node is the same service with more slots, and routing weighs
+  slots by the capacity each node publishes.
+  """
   def fingerprint(%{pool_size: 0}), do: nil
-
-  def fingerprint(config),
-    do:
-      :erlang.phash2(
-        {config.adapter_args, config.worker_profile, config.capacity_per_worker, @vsn}
-      )
+  def fingerprint(config), do: :erlang.phash2({config.adapter_args, config.worker_profile, @vsn})
 
   @impl GenServer
   def init(config) do

@@ -7,9 +7,13 @@ defmodule Snakepit.Cluster.Executor do
   # slot), and always ends by exiting with {:snakepit_result, result}: the
   # result rides on the caller's DOWN, so exactly one signal ends the call.
   #
-  # A stream's chunks go to the caller's alias ({:snakepit_chunk, alias,
-  # self(), chunk}); the caller's {:snakepit_grant, n} become Native.grant,
-  # so the NIF's window bounds what is in flight end to end.
+  # Messages to the caller go to its alias (dropped by the runtime once the
+  # caller is done with the call): {:snakepit_started, alias} when a worker
+  # takes the call (the NIF's {ref, :started}), so that a caller whose node
+  # link drops knows whether the call could have run here; a stream's
+  # chunks as {:snakepit_chunk, alias, self(), chunk}. The caller's
+  # {:snakepit_grant, n} become Native.grant, so the NIF's window bounds
+  # what is in flight end to end.
 
   alias Snakepit.{Native, Pool}
   alias Snakepit.Cluster.Agent
@@ -18,17 +22,15 @@ defmodule Snakepit.Cluster.Executor do
   @reply_margin_ms 2_000
 
   @doc false
-  def run(caller, chunk_alias, pool, command, args, opts) do
+  def run(caller, reply_alias, stream?, pool, command, args, opts) do
     caller_monitor = Process.monitor(caller)
 
     case Pool.route(pool) do
       {:cluster, {:cluster, ^pool, local, _defaults}} when local != nil ->
-        stream? = chunk_alias != nil
-
         case Snakepit.submit_local(pool, local, command, args, opts, stream?) do
           {:ok, call} ->
             Agent.served_session(pool, call.session_id)
-            reply = await(call, caller_monitor, chunk_alias)
+            reply = await(call, caller_monitor, reply_alias)
             exit({:snakepit_result, Snakepit.finish_local(reply, call)})
 
           {:error, _} = error ->
@@ -41,18 +43,22 @@ defmodule Snakepit.Cluster.Executor do
     end
   end
 
-  defp await(%{ref: ref} = call, caller_monitor, chunk_alias) do
+  defp await(%{ref: ref} = call, caller_monitor, reply_alias) do
     receive do
+      {^ref, :started} ->
+        send(reply_alias, {:snakepit_started, reply_alias})
+        await(call, caller_monitor, reply_alias)
+
       {^ref, :chunk, chunk} ->
-        send(chunk_alias, {:snakepit_chunk, chunk_alias, self(), Snakepit.build_chunk(chunk)})
-        await(call, caller_monitor, chunk_alias)
+        send(reply_alias, {:snakepit_chunk, reply_alias, self(), Snakepit.build_chunk(chunk)})
+        await(call, caller_monitor, reply_alias)
 
       {^ref, result, worker_id} ->
         {Snakepit.build_reply(result), worker_id}
 
       {:snakepit_grant, credits} ->
         Native.grant(call.handle, call.request_id, credits)
-        await(call, caller_monitor, chunk_alias)
+        await(call, caller_monitor, reply_alias)
 
       {:snakepit_cancel, _} ->
         Snakepit.give_up_local(call)

@@ -5,15 +5,18 @@ defmodule Snakepit.Cluster.Router do
   # hop) and the local pool's exact figures from one NIF call.
   #
   # Remote protocol (one call, caller on node A, executor on node B):
-  #   spawn_request(B, Executor, :run, ..., [:monitor])
+  #   spawn_request(B, Executor, :run, [self(), alias, ...], [:monitor])
   #   {:spawn_reply, req, :error, _}          never started: re-routed
+  #   {:snakepit_started, alias}              a worker on B took the call
   #   {:DOWN, req, _, _, {:snakepit_result, r}} the result
   #   {:DOWN, req, _, _, :snakepit_unavailable} never started: re-routed
-  #   {:DOWN, req, _, _, :noconnection}       lost while it ran: :node_down,
+  #   {:DOWN, req, _, _, :noconnection}       B lost: before :snakepit_started
+  #                                           (queued or in transit there)
+  #                                           re-routed; after it :node_down,
   #                                           or one retry if idempotent
   # The result rides on the DOWN, so one signal ends the call; a caller
-  # that gives up abandons the request and demonitors with :flush, and a
-  # stream's chunks go to an alias it removes, so nothing arrives later.
+  # that gives up abandons the request and demonitors with :flush, and
+  # B's messages go to an alias it removes, so nothing arrives later.
 
   alias Snakepit.{Error, Native}
   alias Snakepit.Cluster.{Agent, Executor, Loads}
@@ -102,10 +105,25 @@ defmodule Snakepit.Cluster.Router do
   # ------------------------------------------------------------- routing
 
   defp run(ctx, exclude, reroutes) do
+    # Taken before the load figures are read: a route event after a node's
+    # loss was known shows a decision made without it.
+    decided_at = System.monotonic_time()
+
     case pick(ctx, exclude) do
-      :local -> local(ctx)
-      {:remote, node} -> remote(ctx, node, exclude, reroutes)
-      {:error, _} = error -> error
+      :local ->
+        local(ctx)
+
+      {:remote, node, reason} ->
+        Snakepit.Telemetry.execute(
+          [:snakepit, :cluster, :route],
+          %{monotonic_time: decided_at},
+          %{pool: ctx.pool, node: node, command: ctx.command, reason: reason}
+        )
+
+        remote(ctx, node, exclude, reroutes)
+
+      {:error, _} = error ->
+        error
     end
   end
 
@@ -157,7 +175,7 @@ defmodule Snakepit.Cluster.Router do
 
   defp pinned(ctx, rows) do
     if Enum.any?(rows, fn {{_, node}, _, _, _, _, _, _} -> node == ctx.target end),
-      do: {:remote, ctx.target},
+      do: {:remote, ctx.target, :pinned},
       else: node_down(ctx, ctx.target, "node #{ctx.target} does not serve this pool")
   end
 
@@ -180,7 +198,7 @@ defmodule Snakepit.Cluster.Router do
         if free != [] and (local_load == nil or remote_size_ok?(ctx)) do
           {{_, node}, _, _, _, _, _, _} = two_choices(free)
           Loads.took_slot(ctx.pool, node)
-          {:remote, node}
+          {:remote, node, :remote_free}
         else
           shortest_queue(ctx, local_load, remote, fresh_after)
         end
@@ -227,7 +245,7 @@ defmodule Snakepit.Cluster.Router do
 
       {_score, node} ->
         Loads.queued_one(ctx.pool, node)
-        {:remote, node}
+        {:remote, node, :remote_queue}
     end
   end
 
@@ -268,7 +286,7 @@ defmodule Snakepit.Cluster.Router do
   end
 
   defp to_target(node) when node == node(), do: :local
-  defp to_target(node), do: {:remote, node}
+  defp to_target(node), do: {:remote, node, :session}
 
   defp no_server(ctx, why) do
     {:error,
@@ -293,7 +311,7 @@ defmodule Snakepit.Cluster.Router do
   # ------------------------------------------------------- remote calls
 
   defp remote(ctx, node, exclude, reroutes) do
-    chunk_alias = if ctx.callback, do: :erlang.alias([:explicit_unalias])
+    reply_alias = :erlang.alias([:explicit_unalias])
     opts = Keyword.put(ctx.opts, :timeout, remaining(ctx))
 
     req =
@@ -301,15 +319,23 @@ defmodule Snakepit.Cluster.Router do
         node,
         Executor,
         :run,
-        [self(), chunk_alias, ctx.pool, ctx.command, ctx.args, opts],
+        [self(), reply_alias, ctx.callback != nil, ctx.pool, ctx.command, ctx.args, opts],
         [:monitor]
       )
 
-    call = %{req: req, pid: nil, node: node, alias: chunk_alias, consumed: 0, delivered: 0}
+    call = %{
+      req: req,
+      pid: nil,
+      node: node,
+      alias: reply_alias,
+      started: false,
+      consumed: 0,
+      delivered: 0
+    }
 
     case await(ctx, call) do
-      {:never_started, _why} when reroutes < @max_reroutes ->
-        telemetry(:reroute, ctx, node)
+      {:never_started, why} when reroutes < @max_reroutes ->
+        telemetry(:reroute, ctx, node, %{why: why})
         run(ctx, [node | exclude], reroutes + 1)
 
       {:never_started, why} ->
@@ -328,18 +354,21 @@ defmodule Snakepit.Cluster.Router do
     end
   end
 
-  defp telemetry(event, ctx, node) do
-    Snakepit.Telemetry.execute([:snakepit, :cluster, event], %{count: 1}, %{
-      pool: ctx.pool,
-      node: node,
-      command: ctx.command
-    })
+  defp telemetry(event, ctx, node, extra \\ %{}) do
+    Snakepit.Telemetry.execute(
+      [:snakepit, :cluster, event],
+      %{count: 1},
+      Map.merge(%{pool: ctx.pool, node: node, command: ctx.command}, extra)
+    )
   end
 
   defp await(ctx, %{req: req} = call) do
     receive do
       {:snakepit_chunk, alias, pid, chunk} when alias == call.alias ->
-        chunk(ctx, %{call | pid: pid}, chunk)
+        chunk(ctx, %{call | pid: pid, started: true}, chunk)
+
+      {:snakepit_started, alias} when alias == call.alias ->
+        await(ctx, %{call | started: true})
 
       {:spawn_reply, ^req, :ok, pid} ->
         await(ctx, %{call | pid: pid})
@@ -353,6 +382,8 @@ defmodule Snakepit.Cluster.Router do
 
         case reason do
           {:snakepit_result, result} -> {:result, outcome(ctx, result)}
+          # No worker there took it: it ran nowhere, whatever became of B.
+          :noconnection when not call.started -> {:never_started, :noconnection}
           :noconnection -> {:lost, call.delivered}
           :snakepit_unavailable -> {:never_started, :unavailable}
           # An executor missing on that node (another release) never submitted.
@@ -451,6 +482,9 @@ defmodule Snakepit.Cluster.Router do
       {:snakepit_chunk, alias, _pid, _chunk} when alias == call.alias ->
         drain(call, wait_ms)
 
+      {:snakepit_started, alias} when alias == call.alias ->
+        drain(call, wait_ms)
+
       {:spawn_reply, ^req, :ok, pid} ->
         send(pid, {:snakepit_cancel, req})
         drain(%{call | pid: pid}, wait_ms)
@@ -485,17 +519,16 @@ defmodule Snakepit.Cluster.Router do
     end
   end
 
-  # The alias goes first, then chunks it already let in are dropped.
-  defp finished(%{alias: nil}), do: :ok
-
-  defp finished(%{alias: chunk_alias}) do
-    :erlang.unalias(chunk_alias)
-    flush_chunks(chunk_alias)
+  # The alias goes first, then what it already let in is dropped.
+  defp finished(%{alias: reply_alias}) do
+    :erlang.unalias(reply_alias)
+    flush_alias(reply_alias)
   end
 
-  defp flush_chunks(chunk_alias) do
+  defp flush_alias(reply_alias) do
     receive do
-      {:snakepit_chunk, ^chunk_alias, _pid, _chunk} -> flush_chunks(chunk_alias)
+      {:snakepit_chunk, ^reply_alias, _pid, _chunk} -> flush_alias(reply_alias)
+      {:snakepit_started, ^reply_alias} -> flush_alias(reply_alias)
     after
       0 -> :ok
     end
