@@ -84,7 +84,7 @@ $(NIF): $(CORE_OBJ) $(NIF_OBJ)
 
 $(GUARD): c_src/guard/worker_guard.cpp c_src/core/child_fds.hpp
 	@mkdir -p $(PRIV)
-	$(CXX) -std=c++20 -O2 -Wall -Wextra -o $@ $<
+	$(CXX) -std=c++20 -O2 -Wall -Wextra $(shell pkg-config --cflags fmt 2>/dev/null) -o $@ $< $(shell pkg-config --libs fmt 2>/dev/null)
 
 $(UNIT_TESTS): $(CORE_OBJ) $(TEST_OBJ)
 	$(CXX) -o $@ $^ $(LDLIBS)
@@ -158,7 +158,7 @@ FUZZ := _build/fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := json_reply stream_chunk python_error writers
 FUZZ_FLAGS := -std=c++20 -O1 -g -Wall -Wextra -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined \
-  $(shell pkg-config --cflags simdjson 2>/dev/null)
+  $(shell pkg-config --cflags simdjson fmt 2>/dev/null)
 FUZZ_LIB_OBJ := $(FUZZ)/obj/codec/json.o $(FUZZ)/obj/core/python_error.o
 FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ)/bin/%)
 .SECONDARY: $(FUZZ_LIB_OBJ)
@@ -178,7 +178,7 @@ $(FUZZ)/obj/%.o: c_src/%.cpp
 $(FUZZ)/bin/%: c_src/fuzz/%.cpp $(FUZZ_LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CXX) $(FUZZ_FLAGS) -fsanitize=fuzzer -MMD -MP -MF $@.d $< $(FUZZ_LIB_OBJ) -o $@ \
-	  $(shell pkg-config --libs simdjson 2>/dev/null)
+	  $(shell pkg-config --libs simdjson fmt 2>/dev/null)
 
 -include $(shell find $(FUZZ) -name '*.d' 2>/dev/null)
 

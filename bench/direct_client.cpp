@@ -2,11 +2,11 @@
 // Python workers (priv/python/grpc_server.py) directly, with no BEAM and no
 // pool in between.
 //
-//   direct_client run --python PY --server grpc_server.py --workers N
-//                     [--adapter CLASS] [--case SPEC]...
-//     Starts N workers (same command line as the pool's process profile,
-//     ready line on fd 3, lifeline on fd 4, unix sockets in a private
-//     directory), then runs every --case in order and prints one line per
+//   direct_client run --python PY --workers N [--case SPEC]... -- WORKER_ARGS...
+//     Starts N workers: PY WORKER_ARGS (the pool's command line after the
+//     interpreter, which bench/run.exs takes from Snakepit.Config) plus what
+//     the pool's spawner adds per worker (--socket in a private directory,
+//     --worker-id, the ready fd and lifeline of c_src/core/child_fds.hpp), then runs every --case in order and prints one line per
 //     case:  RESULT name=... calls=... calls_per_s=... p50_us=... ...
 //
 //     SPEC is comma-separated key=value: name, tool (ping), concurrency (1),
@@ -19,8 +19,7 @@
 //     until a slot frees: the dispatch the pool does. Latency runs from the
 //     moment the caller issues the call to its reply, queueing included.
 //
-//   direct_client startup --python PY --server grpc_server.py [--adapter CLASS]
-//                         [--repeat N]
+//   direct_client startup --python PY [--repeat N] -- WORKER_ARGS...
 //     Spawns one worker N times, one after the other, and prints the time
 //     from spawn to its ready line:  RESULT name=startup run=i ms=...
 //
@@ -53,6 +52,8 @@
 #include <thread>
 #include <vector>
 
+#include "../c_src/core/child_fds.hpp"
+#include "../c_src/core/wire.hpp"
 #include "snakepit_bridge.grpc.pb.h"
 
 extern char** environ;
@@ -62,8 +63,9 @@ namespace {
 namespace pb = ::snakepit::bridge;
 using Clock = std::chrono::steady_clock;
 
-constexpr const char* kJsonType = "type.googleapis.com/snakepit.json";
-constexpr const char* kShowcase = "snakepit_bridge.adapters.showcase.ShowcaseAdapter";
+using snakepit::core::kLifelineFd;
+using snakepit::core::kReadyFd;
+using snakepit::wire::kJsonTypeUrl;
 
 [[noreturn]] void die(const std::string& message) {
   std::fprintf(stderr, "direct_client: %s\n", message.c_str());
@@ -93,7 +95,8 @@ struct Worker {
 };
 
 struct WorkerSpec {
-  std::string python, server, adapter = kShowcase, dir;
+  std::string python, dir;
+  std::vector<std::string> worker_args;  // after the interpreter
 };
 
 Worker spawn_worker(const WorkerSpec& spec, const std::string& id) {
@@ -104,18 +107,18 @@ Worker spawn_worker(const WorkerSpec& spec, const std::string& id) {
 
   Worker worker;
   worker.socket = spec.dir + "/" + id + ".sock";
-  std::vector<std::string> args = {spec.python, "-u",      spec.server,  "--adapter",     spec.adapter,
-                                   "--profile", "process", "--threads",  "1",             "--socket",
-                                   worker.socket, "--worker-id", id, "--ready-fd", "3",
-                                   "--lifeline-fd", "4"};
+  std::vector<std::string> args = {spec.python};
+  args.insert(args.end(), spec.worker_args.begin(), spec.worker_args.end());
+  args.insert(args.end(), {"--socket", worker.socket, "--worker-id", id, "--ready-fd", std::to_string(kReadyFd),
+                           "--lifeline-fd", std::to_string(kLifelineFd)});
   std::vector<char*> argv;
   for (auto& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);
 
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, ready_write, 3);
-  posix_spawn_file_actions_adddup2(&actions, lifeline_read, 4);
+  posix_spawn_file_actions_adddup2(&actions, ready_write, kReadyFd);
+  posix_spawn_file_actions_adddup2(&actions, lifeline_read, kLifelineFd);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
@@ -377,7 +380,7 @@ pb::ExecuteToolRequest make_request(const CaseSpec& spec) {
   request.set_tool_name(spec.tool);
   if (spec.bytes > 0) {
     auto& any = (*request.mutable_parameters())["data"];
-    any.set_type_url(kJsonType);
+    any.set_type_url(kJsonTypeUrl.data(), kJsonTypeUrl.size());
     std::string json;
     json.reserve(spec.bytes + 2);
     json.push_back('"');
@@ -478,7 +481,7 @@ int startup_command(const WorkerSpec& base, int repeat) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) die("usage: direct_client run|startup --python PY --server PATH [options]");
+  if (argc < 2) die("usage: direct_client run|startup --python PY [options] -- WORKER_ARGS...");
   const std::string command = argv[1];
   WorkerSpec spec;
   int workers = 2, repeat = 3;
@@ -489,15 +492,17 @@ int main(int argc, char** argv) {
       if (i + 1 >= argc) die("missing value for " + arg);
       return argv[++i];
     };
+    if (arg == "--") {
+      spec.worker_args.assign(argv + i + 1, argv + argc);
+      break;
+    }
     if (arg == "--python") spec.python = value();
-    else if (arg == "--server") spec.server = value();
-    else if (arg == "--adapter") spec.adapter = value();
     else if (arg == "--workers") workers = std::stoi(value());
     else if (arg == "--repeat") repeat = std::stoi(value());
     else if (arg == "--case") cases.push_back(parse_case(value()));
     else die("unknown argument " + arg);
   }
-  if (spec.python.empty() || spec.server.empty()) die("--python and --server are required");
+  if (spec.python.empty() || spec.worker_args.empty()) die("--python and the worker's arguments after -- are required");
   ::signal(SIGPIPE, SIG_IGN);
   int status = 0;
   if (command == "run") status = run_command(spec, std::max(workers, 1), cases);

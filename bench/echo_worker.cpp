@@ -5,7 +5,7 @@
 //     interpreter with `-c "import grpc, google.protobuf"`);
 //   * `--socket PATH` names the unix socket to serve on; every other
 //     argument (the Python command line the pool builds) is ignored, except
-//     `--ready-fd N` and `--lifeline-fd N` (defaults 3 and 4);
+//     `--ready-fd N` and `--lifeline-fd N` (defaults: c_src/core/child_fds.hpp);
 //   * once the server listens it writes {"status":"ready","pid":N} and a
 //     newline to the ready fd and closes it;
 //   * it exits when the lifeline fd reaches EOF or on SIGTERM / SIGINT.
@@ -24,13 +24,15 @@
 #include <string>
 #include <thread>
 
+#include "../c_src/core/child_fds.hpp"
+#include "../c_src/core/wire.hpp"
 #include "snakepit_bridge.grpc.pb.h"
 
 namespace {
 
 namespace pb = ::snakepit::bridge;
 
-constexpr const char* kJsonType = "type.googleapis.com/snakepit.json";
+using snakepit::wire::kJsonTypeUrl;
 
 void append_json_string(std::string& out, const std::string& text) {
   static constexpr char kHex[] = "0123456789abcdef";
@@ -89,7 +91,7 @@ class EchoService final : public EchoBase {
     json.push_back('}');
     response->set_success(true);
     auto* result = response->mutable_result();
-    result->set_type_url(kJsonType);
+    result->set_type_url(kJsonTypeUrl.data(), kJsonTypeUrl.size());
     result->set_value(std::move(json));
     auto* reactor = context->DefaultReactor();
     reactor->Finish(grpc::Status::OK);
@@ -121,11 +123,11 @@ int main(int argc, char** argv) {
   if (argc > 1 && std::strcmp(argv[1], "-c") == 0) return 0;  // interpreter probe
 
   std::string socket_path;
-  int ready_fd = 3, lifeline_fd = 4;
+  int ready_fd = snakepit::core::kReadyFd, lifeline_fd = snakepit::core::kLifelineFd;
   for (int i = 1; i + 1 < argc; ++i) {
     if (std::strcmp(argv[i], "--socket") == 0) socket_path = argv[++i];
-    else if (std::strcmp(argv[i], "--ready-fd") == 0) ready_fd = parse_fd(argv[++i], 3);
-    else if (std::strcmp(argv[i], "--lifeline-fd") == 0) lifeline_fd = parse_fd(argv[++i], 4);
+    else if (std::strcmp(argv[i], "--ready-fd") == 0) ready_fd = parse_fd(argv[++i], snakepit::core::kReadyFd);
+    else if (std::strcmp(argv[i], "--lifeline-fd") == 0) lifeline_fd = parse_fd(argv[++i], snakepit::core::kLifelineFd);
   }
   if (socket_path.empty()) {
     std::fprintf(stderr, "echo_worker: --socket PATH is required\n");

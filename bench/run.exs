@@ -118,7 +118,14 @@ defmodule Bench.Run do
       client: Path.join(bin, "direct_client"),
       echo_worker: Path.join(bin, "echo_worker"),
       python: python,
-      server: Path.join(bridge, "grpc_server.py"),
+      # The pool's own worker command line (after the interpreter) for a
+      # process-profile showcase worker: the direct client starts the same.
+      worker_argv:
+        :direct
+        |> pool(@showcase, %{})
+        |> Snakepit.Config.normalize_pool()
+        |> Snakepit.Config.native_config(python, Snakepit.Config.globals([]))
+        |> Map.fetch!(:worker_argv),
       adapters_dir: adapters,
       cores: System.schedulers_online(),
       warmup_ms: if(quick, do: 500, else: 1_000),
@@ -225,14 +232,10 @@ defmodule Bench.Run do
         "run",
         "--python",
         python,
-        "--server",
-        ctx.server,
-        "--adapter",
-        @showcase,
         "--workers",
         "2"
       ] ++
-        Enum.flat_map(cases, fn spec -> ["--case", spec] end)
+        Enum.flat_map(cases, fn spec -> ["--case", spec] end) ++ ["--" | ctx.worker_argv]
 
     ctx.client
     |> S.direct(args, ctx.direct_env)
@@ -601,12 +604,9 @@ defmodule Bench.Run do
           "startup",
           "--python",
           ctx.python,
-          "--server",
-          ctx.server,
-          "--adapter",
-          @showcase,
           "--repeat",
-          "#{repeat}"
+          "#{repeat}",
+          "--" | ctx.worker_argv
         ],
         ctx.direct_env
       )

@@ -25,8 +25,8 @@ defmodule Snakepit do
   @max_receive_ms 4_294_967_295 - @reply_margin_ms
   @affinities [:hint, :strict_queue, :strict_fail_fast]
   # Stream chunks are granted back to the native reader in batches of this
-  # size; the native window is twice that, which bounds the caller's mailbox.
-  @stream_grant 16
+  # size (half the window Snakepit.Config sends), which bounds the caller's mailbox.
+  @stream_grant Snakepit.Config.stream_grant()
   # Tags a stream callback's exception, so no value it returns is taken for one.
   @callback_raised :"$snakepit_callback_raised"
 

@@ -1,3 +1,5 @@
+// The JSON writers (string escaping, numbers) and the simdjson parser
+// cache of json.hpp.
 #include "json.hpp"
 
 #include <algorithm>

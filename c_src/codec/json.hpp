@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include <fmt/format.h>
 #include <simdjson.h>
 
 namespace snakepit::codec {
@@ -142,7 +143,7 @@ template <class Builder>
 typename Builder::Value decode(std::string_view json, Builder& builder, simdjson::dom::parser& parser) {
   simdjson::dom::element root;
   auto error = parser.parse(json.data(), json.size(), true).get(root);
-  if (error) throw DecodeError(std::string("invalid JSON from worker: ") + simdjson::error_message(error));
+  if (error) throw DecodeError(fmt::format("invalid JSON from worker: {}", simdjson::error_message(error)));
   return detail::build(root, builder);
 }
 

@@ -26,6 +26,9 @@
 
 namespace snakepit::core {
 
+// The NIF sets every field a user can configure from the map that
+// Snakepit.Config.native_config/3 builds, whose defaults are the product's;
+// the values here serve the unit tests.
 struct PoolConfig {
   std::string name = "default";
   int pool_size = 2;

@@ -2,6 +2,8 @@
 
 #include <simdjson.h>
 
+#include "wire.hpp"
+
 namespace snakepit::core {
 
 void parse_python_error(std::string_view json, Error& error) {
@@ -12,9 +14,9 @@ void parse_python_error(std::string_view json, Error& error) {
     return;
   }
   std::string_view text;
-  if (!root["type"].get(text)) error.python_type = text;
-  if (!root["message"].get(text)) error.message = text;
-  if (!root["traceback"].get(text)) error.traceback = text;
+  if (!root[wire::kErrorTypeField].get(text)) error.python_type = text;
+  if (!root[wire::kErrorMessageField].get(text)) error.message = text;
+  if (!root[wire::kErrorTracebackField].get(text)) error.traceback = text;
 }
 
 }  // namespace snakepit::core

@@ -15,6 +15,8 @@
 #include <variant>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "../codec/json.hpp"
 
 namespace snakepit::fuzz {
@@ -60,8 +62,7 @@ struct TreeBuilder {
 };
 
 [[noreturn]] inline void fail(const char* what, std::string_view input) {
-  std::fprintf(stderr, "invariant broken: %s\ninput (%zu bytes): %.*s\n", what, input.size(),
-               static_cast<int>(input.size()), input.data());
+  fmt::print(stderr, "invariant broken: {}\ninput ({} bytes): {}\n", what, input.size(), input);
   std::abort();
 }
 

@@ -12,6 +12,7 @@
 // status) or "error ERRNO\n" when the worker could not be started. The
 // worker leads its own process group, which the pool signals; the guard
 // stays outside it so it outlives the worker to report.
+#include <fmt/format.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -20,6 +21,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <initializer_list>
@@ -36,9 +38,9 @@ using snakepit::core::kStatusFd;
 
 void report(const char* what, long value) {
   char line[64];
-  const int n = std::snprintf(line, sizeof line, "%s %ld\n", what, value);
+  const auto end = fmt::format_to_n(line, sizeof line, "{} {}\n", what, value);
   // One short write to a pipe is atomic; a pool that went away is no error.
-  if (::write(kStatusFd, line, static_cast<std::size_t>(n)) < 0) return;
+  if (::write(kStatusFd, line, std::min(end.size, sizeof line)) < 0) return;
 }
 
 int spawn_worker(char* const argv[], pid_t& pid) {
@@ -67,10 +69,10 @@ int wait_status(const siginfo_t& info) {
 
 void on_lifeline_closed(pid_t worker) {
   char line[160];
-  const int n = std::snprintf(line, sizeof line,
-                              "snakepit worker guard: lifeline closed, the parent is gone; killing process group %d\n",
-                              static_cast<int>(worker));
-  if (::write(STDERR_FILENO, line, static_cast<std::size_t>(n)) < 0) {
+  const auto end = fmt::format_to_n(
+      line, sizeof line, "snakepit worker guard: lifeline closed, the parent is gone; killing process group {}\n",
+      worker);
+  if (::write(STDERR_FILENO, line, std::min(end.size, sizeof line)) < 0) {
     // stderr's reader is usually the parent that just died.
   }
   ::kill(-worker, SIGKILL);
@@ -101,7 +103,7 @@ int supervise(pid_t worker) {
 
 int main(int argc, char* argv[]) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: %s EXECUTABLE ARGV0 [ARGS...]\n", argv[0]);
+    fmt::print(stderr, "usage: {} EXECUTABLE ARGV0 [ARGS...]\n", argv[0]);
     return 2;
   }
   // Only the pool signals the worker's group; a stray signal to the guard

@@ -19,6 +19,7 @@ namespace snakepit::nif {
   X(true_, "true") \
   X(false_, "false") \
   X(nil, "nil") \
+  X(infinity, "infinity") \
   X(binary, "binary") \
   X(struct_, "__struct__") \
   X(needs_preprocess, "needs_preprocess") \

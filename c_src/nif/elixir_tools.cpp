@@ -1,6 +1,7 @@
 // The Elixir-tools bridge: Python -> Elixir tool calls and telemetry
 // batches from transport::ElixirToolServer handed to the registry process
 // (Snakepit.Bridge), and its replies handed back.
+#include <fmt/format.h>
 #include <cmath>
 #include <mutex>
 #include <optional>
@@ -33,7 +34,7 @@ ERL_NIF_TERM python_telemetry_message(ErlNifEnv* env, const NifState& nif, const
       ERL_NIF_TERM term;
       if (const auto* i = std::get_if<std::int64_t>(&value)) term = enif_make_int64(env, *i);
       else if (const auto* d = std::get_if<double>(&value); d != nullptr && std::isfinite(*d)) term = enif_make_double(env, *d);
-      else if (d != nullptr) term = make_binary(env, std::to_string(*d));  // enif_make_double refuses NaN/inf
+      else if (d != nullptr) term = make_binary(env, fmt::format("{}", *d));  // enif_make_double refuses NaN/inf
       else term = make_binary(env, std::get<std::string>(value));
       measurements.push_back(enif_make_tuple2(env, make_binary(env, key), term));
     }
@@ -118,11 +119,14 @@ void handler_down(ErlNifEnv*, void* object, ErlNifPid*, ErlNifMonitor*) {
   if (server != nullptr) server->fail_pending(watch.token, "the Elixir tool registry stopped before answering");
 }
 
-// elixir_tools_start(handler_pid) -> {:ok, socket_path}
+// elixir_tools_start(handler_pid, socket_path) -> {:ok, socket_path}. The
+// path is Snakepit.Python.elixir_tools_socket/0's, the one the workers are
+// told; a registry that restarts passes the same one again.
 ERL_NIF_TERM elixir_tools_start(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   auto& nif = state(env);
-  const ErlNifPid handler = ArgReader(env, argv).local_pid(0, "a local pid (the tool registry)");
-  const std::string socket = nif.runtime_dir + "/elixir_tools.sock";
+  const ArgReader args(env, argv);
+  const ErlNifPid handler = args.local_pid(0, "a local pid (the tool registry)");
+  const std::string socket = args.string(1, "a socket path (a binary)");
   std::lock_guard lock(nif.elixir_tools_mutex);
   if (!nif.elixir_tools) {
     try {

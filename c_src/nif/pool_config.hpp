@@ -1,8 +1,9 @@
-// Reading a pool's native config map (built by Snakepit.Config) into a
-// core::PoolConfig.
+// Reading a pool's native config map (Snakepit.Config.native_config/3) into
+// a core::PoolConfig.
 #pragma once
 
 #include <erl_nif.h>
+#include <fmt/format.h>
 
 #include <stdexcept>
 #include <string>
@@ -14,7 +15,8 @@ namespace snakepit::nif {
 
 // A key missing from the map or of the wrong type.
 struct BadConfig : std::runtime_error {
-  explicit BadConfig(const std::string& key) : std::runtime_error("native pool config: missing or invalid " + key) {}
+  explicit BadConfig(const std::string& key)
+      : std::runtime_error(fmt::format("native pool config: missing or invalid {}", key)) {}
 };
 
 // Throws BadConfig.

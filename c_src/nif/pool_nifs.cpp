@@ -1,4 +1,5 @@
 // The pool NIFs: start, submit, cancel, grant, stats, workers, reports, stop.
+#include <fmt/format.h>
 #include <algorithm>
 #include <memory>
 #include <string>
@@ -48,7 +49,7 @@ ERL_NIF_TERM pool_start(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
     resource->pool->start();
   } catch (const std::exception& e) {
     resource->pool.reset();
-    return error_with(env, std::string("could not start pool: ") + e.what());
+    return error_with(env, fmt::format("could not start pool: {}", e.what()));
   }
   return enif_make_tuple2(env, nif.atoms.ok, term);
 }

@@ -1,3 +1,6 @@
+// The reply term builders of reply_terms.hpp: results, chunks, error
+// tuples and tool-call arguments, the same on a gRPC thread and in the
+// decode NIFs.
 #include "reply_terms.hpp"
 
 #include <cstring>

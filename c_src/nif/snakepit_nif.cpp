@@ -79,7 +79,7 @@ std::string guard_path() {
   Dl_info info{};
   if (::dladdr(reinterpret_cast<void*>(&guard_path), &info) == 0 || info.dli_fname == nullptr) return {};
   std::string path = info.dli_fname;
-  path = path.substr(0, path.rfind('/') + 1) + "snakepit_worker_guard";
+  path = fmt::format("{}snakepit_worker_guard", path.substr(0, path.rfind('/') + 1));
   return ::access(path.c_str(), X_OK) == 0 ? path : std::string();
 }
 
@@ -121,7 +121,7 @@ int load(ErlNifEnv* env, void** priv_data, ERL_NIF_TERM) {
 
   nif->run_id = random_hex(8);
   const char* base = std::getenv("SNAKEPIT_RUNTIME_DIR");
-  std::string pattern = std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/snakepit-" + nif->run_id + "-XXXXXX";
+  std::string pattern = fmt::format("{}/snakepit-{}-XXXXXX", base != nullptr && *base != '\0' ? base : "/tmp", nif->run_id);
   if (::mkdtemp(pattern.data()) == nullptr)  // mkdtemp makes it 0700
     return load_failed(3, "creating the runtime directory", fmt::format("{}: {}", pattern, std::strerror(errno)));
   nif->runtime_dir = pattern;
@@ -149,7 +149,7 @@ ErlNifFunc nif_functions[] = {
     {"workers", 1, boundary<workers>, 0},
     {"pool_stop", 1, boundary<pool_stop>, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"reports", 2, boundary<reports>, ERL_NIF_DIRTY_JOB_IO_BOUND},
-    {"elixir_tools_start", 1, boundary<elixir_tools_start>, ERL_NIF_DIRTY_JOB_IO_BOUND},
+    {"elixir_tools_start", 2, boundary<elixir_tools_start>, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"elixir_tool_reply", 2, boundary<elixir_tool_reply>, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"elixir_tools_list_reply", 2, boundary<elixir_tools_list_reply>, 0},
     {"decode_result", 1, boundary<decode_result>, 0},

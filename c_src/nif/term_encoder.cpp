@@ -1,4 +1,8 @@
+// TermEncoder (term_encoder.hpp): a call's arguments as JSON parameters,
+// and the message naming the path of the first value that cannot travel.
 #include "term_encoder.hpp"
+
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <cctype>
@@ -58,7 +62,7 @@ std::string TermEncoder::path() const {
 bool TermEncoder::fail(std::string message) {
   status_ = Status::invalid;
   error_path_ = path();
-  error_ = error_path_ + " " + message;
+  error_ = fmt::format("{} {}", error_path_, message);
   return false;
 }
 
@@ -145,8 +149,8 @@ bool TermEncoder::key_text(ERL_NIF_TERM key, std::string& text, unsigned& kinds)
     text = std::to_string(unsigned_number);
     return check_budget(8);
   }
-  text = std::string("has a map key that is ") + describe_type(enif_term_type(env_, key)) +
-         " (keys must be atoms, strings or integers)";
+  text = fmt::format("has a map key that is {} (keys must be atoms, strings or integers)",
+                     describe_type(enif_term_type(env_, key)));
   return false;
 }
 
@@ -184,8 +188,8 @@ bool TermEncoder::check_distinct_keys(ERL_NIF_TERM map) {
   });
   for (std::size_t i = 1; i < keys.size(); ++i) {
     if (keys[i].first != keys[i - 1].first) continue;
-    return fail("has keys " + describe_key(keys[i - 1].second, keys[i - 1].first) + " and " +
-                describe_key(keys[i].second, keys[i].first) + ", which are the same key in JSON");
+    return fail(fmt::format("has keys {} and {}, which are the same key in JSON",
+                            describe_key(keys[i - 1].second, keys[i - 1].first), describe_key(keys[i].second, keys[i].first)));
   }
   return true;
 }
@@ -227,7 +231,7 @@ TermEncoder::Status TermEncoder::encode_args(ERL_NIF_TERM args, std::vector<core
       if (status_ == Status::ok) fail(param.name);
       break;
     }
-    path_.assign(1, "." + param.name);
+    path_.assign(1, fmt::format(".{}", param.name));
     ErlNifBinary bin;
     int arity = 0;
     const ERL_NIF_TERM* elements = nullptr;
@@ -268,7 +272,7 @@ TermEncoder::Status TermEncoder::encode_value(ERL_NIF_TERM value, std::string& o
 }
 
 bool TermEncoder::encode(ERL_NIF_TERM term, std::string& out, int depth) {
-  if (depth > kMaxDepth) return fail("nests deeper than " + std::to_string(kMaxDepth) + " levels");
+  if (depth > kMaxDepth) return fail(fmt::format("nests deeper than {} levels", kMaxDepth));
   switch (enif_term_type(env_, term)) {
     case ERL_NIF_TERM_TYPE_ATOM: {
       if (enif_is_identical(term, atoms_.true_)) {
@@ -317,7 +321,7 @@ bool TermEncoder::encode(ERL_NIF_TERM term, std::string& out, int depth) {
     case ERL_NIF_TERM_TYPE_MAP:
       return encode_map(term, out, depth);
     default:
-      return fail(std::string("is ") + describe_type(enif_term_type(env_, term)) + ", which cannot be sent to Python");
+      return fail(fmt::format("is {}, which cannot be sent to Python", describe_type(enif_term_type(env_, term))));
   }
 }
 
@@ -328,7 +332,7 @@ bool TermEncoder::encode_list(ERL_NIF_TERM list, std::string& out, int depth) {
   path_.emplace_back();
   while (enif_get_list_cell(env_, tail, &head, &tail)) {
     if (index > 0) out.push_back(',');
-    path_.back() = "[" + std::to_string(index) + "]";
+    path_.back() = fmt::format("[{}]", index);
     if (!encode(head, out, depth + 1)) return false;
     ++index;
   }
@@ -364,7 +368,7 @@ bool TermEncoder::encode_map(ERL_NIF_TERM map, std::string& out, int depth) {
     first = false;
     codec::append_string(out, name);
     out.push_back(':');
-    path_.back() = "." + name;
+    path_.back() = fmt::format(".{}", name);
     if (!encode(value, out, depth + 1)) {
       ok = false;
       break;

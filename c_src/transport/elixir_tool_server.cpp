@@ -1,5 +1,9 @@
+// ElixirToolServer (elixir_tool_server.hpp): the async gRPC service Python
+// workers call for Elixir tools and telemetry, its parked calls and their
+// replies.
 #include "elixir_tool_server.hpp"
 
+#include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
@@ -11,13 +15,13 @@
 #include <variant>
 #include <vector>
 
+#include "../core/wire.hpp"
 #include "snakepit_bridge.grpc.pb.h"
 
 namespace snakepit::transport {
 namespace pb = ::snakepit::bridge;
 
 namespace {
-constexpr const char* kJsonType = "type.googleapis.com/snakepit.json";
 constexpr const char* kTakerGone = "the Elixir tool registry stopped before answering";
 // Bounds one batch's Elixir message; the bridge sends at most 1000.
 constexpr int kMaxTelemetryEvents = 5000;
@@ -147,12 +151,12 @@ struct ElixirToolServer::Impl final : pb::BridgeService::CallbackService {
 ElixirToolServer::ElixirToolServer(const std::string& socket_path, Dispatch dispatch) : impl_(std::make_unique<Impl>()) {
   impl_->dispatch = std::move(dispatch);
   grpc::ServerBuilder builder;
-  builder.AddListeningPort("unix:" + socket_path, grpc::InsecureServerCredentials());
+  builder.AddListeningPort(fmt::format("unix:{}", socket_path), grpc::InsecureServerCredentials());
   builder.SetMaxReceiveMessageSize(-1);
   builder.SetMaxSendMessageSize(-1);
   builder.RegisterService(impl_.get());
   impl_->server = builder.BuildAndStart();
-  if (!impl_->server) throw std::runtime_error("cannot listen on unix:" + socket_path);
+  if (!impl_->server) throw std::runtime_error(fmt::format("cannot listen on unix:{}", socket_path));
 }
 
 ElixirToolServer::~ElixirToolServer() {
@@ -171,7 +175,7 @@ void ElixirToolServer::reply_execute(std::uint64_t id, bool ok, std::string resu
   if (response == nullptr) return pending->reactor->Finish(grpc::Status(grpc::StatusCode::INTERNAL, "wrong reply kind"));
   (*response)->set_success(ok);
   if (ok) {
-    (*response)->mutable_result()->set_type_url(kJsonType);
+    (*response)->mutable_result()->set_type_url(wire::kJsonTypeUrl.data(), wire::kJsonTypeUrl.size());
     (*response)->mutable_result()->set_value(std::move(result_json_or_message));
   } else {
     (*response)->set_error_message(std::move(result_json_or_message));

@@ -1,10 +1,15 @@
+// The gRPC transport (grpc_transport.hpp): one channel per worker socket,
+// unary calls, streams read under a credit window, pings; gRPC statuses
+// become core::TransportResult.
 #include "grpc_transport.hpp"
 
+#include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
 #include <mutex>
 
+#include "../core/wire.hpp"
 #include "snakepit_bridge.grpc.pb.h"
 
 namespace snakepit::transport {
@@ -13,8 +18,8 @@ namespace {
 namespace pb = ::snakepit::bridge;
 using core::TransportResult;
 
-constexpr const char* kBinaryType = "type.googleapis.com/snakepit.binary";
-constexpr const char* kJsonType = "type.googleapis.com/snakepit.json";
+using wire::kBinaryTypeUrl;
+using wire::kJsonTypeUrl;
 
 std::chrono::system_clock::time_point to_system(core::TimePoint deadline) {
   return std::chrono::system_clock::now() +
@@ -45,7 +50,7 @@ void fill_request(pb::ExecuteToolRequest& request, core::CallRequest&& call) {
       binaries[param.name] = std::move(param.data);
     } else {
       auto& any = parameters[param.name];
-      any.set_type_url(kJsonType);
+      any.set_type_url(kJsonTypeUrl.data(), kJsonTypeUrl.size());
       any.set_value(std::move(param.data));
     }
   }
@@ -112,8 +117,8 @@ class StreamCall final : public core::CallHandle, public grpc::ClientReadReactor
       return;
     }
     const auto& metadata = chunk_.metadata();
-    auto type = metadata.find("type_url");
-    const bool binary = type != metadata.end() && type->second == kBinaryType;
+    auto type = metadata.find(std::string(wire::kChunkTypeKey));
+    const bool binary = type != metadata.end() && type->second == kBinaryTypeUrl;
     on_chunk_(std::move(*chunk_.mutable_data()), binary, chunk_.is_final());
     std::lock_guard lock(mutex_);
     if (--credits_ > 0) {
@@ -158,7 +163,7 @@ class GrpcConnection final : public core::WorkerConnection {
     // A worker restart must not leave the channel waiting out a long backoff.
     arguments.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
     arguments.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-    channel_ = grpc::CreateCustomChannel("unix:" + socket_path, grpc::InsecureChannelCredentials(), arguments);
+    channel_ = grpc::CreateCustomChannel(fmt::format("unix:{}", socket_path), grpc::InsecureChannelCredentials(), arguments);
     stub_ = pb::BridgeService::NewStub(channel_);
   }
 
@@ -173,7 +178,7 @@ class GrpcConnection final : public core::WorkerConnection {
                                     auto& response = state->response;
                                     result.success = response.success();
                                     if (result.success) {
-                                      result.payload_binary = response.result().type_url() == kBinaryType;
+                                      result.payload_binary = response.result().type_url() == kBinaryTypeUrl;
                                       result.payload = std::move(*response.mutable_result()->mutable_value());
                                     } else {
                                       result.error_json = std::move(*response.mutable_error_message());

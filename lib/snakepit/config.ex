@@ -12,8 +12,10 @@ defmodule Snakepit.Config do
   application environment itself.
 
   Keys Snakepit native does not use (upstream's gRPC listener, instance and
-  process-registry settings, `capacity_strategy`, `memory_threshold_mb`,
-  unknown keys) never stop the boot: the application names them in one
+  process-registry settings, `capacity_strategy`, `memory_threshold_mb`, an
+  `adapter_module` other than upstream's `Snakepit.Adapters.GRPCPython`,
+  which is what every pool here is (the Python class is `--adapter` in
+  `:adapter_args`), unknown keys) never stop the boot: the application names them in one
   warning (`ignored_keys/1`).
 
   ## Pool forms
@@ -55,7 +57,9 @@ defmodule Snakepit.Config do
   value.
   """
 
-  @default_adapter_module Snakepit.Adapters.GRPCPython
+  # Upstream's Elixir adapter for Python over gRPC: what every pool here is,
+  # so naming it changes nothing and is not worth a warning.
+  @grpc_python_adapter Snakepit.Adapters.GRPCPython
   @default_adapter "snakepit_bridge.adapters.showcase.ShowcaseAdapter"
   @global_ctx "in the :snakepit config"
 
@@ -95,7 +99,7 @@ defmodule Snakepit.Config do
     worker_profile: {:one_of, @profiles},
     pool_size: :pos_integer,
     threads_per_worker: :pos_integer,
-    adapter_module: :module,
+    adapter_module: :optional_module,
     adapter_args: :string_list,
     adapter_spec: :optional_string,
     adapter_env: :env,
@@ -122,7 +126,7 @@ defmodule Snakepit.Config do
   @static_defaults %{
     worker_profile: :process,
     threads_per_worker: 10,
-    adapter_module: @default_adapter_module,
+    adapter_module: nil,
     adapter_args: [],
     adapter_spec: nil,
     adapter_env: [],
@@ -327,7 +331,7 @@ defmodule Snakepit.Config do
           pool_size: pos_integer(),
           threads_per_worker: pos_integer(),
           capacity_per_worker: pos_integer(),
-          adapter_module: module(),
+          adapter_module: module() | nil,
           adapter_args: [String.t()],
           adapter: String.t(),
           adapter_env: [{String.t(), String.t()}],
@@ -366,6 +370,28 @@ defmodule Snakepit.Config do
           pool_startup_timeout: pos_integer(),
           pool_await_ready_timeout: timeout()
         }
+
+  # The pool keys the native runtime reads as they are (native_config/3).
+  @native_pool_keys [
+    :pool_size,
+    :capacity_per_worker,
+    :startup_batch_size,
+    :startup_batch_delay_ms,
+    :max_queue_size,
+    :queue_timeout_ms,
+    :restart_backoff_ms,
+    :max_restart_backoff_ms,
+    :graceful_shutdown_timeout_ms,
+    :heartbeat,
+    :worker_ttl_ms,
+    :worker_max_requests,
+    :session_ttl_ms,
+    :tool_overrun_grace_ms
+  ]
+  # Stream chunks read ahead of the consumer (native_config/3, stream_grant/0).
+  @stream_window 32
+  # A worker stops taking new work this long before the pool's own grace ends.
+  @worker_grace_margin_ms 500
 
   @doc "The Python adapter class used when a pool names none."
   @spec default_adapter() :: String.t()
@@ -465,6 +491,80 @@ defmodule Snakepit.Config do
   end
 
   @doc """
+  The map a pool's native runtime starts from (`Snakepit.Native.pool_start/2`,
+  read by `c_src/nif/pool_config.cpp`): every value it uses, under the names
+  users write, from the normalised `pool`, the `globals/1` of the
+  application environment and the resolved `python_executable` path.
+
+  Besides the pool's own keys it holds `:pool_startup_timeout` (from the
+  globals), the worker's command line after the interpreter
+  (`:worker_argv`; the runtime appends the per-worker `--socket`,
+  `--worker-id`, `--snakepit-run-id` and its fds), its complete environment
+  as `NAME=value` strings (`:env`), the working directory and
+  `:stream_window`, the chunks a stream reads ahead of its consumer (see
+  `stream_grant/0`).
+  """
+  @spec native_config(pool_config(), String.t(), globals()) :: map()
+  def native_config(pool, python_executable, globals) do
+    pool
+    |> Map.take(@native_pool_keys)
+    |> Map.merge(%{
+      name: Atom.to_string(pool.name),
+      python_executable: python_executable,
+      worker_argv: worker_argv(pool),
+      env: pool.env |> python_log_level(globals.log_level) |> Snakepit.Python.worker_env(),
+      working_dir: File.cwd!(),
+      pool_startup_timeout: globals.pool_startup_timeout,
+      stream_window: @stream_window
+    })
+  end
+
+  @doc """
+  How many stream chunks a consumer grants back to the native reader at a
+  time: half the window `native_config/3` sends, so the reader never waits
+  while the caller's mailbox holds at most a window of chunks.
+  """
+  @spec stream_grant() :: pos_integer()
+  def stream_grant, do: div(@stream_window, 2)
+
+  defp worker_argv(pool) do
+    profile = [
+      "--profile",
+      Atom.to_string(pool.worker_profile),
+      "--threads",
+      Integer.to_string(pool.capacity_per_worker)
+    ]
+
+    checks = if pool.thread_safety_checks, do: ["--thread-safety-checks"], else: []
+    # In-flight calls may finish after SIGTERM, within the pool's own grace.
+    grace_ms = max(pool.graceful_shutdown_timeout_ms - @worker_grace_margin_ms, 0)
+    grace = ["--shutdown-grace-ms", Integer.to_string(grace_ms)]
+    # Lets the boot-time sweep of another BEAM tell our live workers from orphans.
+    owner = ["--snakepit-owner-pid", System.pid()]
+    # Names the pool in the worker's telemetry metadata.
+    name = ["--pool-name", Atom.to_string(pool.name)]
+
+    ["-u", Path.join(Snakepit.Python.bridge_dir(), "grpc_server.py")] ++
+      pool.adapter_args ++ profile ++ grace ++ owner ++ name ++ checks
+  end
+
+  # Records below Snakepit's log floor would be dropped here anyway; the
+  # worker's logging need not format and write them. An explicit
+  # SNAKEPIT_LOG_LEVEL (adapter_env or this BEAM's environment) wins.
+  defp python_log_level(env, floor) do
+    level =
+      case floor do
+        :none -> "CRITICAL"
+        :warning -> "WARNING"
+        other -> other |> Atom.to_string() |> String.upcase()
+      end
+
+    if List.keymember?(env, "SNAKEPIT_LOG_LEVEL", 0) or System.get_env("SNAKEPIT_LOG_LEVEL"),
+      do: env,
+      else: [{"SNAKEPIT_LOG_LEVEL", level} | env]
+  end
+
+  @doc """
   Upstream's timeout profiles (`config :snakepit, timeout_profile: name`):
   per profile the default `timeout:` of a call (`default_timeout`), of a
   stream (`stream_timeout`) and the queue timeout (`queue_timeout`), in ms.
@@ -492,6 +592,7 @@ defmodule Snakepit.Config do
       [
         keys_part("upstream keys with no meaning in Snakepit native", no_meaning, @global_ctx),
         keys_part("unknown keys", unknown, @global_ctx),
+        keys_part("keys that change nothing here", global_inert_keys(env), @global_ctx),
         heartbeat_ignored(Keyword.get(env, :heartbeat), @global_ctx)
       ] ++ Enum.flat_map(pool_inputs(env), &pool_ignored/1)
 
@@ -533,14 +634,23 @@ defmodule Snakepit.Config do
     keys = Map.keys(attrs)
 
     [
-      keys_part(
-        "keys that change nothing here",
-        Enum.filter(keys, &(&1 in @inert_pool_keys)),
-        ctx
-      ),
+      keys_part("keys that change nothing here", inert_keys(attrs), ctx),
       keys_part("unknown keys", Enum.reject(keys, &(&1 in @allowed_keys)), ctx),
       heartbeat_ignored(Map.get(attrs, :heartbeat), ctx)
     ]
+  end
+
+  defp global_inert_keys(env) do
+    env |> Keyword.take([:adapter_module]) |> Map.new() |> inert_keys()
+  end
+
+  defp inert_keys(attrs) do
+    inert = Enum.filter(Map.keys(attrs), &(&1 in @inert_pool_keys))
+
+    case Map.get(attrs, :adapter_module) do
+      module when module in [nil, @grpc_python_adapter] -> inert
+      _other -> [:adapter_module | inert]
+    end
   end
 
   defp heartbeat_ignored(nil, _ctx), do: nil
@@ -928,10 +1038,10 @@ defmodule Snakepit.Config do
     end
   end
 
-  defp validate(:module, value) when is_atom(value) and value not in [nil, true, false],
+  defp validate(:optional_module, value) when is_atom(value) and value not in [true, false],
     do: {:ok, value}
 
-  defp validate(:module, _value), do: {:error, "a module name (an atom)"}
+  defp validate(:optional_module, _value), do: {:error, "nil or a module name (an atom)"}
 
   defp validate(:affinity, value) when value in @affinities, do: {:ok, value}
 

@@ -23,7 +23,7 @@ defmodule Snakepit.Native do
   def session_drop(_pool, _session_id), do: :erlang.nif_error(:nif_not_loaded)
   def reports(_pool, _timeout_ms), do: :erlang.nif_error(:nif_not_loaded)
   def pool_stop(_pool), do: :erlang.nif_error(:nif_not_loaded)
-  def elixir_tools_start(_handler), do: :erlang.nif_error(:nif_not_loaded)
+  def elixir_tools_start(_handler, _socket_path), do: :erlang.nif_error(:nif_not_loaded)
   def elixir_tool_reply(_call_id, _reply), do: :erlang.nif_error(:nif_not_loaded)
   def elixir_tools_list_reply(_call_id, _tools), do: :erlang.nif_error(:nif_not_loaded)
   def decode_result(_json), do: :erlang.nif_error(:nif_not_loaded)

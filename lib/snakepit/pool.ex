@@ -24,7 +24,7 @@ defmodule Snakepit.Pool do
   use GenServer
   require Logger
 
-  alias Snakepit.{Error, Native, Python, PythonRuntime, Telemetry}
+  alias Snakepit.{Config, Error, Native, Python, PythonRuntime, Telemetry}
   alias Snakepit.Telemetry.PoolEvents
 
   # What the hot path reads per pool: a running pool's handle, default
@@ -356,7 +356,7 @@ defmodule Snakepit.Pool do
   defp start_native(config, globals) do
     python = PythonRuntime.resolve!(python_executable: config.python_executable)
 
-    case config |> native_config(python.path, globals) |> Native.pool_start(self()) do
+    case config |> Config.native_config(python.path, globals) |> Native.pool_start(self()) do
       {:ok, handle} -> {:ok, handle, python}
       {:error, message} -> {:error, message}
     end
@@ -704,78 +704,5 @@ defmodule Snakepit.Pool do
       end)
 
     %{state | waiters: waiters}
-  end
-
-  defp native_config(config, python, globals) do
-    %{
-      name: Atom.to_string(config.name),
-      pool_size: config.pool_size,
-      capacity_per_worker: config.capacity_per_worker,
-      executable: python,
-      worker_argv: worker_argv(config),
-      env: config.env |> python_log_level(globals.log_level) |> Python.worker_env(),
-      working_dir: File.cwd!(),
-      startup_batch_size: config.startup_batch_size,
-      startup_batch_delay_ms: config.startup_batch_delay_ms,
-      startup_timeout_ms: globals.pool_startup_timeout,
-      max_queue: config.max_queue_size,
-      queue_timeout_ms: config.queue_timeout_ms,
-      restart_backoff_ms: config.restart_backoff_ms,
-      max_restart_backoff_ms: config.max_restart_backoff_ms,
-      graceful_shutdown_ms: config.graceful_shutdown_timeout_ms,
-      heartbeat_enabled: config.heartbeat.enabled,
-      ping_interval_ms: config.heartbeat.ping_interval_ms,
-      heartbeat_initial_delay_ms: config.heartbeat.initial_delay_ms,
-      ping_timeout_ms: config.heartbeat.timeout_ms,
-      max_missed_heartbeats: config.heartbeat.max_missed_heartbeats,
-      heartbeat_dependent: config.heartbeat.dependent,
-      worker_ttl_ms: config.worker_ttl_ms || 0,
-      session_ttl_ms: config.session_ttl_ms,
-      tool_overrun_grace_ms: config.tool_overrun_grace_ms,
-      max_requests: max_requests(config.worker_max_requests)
-    }
-  end
-
-  # Records below Snakepit's log floor would be dropped here anyway; the
-  # worker's logging need not format and write them. An explicit
-  # SNAKEPIT_LOG_LEVEL (adapter_env or this BEAM's environment) wins.
-  defp python_log_level(env, floor) do
-    level =
-      case floor do
-        :none -> "CRITICAL"
-        :warning -> "WARNING"
-        other -> other |> Atom.to_string() |> String.upcase()
-      end
-
-    if List.keymember?(env, "SNAKEPIT_LOG_LEVEL", 0) or System.get_env("SNAKEPIT_LOG_LEVEL"),
-      do: env,
-      else: [{"SNAKEPIT_LOG_LEVEL", level} | env]
-  end
-
-  defp max_requests(:infinity), do: 0
-  defp max_requests(count), do: count
-
-  defp worker_argv(config) do
-    profile_args = [
-      "--profile",
-      Atom.to_string(config.worker_profile),
-      "--threads",
-      Integer.to_string(config.capacity_per_worker)
-    ]
-
-    checks = if config.thread_safety_checks, do: ["--thread-safety-checks"], else: []
-    # In-flight calls may finish after SIGTERM, within the pool's own grace.
-    grace = [
-      "--shutdown-grace-ms",
-      Integer.to_string(max(config.graceful_shutdown_timeout_ms - 500, 0))
-    ]
-
-    # Lets the boot-time sweep of another BEAM tell our live workers from orphans.
-    owner = ["--snakepit-owner-pid", System.pid()]
-    # Names the pool in the worker's telemetry metadata.
-    pool = ["--pool-name", Atom.to_string(config.name)]
-
-    ["-u", Path.join(Python.bridge_dir(), "grpc_server.py")] ++
-      config.adapter_args ++ profile_args ++ grace ++ owner ++ pool ++ checks
   end
 end

@@ -20,7 +20,6 @@ REPO = Path(__file__).resolve().parents[2]
 PRIV = REPO / "priv" / "python"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SERVER = PRIV / "grpc_server.py"
-PROTO = REPO / "proto" / "snakepit_bridge.proto"
 SHOWCASE = "snakepit_bridge.adapters.showcase.ShowcaseAdapter"
 TEST_ADAPTERS = "snakepit_test_adapters"
 PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
@@ -29,27 +28,10 @@ PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.execu
 # with SNAKEPIT_WORKER_SERVER=fallback (grpc.server), once without (the core layer).
 SERVER_PATH = "fallback" if os.environ.get("SNAKEPIT_WORKER_SERVER") == "fallback" else "core"
 
-JSON_TYPE_URL = "type.googleapis.com/snakepit.json"
-BINARY_TYPE_URL = "type.googleapis.com/snakepit.binary"
-
-
 def _ensure_stubs() -> None:
-    stubs = [PRIV / "snakepit_bridge_pb2.py", PRIV / "snakepit_bridge_pb2_grpc.py"]
-    if all(p.exists() and p.stat().st_mtime >= PROTO.stat().st_mtime for p in stubs):
-        return
-    subprocess.run(
-        [
-            "protoc",
-            "-I",
-            "proto",
-            "--python_out=priv/python",
-            "--grpc_out=priv/python",
-            "--plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin",
-            "proto/snakepit_bridge.proto",
-        ],
-        cwd=REPO,
-        check=True,
-    )
+    """The Makefile's stub rule (regenerates them when the proto is newer)."""
+    stubs = ["priv/python/snakepit_bridge_pb2.py", "priv/python/snakepit_bridge_pb2_grpc.py"]
+    subprocess.run(["make", "--no-print-directory", "-s", *stubs], cwd=REPO, check=True)
 
 
 _ensure_stubs()
@@ -62,6 +44,7 @@ from google.protobuf import any_pb2  # noqa: E402
 
 import snakepit_bridge_pb2 as pb2  # noqa: E402
 import snakepit_bridge_pb2_grpc as pb2_grpc  # noqa: E402
+from snakepit_bridge.wire import BINARY_TYPE_URL, JSON_TYPE_URL  # noqa: E402,F401
 
 
 def json_any(value: Any) -> any_pb2.Any:

@@ -22,7 +22,7 @@ defmodule Snakepit.ConfigTest do
                pool_size: System.schedulers_online() * 2,
                threads_per_worker: 10,
                capacity_per_worker: 1,
-               adapter_module: Snakepit.Adapters.GRPCPython,
+               adapter_module: nil,
                adapter_args: ["--adapter", @showcase],
                adapter: @showcase,
                adapter_env: [],
@@ -409,6 +409,22 @@ defmodule Snakepit.ConfigTest do
       assert [%{name: :a, memory_threshold_mb: 512}, %{name: :b}] = Config.pools(env)
     end
 
+    test "an adapter_module other than upstream's GRPCPython adapter changes nothing here" do
+      assert Config.ignored_keys(adapter_module: Snakepit.Adapters.GRPCPython) == nil
+
+      assert Config.ignored_keys(
+               pools: [%{name: :a, adapter_module: Snakepit.Adapters.GRPCPython}]
+             ) == nil
+
+      assert Config.ignored_keys(adapter_module: MyApp.Adapter) ==
+               "Snakepit ignores these configuration keys: " <>
+                 "keys that change nothing here in the :snakepit config: :adapter_module"
+
+      assert Config.ignored_keys(pools: [%{name: :a, adapter_module: MyApp.Adapter}]) ==
+               "Snakepit ignores these configuration keys: " <>
+                 "keys that change nothing here in pool :a: :adapter_module"
+    end
+
     test "upstream's showcase and loadtest configs are accepted" do
       showcase = [
         log_level: :error,
@@ -448,6 +464,55 @@ defmodule Snakepit.ConfigTest do
       assert [%{pool_size: 10}] = Config.pools(loadtest)
       assert Config.ignored_keys(showcase) =~ ":max_overflow, :strategy"
       assert Config.ignored_keys(loadtest) =~ ":grpc_timeout, :python_timeout"
+    end
+  end
+
+  describe "native_config/3" do
+    setup do
+      [pool] =
+        Config.pools(pool_config: %{graceful_shutdown_timeout_ms: 2_000, worker_max_requests: 5})
+
+      native =
+        Config.native_config(
+          pool,
+          "/usr/bin/python3",
+          Config.globals(pool_startup_timeout: 1_234)
+        )
+
+      %{pool: pool, native: native}
+    end
+
+    test "sends the pool under the names users write, with the stream window", %{
+      pool: pool,
+      native: native
+    } do
+      assert native.name == "default"
+      assert native.python_executable == "/usr/bin/python3"
+      assert native.graceful_shutdown_timeout_ms == 2_000
+      assert native.worker_max_requests == 5
+      assert native.worker_ttl_ms == nil
+      assert native.pool_startup_timeout == 1_234
+      assert native.max_queue_size == 1_000
+      assert native.heartbeat == pool.heartbeat
+      assert native.stream_window == 2 * Config.stream_grant()
+      # The worker's own grace ends before the pool's.
+      assert ["--shutdown-grace-ms", "1500" | _] =
+               Enum.drop_while(native.worker_argv, &(&1 != "--shutdown-grace-ms"))
+
+      assert ["--adapter", @showcase | _] =
+               Enum.drop_while(native.worker_argv, &(&1 != "--adapter"))
+
+      assert Enum.all?(native.env, &String.contains?(&1, "="))
+    end
+
+    test "the native runtime refuses a map without a key, naming it", %{native: native} do
+      without_timeout = Map.update!(native, :heartbeat, &Map.delete(&1, :timeout_ms))
+
+      assert {:error, "native pool config: missing or invalid heartbeat.timeout_ms"} =
+               Snakepit.Native.pool_start(without_timeout, self())
+
+      assert {:error, "native pool config: missing or invalid stream_window"} =
+               Snakepit.Native.pool_start(Map.delete(native, :stream_window), self())
     end
   end
 
@@ -636,7 +701,7 @@ defmodule Snakepit.ConfigTest do
       assert_invalid(
         %{name: :ml, adapter_module: "Snakepit.Adapters.GRPCPython"},
         ~s(invalid value for :adapter_module in pool :ml: "Snakepit.Adapters.GRPCPython" ) <>
-          "(expected a module name (an atom))"
+          "(expected nil or a module name (an atom))"
       )
     end
 

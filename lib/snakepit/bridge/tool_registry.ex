@@ -159,7 +159,7 @@ defmodule Snakepit.Bridge.ToolRegistry do
   @impl GenServer
   def init(:ok) do
     :ets.new(@table, [:named_table, :protected, :set, read_concurrency: true])
-    {:ok, socket} = Native.elixir_tools_start(self())
+    {:ok, socket} = Native.elixir_tools_start(self(), Snakepit.Python.elixir_tools_socket())
     {:ok, %{socket: socket}}
   end
 

@@ -23,7 +23,8 @@ defmodule Snakepit.Cluster.Router do
 
   @reply_margin_ms 2_000
   @no_deadline_ms 10 * 365 * 24 * 3_600_000
-  @stream_grant 16
+  # Chunks granted back at a time, as for a local stream.
+  @stream_grant Snakepit.Config.stream_grant()
   # A remote queue counts this much fuller than the same local one.
   @remote_penalty 0.25
   # Re-routes of calls that never started, at most.

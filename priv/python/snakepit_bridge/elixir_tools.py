@@ -13,10 +13,10 @@ import threading
 from typing import Any, Dict, List, Optional
 
 from . import json_codec
+from .wire import JSON_TYPE_URL
 
 __all__ = ["ElixirToolError", "ElixirToolNotFoundError", "call", "get_stub", "list_tools"]
 
-JSON_TYPE_URL = "type.googleapis.com/snakepit.json"
 DEFAULT_TIMEOUT_S = 60.0
 
 _lock = threading.Lock()

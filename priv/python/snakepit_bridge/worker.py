@@ -49,13 +49,12 @@ from .base_adapter import BaseAdapter, ToolResolver, is_tool
 from .core_server import CoreServer, StreamFailure, caller_gone_message, unavailable_reason
 from .otel_tracing import reset_correlation_id, set_correlation_id
 from .telemetry.backends.elixir import ElixirBackend
+from .wire import BINARY_TYPE_URL, CHUNK_TYPE_KEY, JSON_TYPE_URL, error_json, error_object, stream_error_json
 
 __all__ = ["WorkerServicer", "main"]
 
 log = logging.getLogger("snakepit.worker")
 
-JSON_TYPE_URL = "type.googleapis.com/snakepit.json"
-BINARY_TYPE_URL = "type.googleapis.com/snakepit.binary"
 # grpc.server's executor threads beyond the tool capacity: they answer pings
 # and refuse calls whose caller gave up while they waited for the gate.
 FALLBACK_SPARE_THREADS = 7
@@ -67,30 +66,6 @@ _PLAIN_TYPES = frozenset({dict, list, str, int, float, bool, type(None), tuple})
 
 # --------------------------------------------------------------------------
 # Errors
-
-# gRPC status details travel as trailing metadata, which clients cap (8 KiB
-# by default): a stream's error keeps the start of its message and the end
-# of its traceback within these.
-MAX_STATUS_MESSAGE_CHARS = 1500
-MAX_STATUS_TRACEBACK_CHARS = 3000
-
-
-def error_json(exc: BaseException, max_message: Optional[int] = None, max_traceback: Optional[int] = None) -> str:
-    """The error contract: JSON {"type","message","traceback"}. Call inside ``except``."""
-    try:
-        message = str(exc)
-    except Exception:  # a broken __str__ must not hide the error
-        message = repr(exc)
-    tb = traceback.format_exc()
-    if max_message is not None and len(message) > max_message:
-        message = message[:max_message] + "..."
-    if max_traceback is not None and len(tb) > max_traceback:
-        tb = "..." + tb[-max_traceback:]
-    return json.dumps({"type": type(exc).__name__, "message": message, "traceback": tb})
-
-
-def _status_error_json(exc: BaseException) -> str:
-    return error_json(exc, MAX_STATUS_MESSAGE_CHARS, MAX_STATUS_TRACEBACK_CHARS)
 
 
 class StartupError(Exception):
@@ -142,18 +117,10 @@ def _collect_async_gen(agen: Any) -> List[Any]:
     return _run(collect())
 
 
-def _materialize(result: Any) -> Any:
-    """Turn lazy tool results into values for a unary reply."""
-    if inspect.isgenerator(result):
-        return list(result)
-    if inspect.isasyncgen(result):
-        return _collect_async_gen(result)
-    if inspect.isawaitable(result):
-        return _materialize(_run(result))
-    if isinstance(result, memoryview):
-        return bytes(result)
-    if isinstance(result, Iterator) and not isinstance(result, (str, bytes, bytearray)):
-        return list(result)
+def _settled(result: Any) -> Any:
+    """The result with any awaitable awaited (on the worker's loop)."""
+    while inspect.isawaitable(result):
+        result = _run(result)
     return result
 
 
@@ -170,19 +137,34 @@ def _iter_async_gen(agen: Any) -> Iterator[Any]:
         _run(agen.aclose())
 
 
-def _as_iterator(result: Any) -> Iterator[Any]:
-    """Iterator over the chunks of a streaming tool's result."""
+def _items(result: Any) -> Optional[Iterator[Any]]:
+    """The items of a lazy (settled) result: a generator, an async generator
+    or another iterator; None for a plain value."""
     if inspect.isgenerator(result):
         return result
     if inspect.isasyncgen(result):
         return _iter_async_gen(result)
-    if inspect.isawaitable(result):
-        result = _run(result)
-        if inspect.isasyncgen(result) or inspect.isgenerator(result):
-            return _as_iterator(result)
     if isinstance(result, Iterator) and not isinstance(result, (str, bytes, bytearray)):
         return result
-    return iter((result,))
+    return None
+
+
+def _materialize(result: Any) -> Any:
+    """Turn lazy tool results into values for a unary reply."""
+    result = _settled(result)
+    if inspect.isasyncgen(result):
+        return _collect_async_gen(result)  # one trip to the loop, not one per item
+    items = _items(result)
+    if items is not None:
+        return list(items)
+    return bytes(result) if isinstance(result, memoryview) else result
+
+
+def _as_iterator(result: Any) -> Iterator[Any]:
+    """Iterator over the chunks of a streaming tool's result."""
+    result = _settled(result)
+    items = _items(result)
+    return items if items is not None else iter((result,))
 
 
 def run_maybe_async(func: Callable[[], Any]) -> Any:
@@ -215,7 +197,7 @@ def _chunk(index: int, payload: Any, is_final: bool, metadata: Optional[Dict[str
     ptype = type(payload)
     if ptype is bytes or ptype is bytearray:
         return pb2.ToolChunk(
-            chunk_id=str(index), data=bytes(payload), is_final=is_final, metadata={"type_url": BINARY_TYPE_URL}
+            chunk_id=str(index), data=bytes(payload), is_final=is_final, metadata={CHUNK_TYPE_KEY: BINARY_TYPE_URL}
         )
     if metadata:
         text = {str(k): str(v) for k, v in metadata.items()}
@@ -428,7 +410,7 @@ class WorkerServicer(pb2_grpc.BridgeServiceServicer):
                     tracked = True
                 chunks = _as_iterator(invoke(args))
             except BaseException as exc:
-                failure = _status_error_json(exc)
+                failure = stream_error_json(exc)
             if failure is not None:
                 raise StreamFailure(failure)
             index = 0
@@ -442,7 +424,7 @@ class WorkerServicer(pb2_grpc.BridgeServiceServicer):
                 except GeneratorExit:
                     raise
                 except BaseException as exc:
-                    failure = _status_error_json(exc)
+                    failure = stream_error_json(exc)
                 if failure is not None:
                     raise StreamFailure(failure)
                 yield chunk
@@ -592,12 +574,12 @@ def write_ready_line(fd: int, payload: Dict[str, Any]) -> None:
 
 def fail_startup(fd: int, exc: BaseException) -> NoReturn:
     """Report a startup failure on the ready fd and exit 1."""
-    type_name = getattr(exc, "type_name", None) or type(exc).__name__
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     sys.stderr.write(tb)
     sys.stderr.flush()
-    log.error("worker startup failed: %s: %s", type_name, exc)
-    write_ready_line(fd, {"status": "error", "type": type_name, "message": str(exc), "traceback": tb})
+    error = error_object(exc, tb, type_name=getattr(exc, "type_name", None))
+    log.error("worker startup failed: %s: %s", error["type"], error["message"])
+    write_ready_line(fd, {"status": "error", **error})
     logging.shutdown()
     sys.stdout.flush()
     # os._exit: a thread the adapter started must not keep a failed worker alive.
@@ -661,8 +643,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--pool-name", default="", help="the pool's name (telemetry metadata)")
     parser.add_argument("--snakepit-run-id", default="", help="run id (recorded only)")
     parser.add_argument("--snakepit-owner-pid", default="", help="OS pid of the owning BEAM (orphan sweep)")
-    parser.add_argument("--ready-fd", type=int, default=3, help="fd for the ready line")
-    parser.add_argument("--lifeline-fd", type=int, default=4, help="lifeline pipe fd; -1 disables")
+    # The spawner (c_src/core/child_fds.hpp) names both fds; there are no defaults to drift.
+    parser.add_argument("--ready-fd", type=int, default=None, help="fd for the ready line (required)")
+    parser.add_argument("--lifeline-fd", type=int, default=-1, help="lifeline pipe fd (default -1: none)")
     parser.add_argument("--profile", choices=("process", "thread"), default="process")
     parser.add_argument("--threads", type=int, default=None, help="threads per worker")
     parser.add_argument(
@@ -695,8 +678,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.health_check:
         args.adapter = args.adapter or DEFAULT_ADAPTER
-    elif args.adapter is None or args.socket is None:
-        parser.error("--adapter and --socket are required")
+    elif args.adapter is None or args.socket is None or args.ready_fd is None:
+        parser.error("--adapter, --socket and --ready-fd are required")
     if args.threads is None:
         if args.profile == "process":
             args.threads = 1
