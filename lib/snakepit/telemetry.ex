@@ -63,7 +63,8 @@ defmodule Snakepit.Telemetry do
       worker_events() ++
       session_events() ++
       fault_events() ++
-      error_events()
+      error_events() ++
+      cluster_events()
   end
 
   defp call_events do
@@ -88,6 +89,7 @@ defmodule Snakepit.Telemetry do
     [
       [:snakepit, :worker, :recycled],
       [:snakepit, :worker, :crash],
+      [:snakepit, :worker, :hung],
       [:snakepit, :heartbeat, :heartbeat_timeout]
     ]
   end
@@ -115,9 +117,15 @@ defmodule Snakepit.Telemetry do
     [
       [:snakepit, :python, :exception, :mapped],
       [:snakepit, :python, :exception, :unmapped],
+      [:snakepit, :python, :telemetry, :dropped],
       [:snakepit, :error, :shape_mismatch],
       [:snakepit, :error, :device],
       [:snakepit, :error, :oom]
     ]
+  end
+
+  # scope: :cluster pools (Snakepit.Cluster.Router).
+  defp cluster_events do
+    for event <- [:route, :reroute, :retry, :node_down], do: [:snakepit, :cluster, event]
   end
 end

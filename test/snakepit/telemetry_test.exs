@@ -138,6 +138,21 @@ defmodule Snakepit.TelemetryTest do
     assert events == Enum.uniq(events)
   end
 
+  test "events/0 lists every event name written out in lib/" do
+    emitted =
+      for path <- Path.wildcard("lib/**/*.ex"),
+          [_, names] <-
+            Regex.scan(~r/Telemetry\.execute\(\s*\[:snakepit((?:,\s*:\w+)+)\]/, File.read!(path)),
+          uniq: true do
+        [:snakepit | names |> String.split(",", trim: true) |> Enum.map(&to_atom/1)]
+      end
+
+    assert length(emitted) > 15
+    assert emitted -- Snakepit.Telemetry.events() == []
+  end
+
+  defp to_atom(name), do: name |> String.trim() |> String.trim_leading(":") |> String.to_atom()
+
   test "with no handler attached nothing is prepared per call" do
     :telemetry.detach_recorder()
     saved = :ets.tab2list(:telemetry_handler_table)
