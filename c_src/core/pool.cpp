@@ -12,7 +12,10 @@
 #include <fmt/format.h>
 #include <simdjson.h>
 
+#include "call_outcome.hpp"
 #include "child_fds.hpp"
+#include "health.hpp"
+#include "pool_errors.hpp"
 #include "python_error.hpp"
 #include "spawner.hpp"
 
@@ -64,17 +67,11 @@ struct Pool::Worker {
   bool start_reported = false;  // a ready line or a start error arrived
   bool replaced = false;        // recycled: its slot's successor is on its way
   bool ending = false;          // signalled by the pool (retired, killed, shutdown): its exit is coming
-  bool probing = false;
-  const char* killed_for = nullptr;  // the pool killed it, for this reason         // a call saw UNAVAILABLE: out of routing until a ping answers
-  int missed_heartbeats = 0;
+  const char* killed_for = nullptr;  // the pool killed it, for this reason
+  Health health;
   // Calls answered to their callers (timed out, cancelled) that the worker
   // may still be running: each keeps its scheduler slot until it is done.
-  struct Abandoned {
-    TimePoint kill_at;
-    TimePoint deadline;
-    std::string tool;
-  };
-  std::map<RequestId, Abandoned> abandoned;
+  std::map<RequestId, AbandonedCall> abandoned;
   // Calls refused with UNAVAILABLE, their outcome held for a while: if the
   // worker's exit comes first, they end as worker_exited with its cause.
   std::map<RequestId, std::pair<std::shared_ptr<Request>, Outcome>> held;
@@ -145,6 +142,11 @@ void Pool::emit(PoolEvent&& event) noexcept {
 Pool::Worker* Pool::find_worker(WorkerKey key) {
   auto it = workers_.find(key);
   return it == workers_.end() ? nullptr : it->second.get();
+}
+
+HealthRules Pool::health_rules() const {
+  return HealthRules{config_.ping_interval, config_.heartbeat_initial_delay, config_.max_missed_heartbeats,
+                     config_.heartbeat_dependent, config_.overrun_grace};
 }
 
 // ---------------------------------------------------------------- spawning
@@ -364,7 +366,7 @@ void Pool::mark_ready(Worker& worker, std::shared_ptr<WorkerConnection> connecti
   auto self = shared_from_this();
   const WorkerKey key = worker.key;
   if (config_.heartbeat_enabled)
-    worker.heartbeat_timer = loop_.add_timer(SteadyClock::now() + config_.heartbeat_initial_delay + config_.ping_interval,
+    worker.heartbeat_timer = loop_.add_timer(first_ping_at(SteadyClock::now(), health_rules()),
                                              [self, key] { self->send_heartbeat(key); });
   if (config_.worker_ttl.count() > 0) {
     std::uniform_real_distribution<double> spread(0.0, config_.ttl_jitter);
@@ -397,18 +399,13 @@ void Pool::on_heartbeat(WorkerKey key, bool ok) {
   std::unique_lock lock(mutex_);
   auto* worker = find_worker(key);
   if (worker == nullptr || worker->ending || stopping_) return;  // pings in flight when it was signalled
-  if (ok) {
-    worker->missed_heartbeats = 0;
-    return;
-  }
-  if (++worker->missed_heartbeats < config_.max_missed_heartbeats) return;
+  const auto verdict = heartbeat_answered(worker->health, ok, health_rules());
+  if (!verdict.timed_out) return;
   ++counters_.heartbeat_failures;
   const std::string id = worker->id;
-  const std::string missed = std::to_string(worker->missed_heartbeats);
+  const std::string missed = std::to_string(verdict.missed);
   const pid_t pid = worker->pid;
-  worker->missed_heartbeats = 0;
-  // Its exit fails what it was running and respawns it.
-  if (config_.heartbeat_dependent) kill_worker(*worker, "missed heartbeats");
+  if (verdict.action == HealthAction::kill) kill_worker(*worker, "missed heartbeats");
   lock.unlock();
   emit(PoolEvent{PoolEvent::Type::heartbeat_timeout, id, pid, {}, missed, {}});
 }
@@ -480,8 +477,7 @@ void Pool::on_probe(WorkerKey key, bool ok) {
     std::lock_guard lock(mutex_);
     auto* worker = find_worker(key);
     if (worker == nullptr || worker->ending || stopping_) return;
-    worker->probing = false;
-    if (!ok) {
+    if (probe_answered(worker->health, ok) == HealthAction::kill) {
       // Dead or wedged: its exit fails what it runs and brings a replacement.
       kill_worker(*worker, "it refused a call and did not answer a ping");
       message = "worker " + worker->id + " refused a call and does not answer a ping; killing it";
@@ -840,57 +836,9 @@ void Pool::start_call(const std::shared_ptr<Request>& request, const std::shared
   if (request->cancel_requested && handle) handle->cancel();
 }
 
-Outcome Pool::outcome_from(const Request& request, TransportResult&& result) const {
-  using Status = TransportResult::Status;
-  switch (result.status) {
-    case Status::ok:
-      break;
-    case Status::deadline_exceeded:
-      return error_outcome(ErrorCategory::timeout, "worker_timeout",
-                           "tool " + request.call.tool + " did not finish within " +
-                               std::to_string(request.call.timeout.count()) + " ms");
-    case Status::cancelled:
-      return error_outcome(ErrorCategory::timeout, "cancelled", "request cancelled by its caller");
-    case Status::unavailable: {
-      auto outcome = error_outcome(ErrorCategory::worker, "worker_unavailable",
-                                   "worker " + request.worker_id + " went away while running the request: " +
-                                       result.grpc_message);
-      outcome.error.grpc_status = result.grpc_code;
-      return outcome;
-    }
-    case Status::other: {
-      // A stream whose tool raised: the worker aborts with the error as JSON.
-      if (result.grpc_code == 2 && !result.grpc_message.empty() && result.grpc_message.front() == '{') {
-        Outcome outcome;
-        outcome.error.category = ErrorCategory::python_error;
-        outcome.error.reason = "python_error";
-        parse_python_error(result.grpc_message, outcome.error);
-        return outcome;
-      }
-      auto outcome = error_outcome(ErrorCategory::grpc_error, "grpc_error", result.grpc_message);
-      outcome.error.grpc_status = result.grpc_code;
-      return outcome;
-    }
-  }
-  Outcome outcome;
-  if (result.success) {
-    outcome.ok = true;
-    outcome.payload = std::move(result.payload);
-    outcome.payload_binary = result.payload_binary;
-    return outcome;
-  }
-  outcome.error.category = ErrorCategory::python_error;
-  outcome.error.reason = "python_error";
-  parse_python_error(result.error_json, outcome.error);
-  return outcome;
-}
-
 void Pool::on_call_done(const std::shared_ptr<Request>& request, TransportResult&& result) {
-  const auto result_status = result.status;
-  // Neither ending came from the worker: it may still be running the tool.
-  const bool may_still_run = result_status == TransportResult::Status::cancelled ||
-                             result_status == TransportResult::Status::deadline_exceeded;
-  Outcome outcome = outcome_from(*request, std::move(result));
+  const auto result_kind = result.kind;
+  Outcome outcome = outcome_from(std::move(result), CallFacts{request->call.tool, request->call.timeout, request->worker_id});
   std::vector<Dispatch> dispatches;
   bool held = false;
   bool taken_by_exit = false;
@@ -898,7 +846,7 @@ void Pool::on_call_done(const std::shared_ptr<Request>& request, TransportResult
     std::lock_guard lock(mutex_);
     taken_by_exit = request->taken_by_exit;
     auto* worker = find_worker(request->worker);
-    held = worker != nullptr && result_status == TransportResult::Status::unavailable && !stopping_;
+    held = worker != nullptr && result_kind == TransportResult::Kind::unavailable && !stopping_;
     // A held call stays in requests_ so stop() still answers it.
     if (!held) requests_.erase(request->id);
     if (worker != nullptr) {
@@ -909,7 +857,7 @@ void Pool::on_call_done(const std::shared_ptr<Request>& request, TransportResult
                         [self = shared_from_this(), key = worker->key, id = request->id] { self->release_held(key, id); });
       }
       ++worker->served;
-      if (may_still_run && !worker->ending && !stopping_) {
+      if (may_still_run(result_kind) && !worker->ending && !stopping_) {
         hold_abandoned(*worker, *request);
       } else {
         scheduler_.release(worker->key);
@@ -920,11 +868,10 @@ void Pool::on_call_done(const std::shared_ptr<Request>& request, TransportResult
                  worker->state == Worker::State::ready && !worker->replaced) {
         loop_.post([self = shared_from_this(), key = worker->key] { self->recycle(key, "max_requests"); });
       }
-      if (result_status == TransportResult::Status::unavailable && !worker->probing && !worker->ending &&
-          !stopping_) {
-        // Its socket refused the call: dead, wedged or a passing fault. Out
-        // of routing until a ping tells which (an exit comes first if dead).
-        worker->probing = true;
+      // Its socket refused the call: dead, wedged or a passing fault. Out
+      // of routing until a ping tells which (an exit comes first if dead).
+      if (result_kind == TransportResult::Kind::unavailable && !worker->ending && !stopping_ &&
+          call_refused(worker->health) == HealthAction::probe) {
         scheduler_.set_routable(worker->key, false);
         loop_.post([self = shared_from_this(), key = worker->key] { self->probe_unavailable(key); });
       }
@@ -964,8 +911,7 @@ void Pool::finish(const std::shared_ptr<Request>& request, Outcome&& outcome) {
 void Pool::hold_abandoned(Worker& worker, const Request& request) {
   const auto now = SteadyClock::now();
   const auto deadline = request.submitted + request.call.timeout;
-  worker.abandoned[request.id] = Worker::Abandoned{std::max(now, deadline) + config_.overrun_grace, deadline,
-                                                   request.call.tool};
+  worker.abandoned[request.id] = abandon(now, deadline, request.call.tool, health_rules());
   if (!worker.abandoned_timer)
     worker.abandoned_timer = loop_.add_timer(now + config_.overrun_poll,
                                              [self = shared_from_this(), key = worker.key] { self->poll_abandoned(key); });
@@ -999,23 +945,16 @@ void Pool::on_running(WorkerKey key, std::optional<std::vector<RequestId>> runni
     auto* worker = find_worker(key);
     if (worker == nullptr || worker->ending || stopping_) return;
     const auto now = SteadyClock::now();
-    for (auto it = worker->abandoned.begin(); it != worker->abandoned.end();) {
-      const bool still_running = !running || std::find(running->begin(), running->end(), it->first) != running->end();
-      if (still_running && now >= it->second.kill_at && !hung) {
-        const auto overrun = std::chrono::duration_cast<Millis>(now - it->second.deadline).count();
-        hung = PoolEvent{PoolEvent::Type::worker_hung, worker->id, worker->pid, {}, it->second.tool, {}, overrun};
-      }
-      if (still_running) {
-        ++it;
-        continue;
-      }
+    auto verdict = check_abandoned(worker->abandoned, running, now);
+    for (auto id : verdict.finished) {
       scheduler_.release(key);
-      it = worker->abandoned.erase(it);
+      worker->abandoned.erase(id);
     }
-    if (hung) {
+    if (verdict.action == HealthAction::kill) {
+      hung = PoolEvent{PoolEvent::Type::worker_hung, worker->id, worker->pid, {}, verdict.hung_tool, {}, verdict.overrun.count()};
       kill_worker(*worker, "a call overran its deadline");  // its exit frees the slots and brings a replacement
     } else {
-      if (!worker->abandoned.empty() && !worker->abandoned_timer)
+      if (verdict.action == HealthAction::ping && !worker->abandoned_timer)
         worker->abandoned_timer = loop_.add_timer(now + config_.overrun_poll,
                                                   [self = shared_from_this(), key] { self->poll_abandoned(key); });
       dispatches = take_queued_dispatches();

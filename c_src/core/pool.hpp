@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "event_loop.hpp"
+#include "health.hpp"
 #include "scheduler.hpp"
 #include "transport.hpp"
 #include "types.hpp"
@@ -232,10 +233,10 @@ class Pool : public std::enable_shared_from_this<Pool> {
   // Delivers the request's one outcome and counts it if it failed.
   void finish(const std::shared_ptr<Request>& request, Outcome&& outcome);
   std::vector<Dispatch> take_queued_dispatches();  // pool lock held
-  Outcome outcome_from(const Request& request, TransportResult&& result) const;
   void emit(PoolEvent&& event) noexcept;
 
   Worker* find_worker(WorkerKey key);  // pool lock held
+  HealthRules health_rules() const;
 
   const PoolConfig config_;
   const std::shared_ptr<Transport> transport_;

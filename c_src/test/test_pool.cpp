@@ -175,37 +175,27 @@ class FakeTransport : public Transport {
   }
 
   static TransportResult ok_result(const CallRequest& request) {
-    TransportResult result;
-    result.success = true;
-    result.payload = "\"" + request.tool + "\"";
-    return result;
+    return TransportResult::success("\"" + request.tool + "\"");
   }
 
   // Returns false if the call had completed already.
   bool complete(const std::shared_ptr<FakeCall>& call, TransportResult result) {
-    using Status = TransportResult::Status;
-    const bool ended_by_client = result.status == Status::cancelled || result.status == Status::deadline_exceeded;
+    using Kind = TransportResult::Kind;
+    const bool ended_by_client = result.kind == Kind::cancelled || result.kind == Kind::deadline_exceeded;
     if (tools_outlive_calls_ && ended_by_client) call->outlives = true;
     if (call->completed.exchange(true)) return false;
     call->done(std::move(result));
     return true;
   }
   bool complete_ok(const std::shared_ptr<FakeCall>& call, std::string payload) {
-    TransportResult result;
-    result.success = true;
-    result.payload = std::move(payload);
-    return complete(call, std::move(result));
+    return complete(call, TransportResult::success(std::move(payload)));
   }
 
   // A cancelled call ends like gRPC ends it: CANCELLED, from another thread.
   void on_cancel(const std::shared_ptr<FakeCall>& call) {
     call->cancelled = true;
     post([this, call] {
-      TransportResult result;
-      result.status = TransportResult::Status::cancelled;
-      result.grpc_code = 1;
-      result.grpc_message = "Cancelled";
-      complete(call, std::move(result));
+      complete(call, TransportResult::ended(TransportResult::Kind::cancelled, 1, "Cancelled"));
     });
   }
 
@@ -607,10 +597,8 @@ TEST_CASE("pool: transport results become outcomes") {
   SUBCASE("python error") {
     auto s = f.submit("boom");
     REQUIRE(f.transport->wait_calls(1));
-    TransportResult result;
-    result.success = false;
-    result.error_json = R"({"type":"ValueError","message":"bad value","traceback":"Traceback: line 1"})";
-    f.transport->complete(f.transport->call(0), std::move(result));
+    f.transport->complete(f.transport->call(0),
+                          TransportResult::tool_error("ValueError", "bad value", "Traceback: line 1"));
     REQUIRE(s.inbox->wait());
     auto outcome = s.inbox->first();
     CHECK_FALSE(outcome.ok);
@@ -624,11 +612,7 @@ TEST_CASE("pool: transport results become outcomes") {
   SUBCASE("binary payload") {
     auto s = f.submit("bytes");
     REQUIRE(f.transport->wait_calls(1));
-    TransportResult result;
-    result.success = true;
-    result.payload = std::string("\x00\xff", 2);
-    result.payload_binary = true;
-    f.transport->complete(f.transport->call(0), std::move(result));
+    f.transport->complete(f.transport->call(0), TransportResult::success(std::string("\x00\xff", 2), true));
     REQUIRE(s.inbox->wait());
     auto outcome = s.inbox->first();
     CHECK(outcome.ok);
@@ -638,10 +622,7 @@ TEST_CASE("pool: transport results become outcomes") {
   SUBCASE("deadline exceeded names the tool") {
     auto s = f.submit("slow_tool", 1234ms);
     REQUIRE(f.transport->wait_calls(1));
-    TransportResult result;
-    result.status = TransportResult::Status::deadline_exceeded;
-    result.grpc_code = 4;
-    f.transport->complete(f.transport->call(0), std::move(result));
+    f.transport->complete(f.transport->call(0), TransportResult::ended(TransportResult::Kind::deadline_exceeded, 4, {}));
     REQUIRE(s.inbox->wait());
     auto outcome = s.inbox->first();
     CHECK_FALSE(outcome.ok);
@@ -653,11 +634,7 @@ TEST_CASE("pool: transport results become outcomes") {
   SUBCASE("other gRPC failure") {
     auto s = f.submit("x");
     REQUIRE(f.transport->wait_calls(1));
-    TransportResult result;
-    result.status = TransportResult::Status::other;
-    result.grpc_code = 13;
-    result.grpc_message = "internal";
-    f.transport->complete(f.transport->call(0), std::move(result));
+    f.transport->complete(f.transport->call(0), TransportResult::ended(TransportResult::Kind::failed, 13, "internal"));
     REQUIRE(s.inbox->wait());
     auto outcome = s.inbox->first();
     CHECK(outcome.error.category == ErrorCategory::grpc_error);
@@ -952,11 +929,7 @@ TEST_CASE("pool: a killed worker fails its request and is replaced") {
 
 namespace {
 TransportResult unavailable_result() {
-  TransportResult result;
-  result.status = TransportResult::Status::unavailable;
-  result.grpc_code = 14;
-  result.grpc_message = "connection refused";
-  return result;
+  return TransportResult::ended(TransportResult::Kind::unavailable, 14, "connection refused");
 }
 }  // namespace
 
@@ -1467,11 +1440,7 @@ TEST_CASE("pool: the first heartbeat waits for the initial delay") {
 
 namespace {
 TransportResult deadline_result() {
-  TransportResult result;
-  result.status = TransportResult::Status::deadline_exceeded;
-  result.grpc_code = 4;
-  result.grpc_message = "Deadline Exceeded";
-  return result;
+  return TransportResult::ended(TransportResult::Kind::deadline_exceeded, 4, "Deadline Exceeded");
 }
 }  // namespace
 
