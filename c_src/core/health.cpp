@@ -5,9 +5,7 @@
 
 namespace snakepit::core {
 
-TimePoint first_ping_at(TimePoint ready_at, const HealthRules& rules) {
-  return ready_at + rules.initial_delay + rules.ping_interval;
-}
+Millis first_ping_delay(const HealthRules& rules) { return rules.initial_delay + rules.ping_interval; }
 
 HeartbeatVerdict heartbeat_answered(Health& health, bool ok, const HealthRules& rules) {
   HeartbeatVerdict verdict;

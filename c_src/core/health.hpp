@@ -31,7 +31,8 @@ struct Health {
   int missed = 0;
 };
 
-TimePoint first_ping_at(TimePoint ready_at, const HealthRules& rules);
+// How long after it got ready a worker gets its first ping.
+Millis first_ping_delay(const HealthRules& rules);
 
 struct HeartbeatVerdict {
   HealthAction action = HealthAction::nothing;  // kill, or nothing

@@ -26,7 +26,7 @@ HealthRules rules(int max_missed = 3, bool dependent = true) {
 }  // namespace
 
 TEST_CASE("health: the first ping waits for the initial delay and one interval") {
-  CHECK(first_ping_at(at(1000), rules()) == at(1500));
+  CHECK(first_ping_delay(rules()) == Millis(500));
 }
 
 TEST_CASE("health: max_missed failed heartbeats in a row time out once, then count afresh") {
