@@ -36,11 +36,13 @@ GEN_SRC := $(GEN)/snakepit_bridge.pb.cc $(GEN)/snakepit_bridge.grpc.pb.cc
 CORE_OBJ := $(CORE_SRC:%.cpp=$(OBJ)/%.o)
 NIF_OBJ := $(NIF_SRC:%.cpp=$(OBJ)/%.o) $(GEN_SRC:$(GEN)/%.cc=$(OBJ)/gen/%.o)
 TEST_OBJ := $(TEST_SRC:%.cpp=$(OBJ)/%.o)
+# Transport code that needs no channel (result classification): unit-tested with core.
+TRANSPORT_PURE_SRC := c_src/transport/call_result.cpp
 UNIT_TESTS := $(BUILD)/unit_tests
 # The same unit tests under AddressSanitizer and UBSan.
 SAN := $(BUILD)/sanitize
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-SAN_OBJ := $(CORE_SRC:%.cpp=$(SAN)/%.o) $(TEST_SRC:%.cpp=$(SAN)/%.o)
+SAN_OBJ := $(CORE_SRC:%.cpp=$(SAN)/%.o) $(TEST_SRC:%.cpp=$(SAN)/%.o) $(TRANSPORT_PURE_SRC:%.cpp=$(SAN)/%.o)
 SAN_TESTS := $(SAN)/unit_tests
 
 .PHONY: all native deps test unit-test sanitize-test python-test elixir-test demo bench clean format fuzz-terms
@@ -86,7 +88,7 @@ $(GUARD): c_src/guard/worker_guard.cpp c_src/core/child_fds.hpp
 	@mkdir -p $(PRIV)
 	$(CXX) -std=c++20 -O2 -Wall -Wextra $(shell pkg-config --cflags fmt 2>/dev/null) -o $@ $< $(shell pkg-config --libs fmt 2>/dev/null)
 
-$(UNIT_TESTS): $(CORE_OBJ) $(TEST_OBJ)
+$(UNIT_TESTS): $(CORE_OBJ) $(TEST_OBJ) $(TRANSPORT_PURE_SRC:%.cpp=$(OBJ)/%.o)
 	$(CXX) -o $@ $^ $(LDLIBS)
 
 $(SAN)/%.o: %.cpp $(GEN_SRC)

@@ -1,3 +1,4 @@
+// EventLoop: epoll, the wake eventfd, timers on the injected clock, posted tasks.
 #include "event_loop.hpp"
 
 #include <sys/epoll.h>
@@ -9,8 +10,10 @@
 
 namespace snakepit::core {
 
-EventLoop::EventLoop()
-    : epoll_(::epoll_create1(EPOLL_CLOEXEC)), wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+EventLoop::EventLoop(ClockFn clock)
+    : epoll_(::epoll_create1(EPOLL_CLOEXEC)),
+      wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+      clock_(clock ? std::move(clock) : ClockFn(&SteadyClock::now)) {
   if (!epoll_.valid() || !wake_fd_.valid()) throw std::system_error(errno, std::generic_category(), "event loop");
   epoll_event ev{};
   ev.events = EPOLLIN;
@@ -115,7 +118,7 @@ void EventLoop::run_posted() {
 }
 
 void EventLoop::run_due_timers() {
-  const auto now = SteadyClock::now();
+  const auto now = clock_();
   while (!timers_.empty() && timers_.begin()->first <= now) {
     auto node = timers_.extract(timers_.begin());
     timer_index_.erase(node.mapped().first);
@@ -125,7 +128,7 @@ void EventLoop::run_due_timers() {
 
 int EventLoop::poll_timeout_ms() const {
   if (timers_.empty()) return -1;
-  auto wait = std::chrono::ceil<Millis>(timers_.begin()->first - SteadyClock::now()).count();
+  auto wait = std::chrono::ceil<Millis>(timers_.begin()->first - clock_()).count();
   return wait < 0 ? 0 : static_cast<int>(std::min<long long>(wait, 60'000));
 }
 

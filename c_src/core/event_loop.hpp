@@ -24,7 +24,8 @@ class EventLoop {
   // Told what a handler, timer or task threw; the loop keeps running.
   using ErrorHandler = std::function<void(const std::string& what)>;
 
-  EventLoop();
+  // `clock` times the timers (default: the steady clock).
+  explicit EventLoop(ClockFn clock = {});
   ~EventLoop();
   EventLoop(const EventLoop&) = delete;
   EventLoop& operator=(const EventLoop&) = delete;
@@ -69,6 +70,7 @@ class EventLoop {
   std::unordered_map<TimerId, std::multimap<TimePoint, std::pair<TimerId, Task>>::iterator> timer_index_;
   TimerId next_timer_ = 1;
   ErrorHandler error_handler_;
+  const ClockFn clock_;
 };
 
 }  // namespace snakepit::core

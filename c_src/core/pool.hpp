@@ -1,6 +1,12 @@
-// One pool of workers: spawns them, tracks them on its event loop, and
-// routes requests through the Scheduler. Thread-safe: submit/cancel/stats
-// come from BEAM threads, completions from transport threads.
+// One pool of workers, the coordinator: spawns them (WorkerProcess), tracks
+// them on its event loop, routes requests through the Scheduler and the
+// SessionTable, carries out the health module's decisions and turns
+// transport results into outcomes (call_outcome). Thread-safe: submit,
+// cancel and stats come from BEAM threads, completions from transport
+// threads. Its code is split by job: pool.cpp (routing), pool_workers.cpp
+// (process lifecycle), pool_health.cpp (heartbeats, probes, recycling,
+// overruns), pool_calls.cpp (running calls, the queue), pool_status.cpp
+// (stop, stats).
 #pragma once
 
 #include <sys/types.h>
@@ -19,6 +25,10 @@
 #include <vector>
 
 #include "event_loop.hpp"
+#include "health.hpp"
+#include "pool_event.hpp"
+#include "pool_request.hpp"
+#include "session_table.hpp"
 #include "scheduler.hpp"
 #include "transport.hpp"
 #include "types.hpp"
@@ -83,34 +93,6 @@ struct PoolConfig {
   int stream_window = 32;       // stream chunks read ahead of the consumer
 };
 
-struct PoolEvent {
-  enum class Type {
-    worker_spawned,
-    worker_ready,
-    worker_start_failed,
-    worker_exited,
-    worker_output,
-    capacity_reached,
-    heartbeat_timeout,  // text: missed count
-    worker_recycled,    // text: "ttl_expired" | "max_requests"
-    worker_hung,        // text: the tool that overran; millis: by how much past its deadline
-    internal_error,     // text: what went wrong on the pool's own thread
-  };
-  Type type;
-  std::string worker_id;
-  int os_pid = 0;
-  std::string stream;  // worker_output: "stdout" | "stderr"
-  std::string text;    // output line, exit description
-  Error error;         // worker_start_failed
-  std::int64_t millis = 0;
-};
-
-class EventSink {
- public:
-  virtual ~EventSink() = default;
-  virtual void emit(PoolEvent&& event) noexcept = 0;
-};
-
 struct PoolStats {
   std::uint64_t requests = 0;
   std::uint64_t errors = 0;
@@ -150,9 +132,15 @@ struct WorkerReport {
   std::optional<std::vector<ToolConcurrency>> tools;  // nullopt: no answer
 };
 
+class WorkerProcess;
+
 class Pool : public std::enable_shared_from_this<Pool> {
  public:
-  Pool(PoolConfig config, std::shared_ptr<Transport> transport, std::shared_ptr<EventSink> sink);
+  // `clock` (default: the steady clock) times every rule: timers, queue
+  // deadlines, overruns, session expiry. Tests pass one they can move
+  // forward, then call clock_moved().
+  Pool(PoolConfig config, std::shared_ptr<Transport> transport, std::shared_ptr<EventSink> sink,
+       ClockFn clock = {});
   ~Pool();
   Pool(const Pool&) = delete;
   Pool& operator=(const Pool&) = delete;
@@ -182,67 +170,102 @@ class Pool : public std::enable_shared_from_this<Pool> {
   // SIGTERM to every worker, SIGKILL after the grace period; every pending
   // request gets an error. Blocks until done: never call on a BEAM scheduler.
   void stop();
+  // The injected clock jumped ahead: runs the timers that became due and
+  // returns once they have run. Not on the pool's loop thread.
+  void clock_moved();
   const PoolConfig& config() const { return config_; }
 
  private:
-  struct Request;
-  struct Worker;
-  struct Slot {
-    int failures = 0;
-    // A recycled worker that keeps serving until the slot's next worker is ready.
-    WorkerKey retiring = 0;
-  };
-  struct Session {
-    WorkerKey worker;
-    std::string worker_id;
-    TimePoint last_used;
-  };
+  using Request = PoolRequest;
+  using Worker = WorkerProcess;
   using Dispatch = std::pair<std::shared_ptr<Request>, std::shared_ptr<WorkerConnection>>;
+  using Lock = std::unique_lock<std::mutex>;
+  // Proof that the caller holds the pool lock: made only from a held lock.
+  // Functions that touch the pool's state without locking take one.
+  class Locked {
+   public:
+    explicit Locked(const Lock& lock);
+    Locked(const Locked&) = delete;
+    Locked& operator=(const Locked&) = delete;
+  };
+  struct Slot {
+    int failures = 0;  // start failures in a row: the restart backoff
+  };
+  struct Route;
+  struct Exit;
 
-  // Loop thread.
+  TimePoint now() const { return clock_(); }
+  template <class F>
+  EventLoop::TimerId at(TimePoint when, F&& task);  // loop thread
+  template <class F>
+  EventLoop::TimerId after(Millis delay, F&& task) {  // loop thread
+    return at(now() + delay, std::forward<F>(task));
+  }
+  template <class F>
+  void post(F&& task);
+  void emit(PoolEvent&& event) noexcept;
+  void emit(const std::string& worker_id, int os_pid, PoolEvent::Data data) noexcept;
+  Worker* find_worker(WorkerKey key, const Locked&);
+  HealthRules health_rules() const;
+
+  // Worker lifecycle, loop thread (pool_workers.cpp).
   void spawn_batch(std::size_t first_slot);
   void spawn_worker(std::size_t slot);
+  bool watch_worker(const Worker& worker);
   void schedule_respawn(std::size_t slot);
+  void on_startup_timeout(WorkerKey key);
   void on_ready_pipe(WorkerKey key);
+  void on_ready(WorkerKey key);
+  void on_start_error(Worker& worker, std::string_view line, const Locked&);
+  void mark_ready(Worker& worker, std::shared_ptr<WorkerConnection> connection, const Locked&);
+  void fail_start(Worker& worker, Error error, const Locked&);
+  void kill_later(WorkerKey key);
   void on_output(WorkerKey key, bool is_stderr);
   void on_exit(WorkerKey key);
-  void on_startup_timeout(WorkerKey key);
-  void arm_queue_timer();
-  void expire_queue();
-  void begin_shutdown();
-  void mark_ready(Worker& worker, std::shared_ptr<WorkerConnection> connection,
-                  std::vector<Dispatch>& dispatches);  // pool lock held
-  void retire(WorkerKey key, const Worker& successor);  // pool lock held
-  void probe_unavailable(WorkerKey key);
-  void on_probe(WorkerKey key, bool ok);
-  void kill_worker(Worker& worker, const char* why);  // pool lock held
-  void schedule_heartbeat(WorkerKey key);
+  std::optional<Exit> take_exited(WorkerKey key, int status, Lock& lock);
+  void answer_exit(Exit& exit);
+
+  // Health and recycling, loop thread (pool_health.cpp).
   void send_heartbeat(WorkerKey key);
   void on_heartbeat(WorkerKey key, bool ok);
-  void recycle(WorkerKey key, const char* reason);
-  void hold_abandoned(Worker& worker, const Request& request);  // pool lock held
+  void probe_unavailable(WorkerKey key);
+  void on_probe(WorkerKey key, bool ok);
+  void kill_worker(Worker& worker, const char* why, const Locked&);
+  void recycle(WorkerKey key, RecycleReason reason);
+  Worker* retiring_in(std::size_t slot, const Locked&);
+  void retire(Worker& worker, const Worker& successor, const Locked&);
+  void terminate_drained(WorkerKey key);
+  void hold_abandoned(Worker& worker, const Request& request, const Locked&);
   void poll_abandoned(WorkerKey key);
   void on_running(WorkerKey key, std::optional<std::vector<RequestId>> running);
-  void terminate_drained(WorkerKey key);
-  void fail_start(Worker& worker, Error error);
-  void release_held(WorkerKey key, RequestId id);
 
-  // Any thread.
-  void start_call(const std::shared_ptr<Request>& request, const std::shared_ptr<WorkerConnection>& connection);
-  void assign(const std::shared_ptr<Request>& request, Worker& worker);  // pool lock held
+  // Routing, any thread (pool.cpp).
+  std::optional<Error> route_session(const Request& request, WorkerKey& bound, const Locked&);
+  std::optional<Error> enqueue(const std::shared_ptr<Request>& request, WorkerKey bound, std::uint64_t group, Lock& lock);
+  void assign(const std::shared_ptr<Request>& request, Worker& worker, const Locked&);
+  std::vector<Dispatch> take_queued_dispatches(const Locked&);
   void sweep_sessions();
+
+  // Calls, any thread (pool_calls.cpp).
+  void start_call(const std::shared_ptr<Request>& request, const std::shared_ptr<WorkerConnection>& connection);
+  void start_dispatches(std::vector<Dispatch>& dispatches);
   void on_call_done(const std::shared_ptr<Request>& request, TransportResult&& result);
+  bool settle_call(const std::shared_ptr<Request>& request, TransportResult::Kind kind, Outcome& outcome,
+                   std::vector<Dispatch>& dispatches, const Locked&);
+  void after_call(Worker& worker, TransportResult::Kind kind, const Locked&);
+  void release_held(WorkerKey key, RequestId id);
   // Delivers the request's one outcome and counts it if it failed.
   void finish(const std::shared_ptr<Request>& request, Outcome&& outcome);
-  std::vector<Dispatch> take_queued_dispatches();  // pool lock held
-  Outcome outcome_from(const Request& request, TransportResult&& result) const;
-  void emit(PoolEvent&& event) noexcept;
+  void arm_queue_timer();
+  void expire_queue();
 
-  Worker* find_worker(WorkerKey key);  // pool lock held
+  // Shutdown, loop thread (pool_status.cpp).
+  void begin_shutdown();
 
   const PoolConfig config_;
   const std::shared_ptr<Transport> transport_;
   const std::shared_ptr<EventSink> sink_;
+  const ClockFn clock_;
   EventLoop loop_;
 
   mutable std::mutex mutex_;
@@ -251,7 +274,7 @@ class Pool : public std::enable_shared_from_this<Pool> {
   std::map<WorkerKey, std::unique_ptr<Worker>> workers_;
   std::unordered_map<RequestId, std::shared_ptr<Request>> requests_;
   std::vector<Slot> slots_;
-  std::unordered_map<std::string, Session> sessions_;
+  SessionTable sessions_;
   std::atomic<RequestId> next_request_{1};
   WorkerKey next_worker_ = 1;
   bool stopping_ = false;
@@ -263,5 +286,16 @@ class Pool : public std::enable_shared_from_this<Pool> {
   std::atomic<std::uint64_t> errors_{0};
   std::minstd_rand jitter_random_{std::random_device{}()};  // loop thread
 };
+
+// The loop's tasks and timers keep the pool alive until they have run.
+template <class F>
+void Pool::post(F&& task) {
+  loop_.post([self = shared_from_this(), task = std::forward<F>(task)]() mutable { task(); });
+}
+
+template <class F>
+EventLoop::TimerId Pool::at(TimePoint when, F&& task) {
+  return loop_.add_timer(when, [self = shared_from_this(), task = std::forward<F>(task)]() mutable { task(); });
+}
 
 }  // namespace snakepit::core

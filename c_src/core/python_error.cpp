@@ -1,3 +1,4 @@
+// parse_python_error: the worker's error object read with simdjson.
 #include "python_error.hpp"
 
 #include <simdjson.h>

@@ -1,3 +1,5 @@
+// Scheduler: slot accounting, least-loaded choice and the FIFO queue with
+// required workers and session groups.
 #include "scheduler.hpp"
 
 #include <algorithm>

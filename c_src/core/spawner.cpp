@@ -1,3 +1,5 @@
+// Spawner: posix_spawn of a worker (directly or under its guard), pidfd
+// reaping, group signals and exit descriptions.
 #include "spawner.hpp"
 
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+// Error category names and TransportResult's constructors.
 #include "types.hpp"
 
 namespace snakepit::core {
@@ -12,6 +13,30 @@ const char* to_string(ErrorCategory category) noexcept {
     case ErrorCategory::pool: return "pool";
   }
   return "pool";
+}
+
+TransportResult TransportResult::success(std::string payload, bool binary) {
+  TransportResult result;
+  result.payload = std::move(payload);
+  result.payload_binary = binary;
+  return result;
+}
+
+TransportResult TransportResult::tool_error(std::string type, std::string message, std::string traceback) {
+  TransportResult result;
+  result.kind = Kind::tool_error;
+  result.error_type = std::move(type);
+  result.message = std::move(message);
+  result.traceback = std::move(traceback);
+  return result;
+}
+
+TransportResult TransportResult::ended(Kind kind, int status_code, std::string message) {
+  TransportResult result;
+  result.kind = kind;
+  result.status_code = status_code;
+  result.message = std::move(message);
+  return result;
 }
 
 }  // namespace snakepit::core

@@ -59,16 +59,28 @@ struct CallRequest {
   bool stream = false;
 };
 
-// What the worker said, before it is interpreted as an outcome.
+// How a call ended, as the transport classified it: core sees no wire
+// status codes and no worker error object, only these kinds.
 struct TransportResult {
-  enum class Status { ok, deadline_exceeded, cancelled, unavailable, other };
-  Status status = Status::ok;
-  int grpc_code = 0;
-  std::string grpc_message;
-  bool success = false;      // ExecuteToolResponse.success
-  std::string payload;       // JSON text or raw bytes
+  enum class Kind {
+    ok,                 // payload
+    tool_error,         // the tool raised: error_type, message, traceback
+    deadline_exceeded,  // the caller's deadline passed
+    cancelled,          // the caller cancelled it
+    unavailable,        // the worker's socket refused or dropped the call
+    failed,             // any other transport failure: message
+  };
+  Kind kind = Kind::ok;
+  std::string payload;  // JSON text or raw bytes
   bool payload_binary = false;
-  std::string error_json;    // {"type","message","traceback"} when !success
+  std::string error_type;
+  std::string message;
+  std::string traceback;
+  int status_code = -1;  // the transport's own status code, passed on as is
+
+  static TransportResult success(std::string payload, bool binary = false);
+  static TransportResult tool_error(std::string type, std::string message, std::string traceback);
+  static TransportResult ended(Kind kind, int status_code, std::string message);
 };
 
 // Exactly one per request.

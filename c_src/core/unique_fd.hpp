@@ -1,3 +1,4 @@
+// UniqueFd: owns one file descriptor and closes it (RAII, move-only).
 #pragma once
 
 #include <unistd.h>

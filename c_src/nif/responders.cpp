@@ -2,6 +2,9 @@
 #include "responders.hpp"
 
 #include <mutex>
+#include <type_traits>
+#include <utility>
+#include <variant>
 #include <string>
 
 #include "reply_terms.hpp"
@@ -114,51 +117,32 @@ class ProcessEventSink final : public core::EventSink {
   ProcessEventSink(NifState& nif, ErlNifPid owner) : nif_(nif), owner_(owner) {}
 
   void emit(core::PoolEvent&& event) noexcept override {
-    using Type = core::PoolEvent::Type;
     ErlNifEnv* env = enif_alloc_env();
     const Atoms& a = nif_.atoms;
-    ERL_NIF_TERM type = a.undefined, data = a.nil;
-    switch (event.type) {
-      case Type::worker_spawned:
-        type = a.worker_spawned;
-        data = enif_make_int(env, event.os_pid);
-        break;
-      case Type::worker_ready:
-        type = a.worker_ready;
-        data = enif_make_int(env, event.os_pid);
-        break;
-      case Type::worker_start_failed:
-        type = a.worker_start_failed;
-        data = make_error_tuple(env, a, event.error);
-        break;
-      case Type::worker_exited:
-        type = a.worker_exited;
-        data = enif_make_tuple2(env, enif_make_int(env, event.os_pid), make_binary(env, event.text));
-        break;
-      case Type::worker_output:
-        type = a.worker_output;
-        data = enif_make_tuple2(env, event.stream == "stderr" ? a.stderr_ : a.stdout_, make_binary(env, event.text));
-        break;
-      case Type::capacity_reached:
-        type = a.capacity_reached;
-        break;
-      case Type::heartbeat_timeout:
-        type = a.heartbeat_timeout;
-        data = make_binary(env, event.text);
-        break;
-      case Type::worker_recycled:
-        type = a.worker_recycled;
-        data = enif_make_atom(env, event.text.c_str());
-        break;
-      case Type::worker_hung:
-        type = a.worker_hung;
-        data = enif_make_tuple2(env, make_binary(env, event.text), enif_make_int64(env, event.millis));
-        break;
-      case Type::internal_error:
-        type = a.internal_error;
-        data = make_binary(env, event.text);
-        break;
-    }
+    const int pid = event.os_pid;
+    auto [type, data] = std::visit(
+        [&](const auto& e) -> std::pair<ERL_NIF_TERM, ERL_NIF_TERM> {
+          using E = std::decay_t<decltype(e)>;
+          namespace ev = core::event;
+          if constexpr (std::is_same_v<E, ev::WorkerSpawned>) return {a.worker_spawned, enif_make_int(env, pid)};
+          if constexpr (std::is_same_v<E, ev::WorkerReady>) return {a.worker_ready, enif_make_int(env, pid)};
+          if constexpr (std::is_same_v<E, ev::WorkerStartFailed>)
+            return {a.worker_start_failed, make_error_tuple(env, a, e.error)};
+          if constexpr (std::is_same_v<E, ev::WorkerExited>)
+            return {a.worker_exited, enif_make_tuple2(env, enif_make_int(env, pid), make_binary(env, e.how))};
+          if constexpr (std::is_same_v<E, ev::WorkerOutput>)
+            return {a.worker_output, enif_make_tuple2(env, e.stream == core::OutputStream::err ? a.stderr_ : a.stdout_,
+                                                      make_binary(env, e.line))};
+          if constexpr (std::is_same_v<E, ev::CapacityReached>) return {a.capacity_reached, a.nil};
+          if constexpr (std::is_same_v<E, ev::HeartbeatTimeout>)
+            return {a.heartbeat_timeout, enif_make_int(env, e.missed)};
+          if constexpr (std::is_same_v<E, ev::WorkerRecycled>)
+            return {a.worker_recycled, enif_make_atom(env, core::to_string(e.reason))};
+          if constexpr (std::is_same_v<E, ev::WorkerHung>)
+            return {a.worker_hung, enif_make_tuple2(env, make_binary(env, e.tool), enif_make_int64(env, e.overrun.count()))};
+          if constexpr (std::is_same_v<E, ev::InternalError>) return {a.internal_error, make_binary(env, e.message)};
+        },
+        event.data);
     ERL_NIF_TERM message = enif_make_tuple4(env, a.snakepit_event, type, make_binary(env, event.worker_id), data);
     enif_send(nullptr, &owner_, env, message);
     enif_free_env(env);

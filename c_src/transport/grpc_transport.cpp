@@ -10,13 +10,13 @@
 #include <mutex>
 
 #include "../core/wire.hpp"
+#include "call_result.hpp"
 #include "snakepit_bridge.grpc.pb.h"
 
 namespace snakepit::transport {
 namespace {
 
 namespace pb = ::snakepit::bridge;
-using core::TransportResult;
 
 using wire::kBinaryTypeUrl;
 using wire::kJsonTypeUrl;
@@ -24,16 +24,6 @@ using wire::kJsonTypeUrl;
 std::chrono::system_clock::time_point to_system(core::TimePoint deadline) {
   return std::chrono::system_clock::now() +
          std::chrono::duration_cast<std::chrono::system_clock::duration>(deadline - core::SteadyClock::now());
-}
-
-TransportResult::Status classify(grpc::StatusCode code) {
-  switch (code) {
-    case grpc::StatusCode::OK: return TransportResult::Status::ok;
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return TransportResult::Status::deadline_exceeded;
-    case grpc::StatusCode::CANCELLED: return TransportResult::Status::cancelled;
-    case grpc::StatusCode::UNAVAILABLE: return TransportResult::Status::unavailable;
-    default: return TransportResult::Status::other;
-  }
 }
 
 void fill_request(pb::ExecuteToolRequest& request, core::CallRequest&& call) {
@@ -54,14 +44,6 @@ void fill_request(pb::ExecuteToolRequest& request, core::CallRequest&& call) {
       any.set_value(std::move(param.data));
     }
   }
-}
-
-TransportResult status_result(const grpc::Status& status) {
-  TransportResult result;
-  result.status = classify(status.error_code());
-  result.grpc_code = static_cast<int>(status.error_code());
-  result.grpc_message = status.error_message();
-  return result;
 }
 
 struct UnaryCall final : core::CallHandle {
@@ -132,9 +114,7 @@ class StreamCall final : public core::CallHandle, public grpc::ClientReadReactor
     // Moved out so the request they capture does not keep this call alive.
     auto done = std::move(done_);
     on_chunk_ = nullptr;
-    auto result = status_result(status);
-    result.success = status.ok();
-    done(std::move(result));
+    done(classify_status(status.error_code(), status.error_message()));
     self_.reset();  // the last reference may be this one
   }
 
@@ -173,18 +153,11 @@ class GrpcConnection final : public core::WorkerConnection {
     fill_request(state->request, std::move(call));
     stub_->async()->ExecuteTool(&state->context, &state->request, &state->response,
                                 [state, done = std::move(done)](grpc::Status status) {
-                                  TransportResult result = status_result(status);
-                                  if (status.ok()) {
-                                    auto& response = state->response;
-                                    result.success = response.success();
-                                    if (result.success) {
-                                      result.payload_binary = response.result().type_url() == kBinaryTypeUrl;
-                                      result.payload = std::move(*response.mutable_result()->mutable_value());
-                                    } else {
-                                      result.error_json = std::move(*response.mutable_error_message());
-                                    }
-                                  }
-                                  done(std::move(result));
+                                  if (!status.ok()) return done(classify_status(status.error_code(), status.error_message()));
+                                  auto& response = state->response;
+                                  const bool binary = response.result().type_url() == kBinaryTypeUrl;
+                                  done(classify_response(response.success(), std::move(*response.mutable_result()->mutable_value()),
+                                                         binary, response.error_message()));
                                 });
     return state;
   }

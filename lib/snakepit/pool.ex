@@ -570,7 +570,7 @@ defmodule Snakepit.Pool do
 
     Telemetry.execute(
       [:snakepit, :heartbeat, :heartbeat_timeout],
-      %{missed: String.to_integer(missed)},
+      %{missed: missed},
       %{
         pool: state.config.name,
         worker_id: worker_id,
