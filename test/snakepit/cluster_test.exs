@@ -333,6 +333,31 @@ defmodule Snakepit.ClusterTest do
     assert freed <= 1_000 + 100
   end
 
+  test "a pool started after a node was lost does not route to it (no row left by its predecessor)" do
+    start_local_pool!(pool(@pool, 0))
+    [s] = start_peers!([{:gone, [pool(@pool, 4)]}])
+    assert :ok = Cluster.await_nodes(@pool, 1, 10_000)
+    assert {:ok, _} = whoami(0)
+
+    # The node goes while this node's pool (and its agent) is down.
+    :ok = stop_supervised({:local_pool, @pool})
+    kill!(s)
+    scope = Cluster.scope()
+
+    assert time_until(
+             fn ->
+               s.node not in Node.list() and :pg.get_members(scope, {:servers, 1, @pool}) == []
+             end,
+             10_000
+           )
+
+    start_local_pool!(pool(@pool, 0))
+    assert Cluster.nodes(@pool) == []
+    assert {:error, :timeout} = Cluster.await_nodes(@pool, 1, 300)
+
+    assert {:error, %Snakepit.Error{details: %{reason: :pool_not_initialized}}} = whoami(0)
+  end
+
   test "a cut link: calls in flight are answered, the node is back in routing soon after reconnecting" do
     start_local_pool!(pool(@pool, 0))
     [s] = start_peers!([{:part, [pool(@pool, 4)]}])

@@ -66,6 +66,10 @@ defmodule Snakepit.Cluster.Agent do
     :persistent_term.put({Snakepit.Cluster, :fingerprint, pool}, fingerprint(config))
     :ok = :pg.join(scope, {:listeners, 1, pool}, self())
     {ref, _groups} = :pg.monitor_scope(scope)
+    # Rows left by an earlier agent of this pool: a node that left while no
+    # agent ran here sent no leave to anyone (monitoring first, so a leave
+    # from now on is seen).
+    Loads.retain_agents(pool, :pg.get_members(scope, {:servers, 1, pool}))
     settings = Cluster.settings()
 
     state = %{

@@ -59,6 +59,20 @@ defmodule Snakepit.Cluster.Loads do
   @spec delete_agent(pid()) :: true
   def delete_agent(agent), do: :ets.match_delete(@table, {:_, :_, :_, :_, :_, :_, agent})
 
+  @doc """
+  Forgets `pool`'s rows written for agents not in `agents` (the pool's
+  current pg members): rows whose node left while no agent of `pool` ran
+  here to see it go.
+  """
+  @spec retain_agents(atom(), [pid()]) :: :ok
+  def retain_agents(pool, agents) do
+    for {key, _, _, _, _, _, agent} <- rows(pool),
+        agent not in agents,
+        do: :ets.delete(@table, key)
+
+    :ok
+  end
+
   @doc "Forgets `pool`'s row of `node`."
   @spec delete(atom(), node()) :: true
   def delete(pool, node), do: :ets.delete(@table, {pool, node})
