@@ -65,7 +65,6 @@ using Clock = std::chrono::steady_clock;
 
 using snakepit::core::kLifelineFd;
 using snakepit::core::kReadyFd;
-using snakepit::wire::kJsonTypeUrl;
 
 [[noreturn]] void die(const std::string& message) {
   std::fprintf(stderr, "direct_client: %s\n", message.c_str());
@@ -379,14 +378,13 @@ pb::ExecuteToolRequest make_request(const CaseSpec& spec) {
   pb::ExecuteToolRequest request;
   request.set_tool_name(spec.tool);
   if (spec.bytes > 0) {
-    auto& any = (*request.mutable_parameters())["data"];
-    any.set_type_url(kJsonTypeUrl.data(), kJsonTypeUrl.size());
+    // {"data": "xxx..."}, as the runtime sends a one-parameter call.
     std::string json;
-    json.reserve(spec.bytes + 2);
-    json.push_back('"');
+    json.reserve(spec.bytes + 12);
+    json.append(R"({"data":")");
     json.append(spec.bytes, 'x');
-    json.push_back('"');
-    any.set_value(std::move(json));
+    json.append(R"("})");
+    request.set_parameters_json(std::move(json));
   }
   return request;
 }

@@ -34,29 +34,6 @@ namespace pb = ::snakepit::bridge;
 
 using snakepit::wire::kJsonTypeUrl;
 
-void append_json_string(std::string& out, const std::string& text) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  out.push_back('"');
-  for (unsigned char c : text) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          out += "\\u00";
-          out.push_back(kHex[c >> 4]);
-          out.push_back(kHex[c & 0xF]);
-        } else {
-          out.push_back(static_cast<char>(c));
-        }
-    }
-  }
-  out.push_back('"');
-}
-
 // Ping and ExecuteTool on the callback API; every other method keeps the
 // generated synchronous default (UNIMPLEMENTED).
 using EchoBase = pb::BridgeService::WithCallbackMethod_Ping<
@@ -74,21 +51,8 @@ class EchoService final : public EchoBase {
 
   grpc::ServerUnaryReactor* ExecuteTool(grpc::CallbackServerContext* context, const pb::ExecuteToolRequest* request,
                                         pb::ExecuteToolResponse* response) override {
-    const auto& parameters = request->parameters();
-    std::size_t size = 2;
-    for (const auto& [name, value] : parameters) size += name.size() + value.value().size() + 4;
-    std::string json;
-    json.reserve(size);
-    json.push_back('{');
-    bool first = true;
-    for (const auto& [name, value] : parameters) {
-      if (!first) json.push_back(',');
-      first = false;
-      append_json_string(json, name);
-      json.push_back(':');
-      json += value.value().empty() ? std::string("null") : value.value();
-    }
-    json.push_back('}');
+    // The parameters arrive as one JSON object: echoed as they came.
+    std::string json = request->parameters_json().empty() ? std::string("{}") : request->parameters_json();
     response->set_success(true);
     auto* result = response->mutable_result();
     result->set_type_url(kJsonTypeUrl.data(), kJsonTypeUrl.size());

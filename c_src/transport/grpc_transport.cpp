@@ -9,6 +9,7 @@
 #include <chrono>
 #include <mutex>
 
+#include "../codec/json.hpp"
 #include "../core/wire.hpp"
 #include "call_result.hpp"
 #include "snakepit_bridge.grpc.pb.h"
@@ -19,7 +20,6 @@ namespace {
 namespace pb = ::snakepit::bridge;
 
 using wire::kBinaryTypeUrl;
-using wire::kJsonTypeUrl;
 
 std::chrono::system_clock::time_point to_system(core::TimePoint deadline) {
   return std::chrono::system_clock::now() +
@@ -33,17 +33,19 @@ void fill_request(pb::ExecuteToolRequest& request, core::CallRequest&& call) {
   request.set_stream(call.stream);
   // Upstream's key: the Python side reads it from the request metadata.
   if (!call.correlation_id.empty()) (*request.mutable_metadata())["correlation_id"] = std::move(call.correlation_id);
-  auto& parameters = *request.mutable_parameters();
   auto& binaries = *request.mutable_binary_parameters();
+  std::string& json = *request.mutable_parameters_json();
   for (auto& param : call.params) {
     if (param.binary) {
       binaries[param.name] = std::move(param.data);
-    } else {
-      auto& any = parameters[param.name];
-      any.set_type_url(kJsonTypeUrl.data(), kJsonTypeUrl.size());
-      any.set_value(std::move(param.data));
+      continue;
     }
+    json.push_back(json.empty() ? '{' : ',');
+    codec::append_string(json, param.name);
+    json.push_back(':');
+    json.append(param.data);
   }
+  if (!json.empty()) json.push_back('}');
 }
 
 struct UnaryCall final : core::CallHandle {

@@ -40,15 +40,10 @@ for _p in (str(FIXTURES), str(PRIV)):
         sys.path.insert(0, _p)
 
 import grpc  # noqa: E402
-from google.protobuf import any_pb2  # noqa: E402
 
 import snakepit_bridge_pb2 as pb2  # noqa: E402
 import snakepit_bridge_pb2_grpc as pb2_grpc  # noqa: E402
 from snakepit_bridge.wire import BINARY_TYPE_URL, JSON_TYPE_URL  # noqa: E402,F401
-
-
-def json_any(value: Any) -> any_pb2.Any:
-    return any_pb2.Any(type_url=JSON_TYPE_URL, value=json.dumps(value).encode())
 
 
 def make_request(
@@ -62,7 +57,7 @@ def make_request(
         tool_name=tool,
         session_id=session_id,
         request_id=request_id,
-        parameters={k: json_any(v) for k, v in (params or {}).items()},
+        parameters_json=json.dumps(params).encode() if params else b"",
         binary_parameters=binary or {},
     )
 

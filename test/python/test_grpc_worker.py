@@ -225,10 +225,12 @@ def test_numpy_results_and_bad_json_argument(test_worker: Any) -> None:
     pytest.importorskip("numpy")
     assert test_worker.result("numpy_values") == {"array": [0, 1, 2], "scalar": 1.5, "int": 7}
     req = make_request("describe_args")
-    req.parameters["x"].type_url = JSON_TYPE_URL
-    req.parameters["x"].value = b"{not json"
+    req.parameters_json = b'{"x": {not json}'
     err = error_of(test_worker.stub.ExecuteTool(req))
     assert err["type"] == "JSONDecodeError"
+    req.parameters_json = b"[1, 2]"
+    err = error_of(test_worker.stub.ExecuteTool(req))
+    assert err["type"] == "TypeError" and "JSON object" in err["message"]
 
 
 def test_session_id_generators_async_and_fallback(test_worker: Any) -> None:
