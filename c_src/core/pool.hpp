@@ -237,6 +237,7 @@ class Pool : public std::enable_shared_from_this<Pool> {
   void terminate_drained(WorkerKey key);
   void hold_abandoned(Worker& worker, const Request& request, const Locked&);
   void poll_abandoned(WorkerKey key);
+  void arm_abandoned_poll(WorkerKey key);  // loop thread
   void on_running(WorkerKey key, std::optional<std::vector<RequestId>> running);
 
   // Routing, any thread (pool.cpp).

@@ -71,7 +71,10 @@ bool Pool::settle_call(const std::shared_ptr<Request>& request, TransportResult:
   worker->inflight.erase(request->id);
   if (held) {
     worker->held.emplace(request->id, std::make_pair(request, std::move(outcome)));
-    after(config_.exit_wait, [this, key = worker->key, id = request->id] { release_held(key, id); });
+    // On a gRPC thread: timers are the loop thread's (post also wakes it).
+    post([this, key = worker->key, id = request->id] {
+      after(config_.exit_wait, [this, key, id] { release_held(key, id); });
+    });
   }
   ++worker->served;
   if (may_still_run(kind) && !worker->ending() && !stopping_) {

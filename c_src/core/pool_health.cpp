@@ -110,10 +110,11 @@ void Pool::recycle(WorkerKey key, RecycleReason reason) {
   spawn_worker(slot);
 }
 
-// The recycled worker of `slot` that waits for its successor, if any.
+// The recycled worker of `slot` that waits for its successor, if any: still
+// ready (an earlier retiree of the slot may still be draining or exiting).
 Pool::Worker* Pool::retiring_in(std::size_t slot, const Locked&) {
   for (auto& [key, worker] : workers_)
-    if (worker->slot == slot && worker->recycled && worker->phase != WorkerPhase::draining) return worker.get();
+    if (worker->slot == slot && worker->recycled && worker->phase == WorkerPhase::ready) return worker.get();
   return nullptr;
 }
 
@@ -145,8 +146,15 @@ void Pool::terminate_drained(WorkerKey key) {
 
 void Pool::hold_abandoned(Worker& worker, const Request& request, const Locked&) {
   worker.abandoned[request.id] = abandon(now(), request.deadline(), request.call.tool, health_rules());
-  if (!worker.abandoned_timer)
-    worker.abandoned_timer = after(config_.overrun_poll, [this, key = worker.key] { poll_abandoned(key); });
+  // Called on a gRPC thread: the poll's timer is armed on the loop thread.
+  if (!worker.abandoned_timer) post([this, key = worker.key] { arm_abandoned_poll(key); });
+}
+
+void Pool::arm_abandoned_poll(WorkerKey key) {
+  Lock lock(mutex_);
+  auto* worker = find_worker(key, Locked(lock));
+  if (worker == nullptr || worker->abandoned_timer || worker->abandoned.empty()) return;
+  worker->abandoned_timer = after(config_.overrun_poll, [this, key] { poll_abandoned(key); });
 }
 
 void Pool::poll_abandoned(WorkerKey key) {

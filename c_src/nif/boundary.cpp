@@ -3,6 +3,16 @@
 
 namespace snakepit::nif {
 
+namespace {
+thread_local ErlNifEnv* running_nif_env = nullptr;
+}  // namespace
+
+ErlNifEnv* calling_env() noexcept { return running_nif_env; }
+
+CallingEnvScope::CallingEnvScope(ErlNifEnv* env) noexcept : previous_(running_nif_env) { running_nif_env = env; }
+
+CallingEnvScope::~CallingEnvScope() { running_nif_env = previous_; }
+
 ERL_NIF_TERM raise_argument_error(ErlNifEnv* env, const BadArg& bad) {
   const auto& atoms = state(env).atoms;
   const std::string message = fmt::format("argument {}: expected {}", bad.index + 1, bad.expected);

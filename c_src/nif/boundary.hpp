@@ -31,8 +31,29 @@ ERL_NIF_TERM raise_argument_error(ErlNifEnv* env, const BadArg& bad);
 // {:error, {:pool, :native_exception, message, %{}}}
 ERL_NIF_TERM exception_error(ErlNifEnv* env, std::string_view what);
 
+// The env of the NIF running on this thread, nullptr on threads ERTS did not
+// create: enif_send's caller_env. Replies and events are sent from gRPC and
+// event-loop threads (nullptr is required there) and sometimes from inside
+// a NIF (a call finished while submit or cancel runs), where the calling
+// env is required instead.
+ErlNifEnv* calling_env() noexcept;
+
+// Sets calling_env() for the NIF call it spans. A thread_local, the one
+// piece of state outside NifState: it names the running call, not the NIF's.
+class CallingEnvScope {
+ public:
+  explicit CallingEnvScope(ErlNifEnv* env) noexcept;
+  ~CallingEnvScope();
+  CallingEnvScope(const CallingEnvScope&) = delete;
+  CallingEnvScope& operator=(const CallingEnvScope&) = delete;
+
+ private:
+  ErlNifEnv* previous_;
+};
+
 template <NifFn F>
 ERL_NIF_TERM boundary(ErlNifEnv* env, int argc, const ERL_NIF_TERM argv[]) noexcept {
+  CallingEnvScope scope(env);
   try {
     return F(env, argc, argv);
   } catch (const BadArg& bad) {

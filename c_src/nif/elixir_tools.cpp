@@ -70,7 +70,7 @@ std::optional<std::uint64_t> dispatch_elixir_call(NifState& nif, transport::Elix
   if (!handler) return std::nullopt;
   ErlNifEnv* env = enif_alloc_env();
   if (call.kind == transport::ElixirToolCall::Kind::telemetry) {
-    const bool sent = enif_send(nullptr, &*handler, env, python_telemetry_message(env, nif, call));
+    const bool sent = enif_send(calling_env(), &*handler, env, python_telemetry_message(env, nif, call));
     enif_free_env(env);
     if (!sent) return std::nullopt;
     return token;
@@ -91,7 +91,7 @@ std::optional<std::uint64_t> dispatch_elixir_call(NifState& nif, transport::Elix
       env, nif.atoms.snakepit_elixir_call, enif_make_uint64(env, call.id),
       execute ? nif.atoms.execute : nif.atoms.list, make_binary(env, call.session_id),
       make_binary(env, call.tool), params);
-  const bool sent = enif_send(nullptr, &*handler, env, message);
+  const bool sent = enif_send(calling_env(), &*handler, env, message);
   enif_free_env(env);
   if (!sent) return std::nullopt;
   return token;

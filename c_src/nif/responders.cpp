@@ -7,6 +7,7 @@
 #include <variant>
 #include <string>
 
+#include "boundary.hpp"
 #include "reply_terms.hpp"
 #include "term_builder.hpp"
 
@@ -50,7 +51,7 @@ class ProcessResponder final : public core::Responder {
       term = enif_make_tuple3(env, a.json, owned_binary(env, nif_, std::move(data)), is_final ? a.true_ : a.false_);
     }
     ERL_NIF_TERM ref = enif_make_copy(env, ref_);
-    enif_send(nullptr, &pid_, env, enif_make_tuple3(env, ref, a.chunk, term));
+    enif_send(calling_env(), &pid_, env, enif_make_tuple3(env, ref, a.chunk, term));
     enif_free_env(env);
   }
 
@@ -60,7 +61,7 @@ class ProcessResponder final : public core::Responder {
     std::lock_guard lock(mutex_);
     if (env_ == nullptr) return;
     ErlNifEnv* env = enif_alloc_env();
-    enif_send(nullptr, &pid_, env, enif_make_tuple2(env, enif_make_copy(env, ref_), nif_.atoms.started));
+    enif_send(calling_env(), &pid_, env, enif_make_tuple2(env, enif_make_copy(env, ref_), nif_.atoms.started));
     enif_free_env(env);
   }
 
@@ -84,7 +85,7 @@ class ProcessResponder final : public core::Responder {
       }
     }
     ERL_NIF_TERM message = enif_make_tuple3(env_, ref_, result, make_binary(env_, outcome.worker_id));
-    enif_send(nullptr, &pid_, env_, message);
+    enif_send(calling_env(), &pid_, env_, message);
     enif_free_env(env_);
     env_ = nullptr;
   }
@@ -144,7 +145,7 @@ class ProcessEventSink final : public core::EventSink {
         },
         event.data);
     ERL_NIF_TERM message = enif_make_tuple4(env, a.snakepit_event, type, make_binary(env, event.worker_id), data);
-    enif_send(nullptr, &owner_, env, message);
+    enif_send(calling_env(), &owner_, env, message);
     enif_free_env(env);
   }
 

@@ -138,6 +138,33 @@ TEST_CASE("pool: a recycled worker serves until its successor is ready, then dra
   CHECK(f.pool->workers().size() == 1);
 }
 
+TEST_CASE("pool: a second recycle while the first retiree still exits retires the right worker") {
+  PoolFixture f;
+  f.config.pool_size = 1;
+  f.config.max_requests = 1;
+  f.config.graceful_shutdown = 3s;
+  // SIGTERM starts a 1 s shutdown: the first retiree is still there when
+  // its successor is recycled in turn.
+  f.config.worker_argv = {"-c", "trap 'sleep 1; exit 0' TERM; printf '{\"status\":\"ready\"}\\n' >&3; "
+                                "while true; do sleep 0.02; done"};
+  f.start();
+  REQUIRE(f.wait_ready(1));
+  f.transport->set_mode(FakeTransport::Mode::thread_ok);
+  auto first = f.submit("first");
+  REQUIRE(first.inbox->wait());
+  REQUIRE(f.sink->wait_count(PoolEvent::Type::worker_ready, 2));
+  auto second = f.submit("second");  // on the successor: recycled too
+  REQUIRE(second.inbox->wait());
+  CHECK(second.inbox->first().worker_id != first.inbox->first().worker_id);
+  REQUIRE(f.sink->wait_count(PoolEvent::Type::worker_ready, 3));
+  f.remember_pids();
+  // Both retirees exit; the third worker alone serves the slot.
+  REQUIRE(f.sink->wait_count(PoolEvent::Type::worker_exited, 2));
+  const auto workers = f.pool->workers();
+  REQUIRE(workers.size() == 1);
+  CHECK(workers.at(0).id == f.sink->of(PoolEvent::Type::worker_ready).at(2).worker_id);
+}
+
 TEST_CASE("pool: a strict session moves with its recycled worker to the successor") {
   PoolFixture f;
   f.config.pool_size = 1;

@@ -35,6 +35,9 @@ void fill_request(pb::ExecuteToolRequest& request, core::CallRequest&& call) {
   if (!call.correlation_id.empty()) (*request.mutable_metadata())["correlation_id"] = std::move(call.correlation_id);
   auto& binaries = *request.mutable_binary_parameters();
   std::string& json = *request.mutable_parameters_json();
+  std::size_t size = 2;
+  for (const auto& param : call.params) size += param.binary ? 0 : param.name.size() + param.data.size() + 8;
+  json.reserve(size);
   for (auto& param : call.params) {
     if (param.binary) {
       binaries[param.name] = std::move(param.data);
@@ -44,6 +47,7 @@ void fill_request(pb::ExecuteToolRequest& request, core::CallRequest&& call) {
     codec::append_string(json, param.name);
     json.push_back(':');
     json.append(param.data);
+    std::string().swap(param.data);  // a large argument is held once, not twice
   }
   if (!json.empty()) json.push_back('}');
 }

@@ -277,7 +277,12 @@ defmodule Snakepit.Pool do
     with {:ok, handle} <- lookup(pool), do: {:ok, Native.stats(handle)}
   end
 
-  @doc "The workers of one pool, as maps with `:id`, `:os_pid`, `:state`, `:inflight`, `:capacity`, `:requests`."
+  @doc """
+  The workers of one pool, as maps with `:id`, `:os_pid`, `:state`,
+  `:inflight`, `:capacity`, `:requests`. `:state` is `:starting`, `:ready`,
+  `:draining` (recycled: finishing its calls) or `:stopping` (signalled by
+  the pool: its exit is coming).
+  """
   @spec workers(atom()) :: {:ok, [map()]} | {:error, Error.t()}
   def workers(pool) do
     with {:ok, handle} <- lookup(pool), do: {:ok, Native.workers(handle)}

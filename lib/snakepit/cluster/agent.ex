@@ -55,6 +55,7 @@ defmodule Snakepit.Cluster.Agent do
   bigger node is the same service with more slots, and routing weighs
   slots by the capacity each node publishes.
   """
+  @spec fingerprint(map()) :: integer() | nil
   def fingerprint(%{pool_size: 0}), do: nil
   def fingerprint(config), do: :erlang.phash2({config.adapter_args, config.worker_profile, @vsn})
 
