@@ -136,10 +136,13 @@ std::optional<Error> Pool::route_session(const Request& request, WorkerKey& boun
     bound = binding->worker;
     return std::nullopt;
   }
-  sessions_.drop(session_id);  // the next call starts the session afresh
-  if (request.call.affinity == Affinity::hint) return std::nullopt;
-  errors_.fetch_add(1, std::memory_order_relaxed);
-  return errors::session_worker_gone(session_id, binding->worker_id);
+  std::optional<Error> error;
+  if (request.call.affinity != Affinity::hint) {
+    errors_.fetch_add(1, std::memory_order_relaxed);
+    error = errors::session_worker_gone(session_id, binding->worker_id);
+  }
+  sessions_.drop(session_id);  // the next call starts the session afresh; `binding` dangles from here
+  return error;
 }
 
 std::optional<Error> Pool::enqueue(const std::shared_ptr<Request>& request, WorkerKey bound, std::uint64_t group,

@@ -9,12 +9,9 @@
 // (stop, stats).
 #pragma once
 
-#include <sys/types.h>
-
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -32,7 +29,6 @@
 #include "scheduler.hpp"
 #include "transport.hpp"
 #include "types.hpp"
-#include "unique_fd.hpp"
 
 namespace snakepit::core {
 

@@ -3,22 +3,25 @@
 
 namespace snakepit::core {
 
-std::optional<SessionTable::Binding> SessionTable::lookup(const std::string& session_id, TimePoint now) {
+const SessionTable::Binding* SessionTable::lookup(const std::string& session_id, TimePoint now) {
   auto it = sessions_.find(session_id);
-  if (it == sessions_.end()) return std::nullopt;
+  if (it == sessions_.end()) return nullptr;
   it->second.last_used = now;
-  return it->second.binding;
+  return &it->second.binding;
 }
 
-std::optional<SessionTable::Binding> SessionTable::peek(const std::string& session_id) const {
+const SessionTable::Binding* SessionTable::peek(const std::string& session_id) const {
   auto it = sessions_.find(session_id);
-  if (it == sessions_.end()) return std::nullopt;
-  return it->second.binding;
+  return it == sessions_.end() ? nullptr : &it->second.binding;
 }
 
 bool SessionTable::bind(const std::string& session_id, WorkerKey worker, const std::string& worker_id,
                         TimePoint now) {
-  return sessions_.try_emplace(session_id, Session{Binding{worker, worker_id}, now}).second;
+  // The entry is built only when the session is new: a bound session's
+  // calls copy nothing.
+  auto [it, inserted] = sessions_.try_emplace(session_id);
+  if (inserted) it->second = Session{Binding{worker, worker_id}, now};
+  return inserted;
 }
 
 std::size_t SessionTable::move(WorkerKey from, WorkerKey to, const std::string& to_id) {

@@ -4,7 +4,6 @@
 #pragma once
 
 #include <cstddef>
-#include <optional>
 #include <string>
 #include <unordered_map>
 
@@ -20,10 +19,12 @@ class SessionTable {
     std::string worker_id;
   };
 
-  // The session's binding, if any, marked used at `now`.
-  std::optional<Binding> lookup(const std::string& session_id, TimePoint now);
+  // The session's binding, if any, marked used at `now`. Pointers stay
+  // valid until the table is next changed; callers hold the pool lock, so
+  // nothing is copied on the hot path.
+  const Binding* lookup(const std::string& session_id, TimePoint now);
   // The binding without touching it.
-  std::optional<Binding> peek(const std::string& session_id) const;
+  const Binding* peek(const std::string& session_id) const;
   // A session's first call binds it to the worker that runs it; a bound
   // session keeps its worker. True when this call bound it.
   bool bind(const std::string& session_id, WorkerKey worker, const std::string& worker_id, TimePoint now);

@@ -119,9 +119,10 @@ void handler_down(ErlNifEnv*, void* object, ErlNifPid*, ErlNifMonitor*) {
   if (server != nullptr) server->fail_pending(watch.token, "the Elixir tool registry stopped before answering");
 }
 
-// elixir_tools_start(handler_pid, socket_path) -> {:ok, socket_path}. The
+// elixir_tools_start(handler_pid, socket_path) -> {:ok, listening_path}. The
 // path is Snakepit.Python.elixir_tools_socket/0's, the one the workers are
-// told; a registry that restarts passes the same one again.
+// told; a registry that restarts passes the same one again. The server is
+// made once, so the answer is the path it listens on, whatever was passed.
 ERL_NIF_TERM elixir_tools_start(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   auto& nif = state(env);
   const ArgReader args(env, argv);
@@ -148,7 +149,7 @@ ERL_NIF_TERM elixir_tools_start(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) 
   nif.handler_watch = watch;
   nif.elixir_tools_handler = handler;
   nif.elixir_tools_handler_token = watch->token;
-  return enif_make_tuple2(env, nif.atoms.ok, make_binary(env, socket));
+  return enif_make_tuple2(env, nif.atoms.ok, make_binary(env, nif.elixir_tools->socket_path()));
 }
 
 // elixir_tool_reply(id, {:ok, value} | {:error, message} | {:not_found, message})

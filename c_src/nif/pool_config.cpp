@@ -62,10 +62,14 @@ class ConfigReader {
     ERL_NIF_TERM term;
     if (value(key, term) && !get_string_list(env_, term, out)) fail(key);
   }
-  // The reader of the map under `key` (a reader of nothing when it is not a map).
+  // The reader of the map under `key`; of an empty map when it is missing or
+  // not a map (that key is then the error, and the nested reads find nothing).
   ConfigReader nested(const char* key) {
-    ERL_NIF_TERM term = map_;
-    if (value(key, term) && !enif_is_map(env_, term)) fail(key);
+    ERL_NIF_TERM term;
+    if (!value(key, term) || !enif_is_map(env_, term)) {
+      fail(key);
+      term = enif_make_new_map(env_);
+    }
     return ConfigReader(env_, term, fmt::format("{}{}.", prefix_, key));
   }
   void take_error(const ConfigReader& other) {

@@ -148,7 +148,8 @@ struct ElixirToolServer::Impl final : pb::BridgeService::CallbackService {
   }
 };
 
-ElixirToolServer::ElixirToolServer(const std::string& socket_path, Dispatch dispatch) : impl_(std::make_unique<Impl>()) {
+ElixirToolServer::ElixirToolServer(const std::string& socket_path, Dispatch dispatch)
+    : socket_path_(socket_path), impl_(std::make_unique<Impl>()) {
   impl_->dispatch = std::move(dispatch);
   grpc::ServerBuilder builder;
   builder.AddListeningPort(fmt::format("unix:{}", socket_path), grpc::InsecureServerCredentials());

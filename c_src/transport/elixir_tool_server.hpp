@@ -61,6 +61,9 @@ class ElixirToolServer {
   ElixirToolServer(const ElixirToolServer&) = delete;
   ElixirToolServer& operator=(const ElixirToolServer&) = delete;
 
+  // Where it listens: fixed for its life.
+  const std::string& socket_path() const { return socket_path_; }
+
   // Each pending call is answered once; unknown ids are ignored. A
   // telemetry batch is answered by reply_execute too (the payload is unused
   // when ok, the error message otherwise).
@@ -75,6 +78,7 @@ class ElixirToolServer {
 
  private:
   struct Impl;
+  std::string socket_path_;
   std::unique_ptr<Impl> impl_;
 };
 

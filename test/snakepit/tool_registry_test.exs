@@ -9,6 +9,21 @@ defmodule Snakepit.ToolRegistryTest do
     %{session: session}
   end
 
+  test "the tool server is made once: a second start answers the path it listens on" do
+    registry = Process.whereis(ToolRegistry)
+
+    elsewhere =
+      Path.join(
+        System.tmp_dir!(),
+        "snakepit-elsewhere-#{System.unique_integer([:positive])}.sock"
+      )
+
+    listening = Snakepit.Python.elixir_tools_socket()
+    # The registry's own pid again: its monitor is renewed, nothing else changes.
+    assert {:ok, ^listening} = Snakepit.Native.elixir_tools_start(registry, elsewhere)
+    refute File.exists?(elsewhere)
+  end
+
   test "registration: defaults, duplicates, listing", %{session: s} do
     assert :ok = ToolRegistry.register_elixir_tool(s, "double", fn %{"x" => x} -> 2 * x end)
 
