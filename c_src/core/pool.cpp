@@ -16,10 +16,6 @@
 
 namespace snakepit::core {
 
-Pool::Locked::Locked(const Lock& lock) {
-  if (!lock.owns_lock()) std::abort();  // a bug, not a condition to recover from
-}
-
 Pool::Pool(PoolConfig config, std::shared_ptr<Transport> transport, std::shared_ptr<EventSink> sink, ClockFn clock)
     : config_(std::move(config)),
       transport_(std::move(transport)),
@@ -69,7 +65,8 @@ void Pool::emit(const std::string& worker_id, int os_pid, PoolEvent::Data data) 
   emit(PoolEvent{worker_id, os_pid, std::move(data)});
 }
 
-Pool::Worker* Pool::find_worker(WorkerKey key, const Locked&) {
+Pool::Worker* Pool::find_worker(WorkerKey key, const Locked& locked) {
+  locked.held();
   auto it = workers_.find(key);
   return it == workers_.end() ? nullptr : it->second.get();
 }
@@ -127,6 +124,7 @@ std::optional<Error> Pool::submit(RequestId id, CallRequest call, std::unique_pt
 }
 
 std::optional<Error> Pool::route_session(const Request& request, WorkerKey& bound, const Locked& locked) {
+  locked.held();
   const auto& session_id = request.call.session_id;
   if (session_id.empty()) return std::nullopt;
   auto binding = sessions_.lookup(session_id, request.submitted);
@@ -163,7 +161,8 @@ std::optional<Error> Pool::enqueue(const std::shared_ptr<Request>& request, Work
   return std::nullopt;
 }
 
-void Pool::assign(const std::shared_ptr<Request>& request, Worker& worker, const Locked&) {
+void Pool::assign(const std::shared_ptr<Request>& request, Worker& worker, const Locked& locked) {
+  locked.held();
   request->worker = worker.key;
   request->worker_id = worker.id;
   worker.inflight.emplace(request->id, request);
@@ -173,6 +172,7 @@ void Pool::assign(const std::shared_ptr<Request>& request, Worker& worker, const
 }
 
 std::vector<Pool::Dispatch> Pool::take_queued_dispatches(const Locked& locked) {
+  locked.held();
   std::vector<Dispatch> dispatches;
   for (auto [id, key] : scheduler_.dispatch_queued()) {
     auto request = requests_.at(id);

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -177,12 +178,20 @@ class Pool : public std::enable_shared_from_this<Pool> {
   using Dispatch = std::pair<std::shared_ptr<Request>, std::shared_ptr<WorkerConnection>>;
   using Lock = std::unique_lock<std::mutex>;
   // Proof that the caller holds the pool lock: made only from a held lock.
-  // Functions that touch the pool's state without locking take one.
+  // Functions that touch the pool's state without locking take one and
+  // call held() first, so a token kept past an unlock stops the process
+  // at its first use instead of racing (one branch per call).
   class Locked {
    public:
-    explicit Locked(const Lock& lock);
+    explicit Locked(const Lock& lock) : lock_(lock) { held(); }
     Locked(const Locked&) = delete;
     Locked& operator=(const Locked&) = delete;
+    void held() const {
+      if (!lock_.owns_lock()) std::abort();  // a bug, not a condition to recover from
+    }
+
+   private:
+    const Lock& lock_;
   };
   struct Slot {
     int failures = 0;  // start failures in a row: the restart backoff

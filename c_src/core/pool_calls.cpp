@@ -63,6 +63,7 @@ void Pool::on_call_done(const std::shared_ptr<Request>& request, TransportResult
 // (refused with UNAVAILABLE: the worker's exit may still say why).
 bool Pool::settle_call(const std::shared_ptr<Request>& request, TransportResult::Kind kind, Outcome& outcome,
                        std::vector<Dispatch>& dispatches, const Locked& locked) {
+  locked.held();
   auto* worker = find_worker(request->worker, locked);
   const bool held = worker != nullptr && kind == TransportResult::Kind::unavailable && !stopping_;
   // A held call stays in requests_ so stop() still answers it.
@@ -89,7 +90,8 @@ bool Pool::settle_call(const std::shared_ptr<Request>& request, TransportResult:
 
 // What the worker's state makes of a finished call: a drained worker ends,
 // a worker past max_requests is recycled, a refused call brings a probe.
-void Pool::after_call(Worker& worker, TransportResult::Kind kind, const Locked&) {
+void Pool::after_call(Worker& worker, TransportResult::Kind kind, const Locked& locked) {
+  locked.held();
   const WorkerKey key = worker.key;
   if (worker.phase == WorkerPhase::draining && worker.inflight.empty()) {
     post([this, key] { terminate_drained(key); });

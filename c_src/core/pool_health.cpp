@@ -86,7 +86,8 @@ void Pool::on_probe(WorkerKey key, bool ok) {
   start_dispatches(dispatches);
 }
 
-void Pool::kill_worker(Worker& worker, const char* why, const Locked&) {
+void Pool::kill_worker(Worker& worker, const char* why, const Locked& locked) {
+  locked.held();
   worker.phase = WorkerPhase::stopping;
   worker.killed_for = why;
   scheduler_.set_routable(worker.key, false);
@@ -112,13 +113,15 @@ void Pool::recycle(WorkerKey key, RecycleReason reason) {
 
 // The recycled worker of `slot` that waits for its successor, if any: still
 // ready (an earlier retiree of the slot may still be draining or exiting).
-Pool::Worker* Pool::retiring_in(std::size_t slot, const Locked&) {
+Pool::Worker* Pool::retiring_in(std::size_t slot, const Locked& locked) {
+  locked.held();
   for (auto& [key, worker] : workers_)
     if (worker->slot == slot && worker->recycled && worker->phase == WorkerPhase::ready) return worker.get();
   return nullptr;
 }
 
-void Pool::retire(Worker& worker, const Worker& successor, const Locked&) {
+void Pool::retire(Worker& worker, const Worker& successor, const Locked& locked) {
+  locked.held();
   // Out of routing; its sessions and the calls waiting for it move to the
   // successor; its running calls finish, then it is terminated.
   if (worker.phase == WorkerPhase::ready) worker.phase = WorkerPhase::draining;
@@ -144,7 +147,8 @@ void Pool::terminate_drained(WorkerKey key) {
 
 // ------------------------------------------------------- abandoned calls
 
-void Pool::hold_abandoned(Worker& worker, const Request& request, const Locked&) {
+void Pool::hold_abandoned(Worker& worker, const Request& request, const Locked& locked) {
+  locked.held();
   worker.abandoned[request.id] = abandon(now(), request.deadline(), request.call.tool, health_rules());
   // Called on a gRPC thread: the poll's timer is armed on the loop thread.
   if (!worker.abandoned_timer) post([this, key = worker.key] { arm_abandoned_poll(key); });

@@ -172,6 +172,7 @@ void Pool::on_ready_pipe(WorkerKey key) {
 }
 
 void Pool::on_start_error(Worker& worker, std::string_view line, const Locked& locked) {
+  locked.held();
   fail_start(worker, errors::startup_reported(worker.id, line, worker.stderr_tail()), locked);
   // It will never serve: if it does not exit by itself, end it so its slot respawns.
   kill_later(worker.key);
@@ -208,6 +209,7 @@ void Pool::on_ready(WorkerKey key) {
 }
 
 void Pool::mark_ready(Worker& worker, std::shared_ptr<WorkerConnection> connection, const Locked& locked) {
+  locked.held();
   worker.phase = WorkerPhase::ready;
   Worker::cancel_timer(loop_, worker.startup_timer);
   worker.connection = std::move(connection);
@@ -225,7 +227,8 @@ void Pool::mark_ready(Worker& worker, std::shared_ptr<WorkerConnection> connecti
   }
 }
 
-void Pool::fail_start(Worker& worker, Error error, const Locked&) {
+void Pool::fail_start(Worker& worker, Error error, const Locked& locked) {
+  locked.held();
   worker.phase = WorkerPhase::stopping;  // it will never serve
   counters_.last_start_error = error;
   Worker::cancel_timer(loop_, worker.startup_timer);
