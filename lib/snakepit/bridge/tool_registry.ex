@@ -23,6 +23,12 @@ defmodule Snakepit.Bridge.ToolRegistry do
   task (never on a native thread) with a timeout (`:timeout` in the
   metadata, default 30 s). A raise, an unknown tool or a timeout becomes a
   Python exception carrying the message.
+
+  In a clustered pool (`Snakepit.Cluster`) a call may run on another node's
+  worker. The session's Elixir tools stay where they were registered, on
+  the caller's node: while such a call runs, Python's calls of a tool this
+  node does not have go to that node and run there, and `elixir_tools`
+  lists that node's exposed tools too.
   """
   use GenServer
 
@@ -30,7 +36,11 @@ defmodule Snakepit.Bridge.ToolRegistry do
   alias Snakepit.Bridge.InternalToolSpec
 
   @table __MODULE__
+  # {session_id, caller_node, calls}: sessions with calls from another node
+  # running here (see with_origin/3).
+  @origins Module.concat(__MODULE__, Origins)
   @default_timeout 30_000
+  @remote_list_timeout 5_000
   @name_pattern ~r/^[A-Za-z0-9][A-Za-z0-9_\-\.]*$/
   @max_name_length 64
   @max_metadata_entries 32
@@ -156,9 +166,70 @@ defmodule Snakepit.Bridge.ToolRegistry do
 
   # ---------------------------------------------------------------- server
 
+  @doc false
+  # Runs `fun` (a call of `session_id` from `caller_node`, served here) with
+  # the caller's node as the place where the session's Elixir tools live.
+  # The entry counts such calls, so it lives exactly as long as one runs.
+  @spec with_origin(term(), node(), (() -> result)) :: result when result: var
+  def with_origin(session_id, caller_node, fun) do
+    case session_text(session_id) do
+      session_id when session_id != "" and caller_node != node() ->
+        enter_origin(session_id, caller_node)
+
+        try do
+          fun.()
+        after
+          leave_origin(session_id)
+        end
+
+      _none_or_local ->
+        fun.()
+    end
+  end
+
+  # The `:session_id` forms Snakepit.execute/3 accepts; anything else is
+  # refused there, so it has no tools to find.
+  defp session_text(id) when is_binary(id), do: id
+  defp session_text(id) when (is_atom(id) and id != nil) or is_integer(id), do: to_string(id)
+
+  defp session_text(id) when is_list(id) do
+    case :unicode.characters_to_binary(id) do
+      text when is_binary(text) -> text
+      _ -> ""
+    end
+  rescue
+    ArgumentError -> ""
+  end
+
+  defp session_text(_id), do: ""
+
+  defp enter_origin(session_id, caller_node) do
+    :ets.update_counter(@origins, session_id, {3, 1}, {session_id, caller_node, 0})
+    # The latest caller's node wins when several call the same session.
+    :ets.update_element(@origins, session_id, {2, caller_node})
+  rescue
+    # No registry (the application is stopping): nothing to forward to.
+    ArgumentError -> false
+  end
+
+  defp leave_origin(session_id) do
+    if :ets.update_counter(@origins, session_id, {3, -1}) <= 0,
+      do: :ets.select_delete(@origins, [{{session_id, :_, 0}, [], [true]}])
+  rescue
+    ArgumentError -> 0
+  end
+
+  defp origin(session_id) do
+    case :ets.lookup(@origins, session_id) do
+      [{_, node, _calls}] -> node
+      [] -> nil
+    end
+  end
+
   @impl GenServer
   def init(:ok) do
     :ets.new(@table, [:named_table, :protected, :set, read_concurrency: true])
+    :ets.new(@origins, [:named_table, :public, :set, write_concurrency: true])
     {:ok, socket} = Native.elixir_tools_start(self(), Snakepit.Python.elixir_tools_socket())
     {:ok, %{socket: socket}}
   end
@@ -185,34 +256,35 @@ defmodule Snakepit.Bridge.ToolRegistry do
 
   @impl GenServer
   def handle_info({:snakepit_elixir_call, id, :execute, session_id, name, params}, state) do
-    case get_tool(session_id, name) do
-      {:ok, %InternalToolSpec{type: :local, handler: fun, metadata: metadata}} ->
-        timeout = Map.get(metadata, :timeout, @default_timeout)
+    origin = if :ets.member(@table, {session_id, name}), do: nil, else: origin(session_id)
 
-        {:ok, _} =
-          Task.Supervisor.start_child(Snakepit.Bridge.TaskSupervisor, fn ->
-            reply(id, run(fun, built_params(params), name, timeout))
-          end)
+    {:ok, _} =
+      Task.Supervisor.start_child(Snakepit.Bridge.TaskSupervisor, fn ->
+        params = built_params(params)
 
-      {:ok, %InternalToolSpec{}} ->
-        Native.elixir_tool_reply(id, {:error, "tool #{inspect(name)} is not an Elixir tool"})
+        result =
+          if origin,
+            do: run_at(origin, session_id, name, params),
+            else: run_registered(session_id, name, params)
 
-      {:error, _not_found} ->
-        known = session_id |> list_tools() |> Enum.map(& &1.name)
-
-        Native.elixir_tool_reply(
-          id,
-          {:not_found,
-           "unknown Elixir tool #{inspect(name)} for session #{inspect(session_id)}; registered: #{inspect(known)}"}
-        )
-    end
+        reply(id, result)
+      end)
 
     {:noreply, state}
   end
 
   def handle_info({:snakepit_elixir_call, id, :list, session_id, _name, _params}, state) do
-    tools = for spec <- list_exposed_elixir_tools(session_id), do: {spec.name, spec.description}
-    Native.elixir_tools_list_reply(id, tools)
+    case origin(session_id) do
+      nil ->
+        Native.elixir_tools_list_reply(id, exposed_pairs(session_id))
+
+      origin ->
+        {:ok, _} =
+          Task.Supervisor.start_child(Snakepit.Bridge.TaskSupervisor, fn ->
+            Native.elixir_tools_list_reply(id, exposed_pairs(session_id, origin))
+          end)
+    end
+
     {:noreply, state}
   end
 
@@ -221,6 +293,57 @@ defmodule Snakepit.Bridge.ToolRegistry do
   def handle_info({:snakepit_python_telemetry, _, _, _, _, _, _} = batch, state) do
     Snakepit.Bridge.PythonTelemetry.forward(batch)
     {:noreply, state}
+  end
+
+  @doc false
+  # Runs tool `name` of `session_id` registered on this node, for Python:
+  # {:ok, value}, {:error, message} or {:not_found, message}. Called here, or
+  # by another node serving a call of the session (run_at/4).
+  @spec run_registered(String.t(), String.t(), map()) ::
+          {:ok, term()} | {:error, String.t()} | {:not_found, String.t()}
+  def run_registered(session_id, name, params) do
+    case get_tool(session_id, name) do
+      {:ok, %InternalToolSpec{type: :local, handler: fun, metadata: metadata}} ->
+        run(fun, params, name, Map.get(metadata, :timeout, @default_timeout))
+
+      {:ok, %InternalToolSpec{}} ->
+        {:error, "tool #{inspect(name)} is not an Elixir tool"}
+
+      {:error, _not_found} ->
+        known = session_id |> list_tools() |> Enum.map(& &1.name)
+
+        {:not_found,
+         "unknown Elixir tool #{inspect(name)} for session #{inspect(session_id)}; registered: #{inspect(known)}"}
+    end
+  end
+
+  # The tool's own timeout bounds the run there; a lost node ends the wait.
+  defp run_at(origin, session_id, name, params) do
+    :erpc.call(origin, __MODULE__, :run_registered, [session_id, name, params], :infinity)
+  catch
+    kind, reason ->
+      {:error,
+       "Elixir tool #{name} of session #{inspect(session_id)} on node #{origin} failed: " <>
+         Exception.format_banner(kind, reason)}
+  end
+
+  @doc false
+  # {name, description} of the session's tools Python sees, registered here.
+  @spec exposed_pairs(String.t()) :: [{String.t(), String.t()}]
+  def exposed_pairs(session_id),
+    do: for(spec <- list_exposed_elixir_tools(session_id), do: {spec.name, spec.description})
+
+  # Those of this node and of the node the session's running call came from
+  # (an unreachable node adds none).
+  defp exposed_pairs(session_id, origin) do
+    remote =
+      try do
+        :erpc.call(origin, __MODULE__, :exposed_pairs, [session_id], @remote_list_timeout)
+      catch
+        _kind, _reason -> []
+      end
+
+    Enum.uniq_by(exposed_pairs(session_id) ++ remote, &elem(&1, 0))
   end
 
   # Parameters with a map too large to build off a scheduler arrive as JSON

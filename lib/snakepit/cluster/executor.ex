@@ -16,6 +16,7 @@ defmodule Snakepit.Cluster.Executor do
   # what is in flight end to end.
 
   alias Snakepit.{Native, Pool}
+  alias Snakepit.Bridge.ToolRegistry
   alias Snakepit.Cluster.Agent
 
   # The caller waits this much longer than the call's own deadline.
@@ -25,6 +26,13 @@ defmodule Snakepit.Cluster.Executor do
   def run(caller, reply_alias, stream?, pool, command, args, opts) do
     caller_monitor = Process.monitor(caller)
 
+    # The session's Elixir tools live on the caller's node.
+    ToolRegistry.with_origin(Keyword.get(opts, :session_id), node(caller), fn ->
+      serve(caller_monitor, reply_alias, stream?, pool, command, args, opts)
+    end)
+  end
+
+  defp serve(caller_monitor, reply_alias, stream?, pool, command, args, opts) do
     case Pool.route(pool) do
       {:cluster, {:cluster, ^pool, local, _defaults}} when local != nil ->
         case Snakepit.submit_local(pool, local, command, args, opts, stream?) do
