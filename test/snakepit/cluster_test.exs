@@ -537,4 +537,54 @@ defmodule Snakepit.ClusterTest do
                :erpc.call(p.node, Snakepit, :execute, ["whoami", %{}, opts.(id)])
     end
   end
+
+  test "a :hint call whose home is busy runs on a node with a free slot and leaves the home alone" do
+    start_local_pool!(pool(@pool, 0))
+    peers = start_peers!([{:h1, [pool(@pool, 1)]}, {:h2, [pool(@pool, 1)]}])
+    assert :ok = Cluster.await_nodes(@pool, 2, 10_000)
+    pid_nodes = pid_nodes(peers)
+    id = "spill-#{System.unique_integer([:positive])}"
+    hint = [pool_name: @pool, session_id: id, affinity: :hint]
+    strict = [pool_name: @pool, session_id: id, affinity: :strict_queue]
+
+    {:ok, %{"pid" => home_pid}} = Snakepit.execute("whoami", %{}, hint)
+    home = pid_nodes[home_pid]
+    group = {:session, 1, @pool, id}
+
+    assert time_until(
+             fn -> Enum.map(:pg.get_members(Cluster.scope(), group), &node/1) == [home] end,
+             5_000
+           )
+
+    # The home's only slot is taken until the long call ends.
+    long = Task.async(fn -> Snakepit.execute("whoami", %{ms: 3_000}, hint) end)
+
+    assert time_until(
+             fn -> Enum.any?(Cluster.nodes(@pool), &(&1.node == home and &1.free == 0)) end,
+             2_000
+           )
+
+    t0 = now_ms()
+    assert {:ok, %{"pid" => spilled_pid}} = Snakepit.execute("whoami", %{}, hint)
+    spill_ms = now_ms() - t0
+    assert pid_nodes[spilled_pid] != home
+    assert Task.yield(long, 0) == nil, "the spilled call waited for the home (#{spill_ms} ms)"
+
+    # Strict calls wait for the home; the spill made no second home.
+    assert {:ok, %{"pid" => ^home_pid}} = Snakepit.execute("whoami", %{}, strict)
+    assert {:ok, {:ok, %{"pid" => ^home_pid}}} = Task.yield(long, 5_000)
+    assert Enum.map(:pg.get_members(Cluster.scope(), group), &node/1) == [home]
+
+    # Once the home's free slot is seen again, :hint calls go home.
+    assert time_until(
+             fn -> Enum.any?(Cluster.nodes(@pool), &(&1.node == home and &1.free == 1)) end,
+             2_000
+           )
+
+    assert {:ok, %{"pid" => ^home_pid}} = Snakepit.execute("whoami", %{}, hint)
+
+    report(
+      "session spill: a :hint call ran on the other node in #{spill_ms} ms while its home was busy"
+    )
+  end
 end

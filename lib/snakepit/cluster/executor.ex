@@ -33,11 +33,14 @@ defmodule Snakepit.Cluster.Executor do
   end
 
   defp serve(caller_monitor, reply_alias, stream?, pool, command, args, opts) do
+    # A :hint call sent here because its home was full: not a new home.
+    {spill?, opts} = Keyword.pop(opts, :session_spill, false)
+
     case Pool.route(pool) do
       {:cluster, {:cluster, ^pool, local, _defaults}} when local != nil ->
         case Snakepit.submit_local(pool, local, command, args, opts, stream?) do
           {:ok, call} ->
-            Agent.served_session(pool, call.session_id)
+            unless spill?, do: Agent.served_session(pool, call.session_id)
             reply = await(call, caller_monitor, reply_alias)
             exit({:snakepit_result, Snakepit.finish_local(reply, call)})
 

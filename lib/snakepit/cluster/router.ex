@@ -31,26 +31,27 @@ defmodule Snakepit.Cluster.Router do
   @max_reroutes 3
 
   @doc false
-  def execute({:cluster, pool, local, {_affinity, call_timeout, _}}, command, args, opts) do
-    with {:ok, ctx} <- context(pool, local, command, args, opts, call_timeout, nil) do
+  def execute({:cluster, pool, local, {affinity, call_timeout, _}}, command, args, opts) do
+    with {:ok, ctx} <- context(pool, local, command, args, opts, {affinity, call_timeout}, nil) do
       run(ctx, [], 0)
     end
   end
 
   @doc false
   def stream(
-        {:cluster, pool, local, {_affinity, _, stream_timeout}},
+        {:cluster, pool, local, {affinity, _, stream_timeout}},
         command,
         args,
         callback,
         opts
       ) do
-    with {:ok, ctx} <- context(pool, local, command, args, opts, stream_timeout, callback) do
+    with {:ok, ctx} <-
+           context(pool, local, command, args, opts, {affinity, stream_timeout}, callback) do
       run(ctx, [], 0)
     end
   end
 
-  defp context(pool, local, command, args, opts, default_timeout, callback) do
+  defp context(pool, local, command, args, opts, {default_affinity, default_timeout}, callback) do
     timeout = Keyword.get(opts, :timeout) || default_timeout
     command = to_string(command)
 
@@ -69,7 +70,8 @@ defmodule Snakepit.Cluster.Router do
          target: target,
          idempotent: Keyword.get(opts, :idempotent, false) == true,
          session_id: session_id,
-         strict: Keyword.get(opts, :affinity) in [:strict_queue, :strict_fail_fast],
+         strict: strict?(Keyword.get(opts, :affinity) || default_affinity),
+         spill: false,
          deadline: Loads.now_ms() + ms,
          callback: callback
        }}
@@ -99,6 +101,11 @@ defmodule Snakepit.Cluster.Router do
   # Anything else is refused by the serving side's own option checks.
   defp session_opt(_other), do: {:ok, nil}
 
+  defp strict?(affinity) when is_binary(affinity),
+    do: String.downcase(affinity) in ["strict_queue", "strict_fail_fast"]
+
+  defp strict?(affinity), do: affinity in [:strict_queue, :strict_fail_fast]
+
   defp invalid(pool, command, message) do
     {:error, Error.new(:validation, :invalid_option, message, command: command, pool_name: pool)}
   end
@@ -114,6 +121,9 @@ defmodule Snakepit.Cluster.Router do
       :local ->
         local(ctx)
 
+      {:spill, target} ->
+        run_spilled(%{ctx | spill: true}, target, decided_at, exclude, reroutes)
+
       {:remote, node, reason} ->
         Snakepit.Telemetry.execute(
           [:snakepit, :cluster, :route],
@@ -128,11 +138,25 @@ defmodule Snakepit.Cluster.Router do
     end
   end
 
+  # A :hint call of a session whose home is full runs where a slot is free,
+  # without making that node a home of the session.
+  defp run_spilled(ctx, :local, _decided_at, _exclude, _reroutes), do: local(ctx)
+
+  defp run_spilled(ctx, node, decided_at, exclude, reroutes) do
+    Snakepit.Telemetry.execute(
+      [:snakepit, :cluster, :route],
+      %{monotonic_time: decided_at},
+      %{pool: ctx.pool, node: node, command: ctx.command, reason: :session_spill}
+    )
+
+    remote(ctx, node, exclude, reroutes)
+  end
+
   defp local(%{local: nil} = ctx), do: no_server(ctx, "no ready workers on #{node()}")
 
   defp local(ctx) do
     opts = Keyword.put(ctx.opts, :timeout, remaining(ctx))
-    Agent.served_session(ctx.pool, ctx.session_id)
+    unless ctx.spill, do: Agent.served_session(ctx.pool, ctx.session_id)
 
     if ctx.callback,
       do: Snakepit.stream_local(ctx.pool, ctx.local, ctx.command, ctx.args, ctx.callback, opts),
@@ -265,7 +289,7 @@ defmodule Snakepit.Cluster.Router do
 
     cond do
       homes != [] ->
-        to_target(Enum.max_by(homes, &:erlang.phash2({ctx.session_id, &1})))
+        homes |> Enum.max_by(&:erlang.phash2({ctx.session_id, &1})) |> home_or_spill(ctx, rows)
 
       ctx.strict and Loads.tombstoned?(ctx.pool, ctx.session_id) ->
         {:error,
@@ -282,8 +306,50 @@ defmodule Snakepit.Cluster.Router do
         no_server(ctx, "no node serves it")
 
       true ->
-        to_target(Enum.max_by(nodes, &:erlang.phash2({ctx.session_id, &1})))
+        nodes |> Enum.max_by(&:erlang.phash2({ctx.session_id, &1})) |> home_or_spill(ctx, rows)
     end
+  end
+
+  # Strict calls wait for their home. A :hint call goes home when it has a
+  # free slot (or nobody has one), else to a node with a free slot.
+  defp home_or_spill(home, %{strict: true}, _rows), do: to_target(home)
+
+  defp home_or_spill(home, ctx, rows) do
+    fresh_after = Loads.now_ms() - Snakepit.Cluster.settings().stale_after_ms
+    local_free? = local_free?(ctx, rows)
+
+    remote_free =
+      for {{_, node}, free, _, _, _, at, _} = row <- rows,
+          node != node() and free > 0 and at >= fresh_after,
+          do: row
+
+    home_free? =
+      if home == node(),
+        do: local_free?,
+        else: Enum.any?(remote_free, fn {{_, node}, _, _, _, _, _, _} -> node == home end)
+
+    cond do
+      home_free? ->
+        to_target(home)
+
+      local_free? ->
+        {:spill, :local}
+
+      remote_free != [] and (ctx.local == nil or remote_size_ok?(ctx)) ->
+        {{_, node}, _, _, _, _, _, _} = two_choices(remote_free)
+        Loads.took_slot(ctx.pool, node)
+        {:spill, node}
+
+      true ->
+        to_target(home)
+    end
+  end
+
+  defp local_free?(%{local: nil}, _rows), do: false
+
+  defp local_free?(ctx, rows) do
+    Enum.any?(rows, fn {{_, node}, _, _, _, _, _, _} -> node == node() end) and
+      match?({free, _, _} when free > 0, Native.load(elem(ctx.local, 0)))
   end
 
   defp to_target(node) when node == node(), do: :local
@@ -314,6 +380,7 @@ defmodule Snakepit.Cluster.Router do
   defp remote(ctx, node, exclude, reroutes) do
     reply_alias = :erlang.alias([:explicit_unalias])
     opts = Keyword.put(ctx.opts, :timeout, remaining(ctx))
+    opts = if ctx.spill, do: Keyword.put(opts, :session_spill, true), else: opts
 
     req =
       :erlang.spawn_request(
