@@ -26,9 +26,10 @@ defmodule Snakepit.Bridge.ToolRegistry do
 
   In a clustered pool (`Snakepit.Cluster`) a call may run on another node's
   worker. The session's Elixir tools stay where they were registered, on
-  the caller's node: while such a call runs, Python's calls of a tool this
-  node does not have go to that node and run there, and `elixir_tools`
-  lists that node's exposed tools too.
+  the caller's node: while such a call runs, Python's calls in that session
+  of a tool this node does not have go to that node and run there, and
+  `elixir_tools` lists that node's exposed tools too (this holds for any
+  call of the session on this node while it runs).
   """
   use GenServer
 
@@ -36,9 +37,10 @@ defmodule Snakepit.Bridge.ToolRegistry do
   alias Snakepit.Bridge.InternalToolSpec
 
   @table __MODULE__
-  # {session_id, caller_node, calls}: sessions with calls from another node
-  # running here (see with_origin/3).
+  # {{session_id, executor_pid}, caller_node}: one row per call of a session
+  # from another node running here (see with_origin/3).
   @origins Module.concat(__MODULE__, Origins)
+  @origins_sweep_ms 60_000
   @default_timeout 30_000
   @remote_list_timeout 5_000
   @name_pattern ~r/^[A-Za-z0-9][A-Za-z0-9_\-\.]*$/
@@ -169,7 +171,8 @@ defmodule Snakepit.Bridge.ToolRegistry do
   @doc false
   # Runs `fun` (a call of `session_id` from `caller_node`, served here) with
   # the caller's node as the place where the session's Elixir tools live.
-  # The entry counts such calls, so it lives exactly as long as one runs.
+  # One row per such call, removed when it ends (a killed caller's row by the
+  # registry's sweep), so the rows are exactly the calls running.
   @spec with_origin(term(), node(), (() -> result)) :: result when result: var
   def with_origin(session_id, caller_node, fun) do
     case session_text(session_id) do
@@ -204,32 +207,27 @@ defmodule Snakepit.Bridge.ToolRegistry do
   defp session_text(_id), do: ""
 
   defp enter_origin(session_id, caller_node) do
-    :ets.update_counter(@origins, session_id, {3, 1}, {session_id, caller_node, 0})
-    # The latest caller's node wins when several call the same session.
-    :ets.update_element(@origins, session_id, {2, caller_node})
+    :ets.insert(@origins, {{session_id, self()}, caller_node})
   rescue
     # No registry (the application is stopping): nothing to forward to.
     ArgumentError -> false
   end
 
   defp leave_origin(session_id) do
-    if :ets.update_counter(@origins, session_id, {3, -1}) <= 0,
-      do: :ets.select_delete(@origins, [{{session_id, :_, 0}, [], [true]}])
+    :ets.delete(@origins, {session_id, self()})
   rescue
-    ArgumentError -> 0
+    ArgumentError -> false
   end
 
-  defp origin(session_id) do
-    case :ets.lookup(@origins, session_id) do
-      [{_, node, _calls}] -> node
-      [] -> nil
-    end
-  end
+  # The nodes whose calls of the session run here, each once.
+  defp origins(session_id),
+    do: @origins |> :ets.match({{session_id, :_}, :"$1"}) |> List.flatten() |> Enum.uniq()
 
   @impl GenServer
   def init(:ok) do
     :ets.new(@table, [:named_table, :protected, :set, read_concurrency: true])
     :ets.new(@origins, [:named_table, :public, :set, write_concurrency: true])
+    Process.send_after(self(), :sweep_origins, @origins_sweep_ms)
     {:ok, socket} = Native.elixir_tools_start(self(), Snakepit.Python.elixir_tools_socket())
     {:ok, %{socket: socket}}
   end
@@ -256,35 +254,40 @@ defmodule Snakepit.Bridge.ToolRegistry do
 
   @impl GenServer
   def handle_info({:snakepit_elixir_call, id, :execute, session_id, name, params}, state) do
-    origin = if :ets.member(@table, {session_id, name}), do: nil, else: origin(session_id)
+    origins = if :ets.member(@table, {session_id, name}), do: [], else: origins(session_id)
 
     {:ok, _} =
       Task.Supervisor.start_child(Snakepit.Bridge.TaskSupervisor, fn ->
         params = built_params(params)
 
-        result =
-          if origin,
-            do: run_at(origin, session_id, name, params),
-            else: run_registered(session_id, name, params)
-
-        reply(id, result)
+        reply(id, run_first(origins, session_id, name, params))
       end)
 
     {:noreply, state}
   end
 
   def handle_info({:snakepit_elixir_call, id, :list, session_id, _name, _params}, state) do
-    case origin(session_id) do
-      nil ->
+    case origins(session_id) do
+      [] ->
         Native.elixir_tools_list_reply(id, exposed_pairs(session_id))
 
-      origin ->
+      origins ->
         {:ok, _} =
           Task.Supervisor.start_child(Snakepit.Bridge.TaskSupervisor, fn ->
-            Native.elixir_tools_list_reply(id, exposed_pairs(session_id, origin))
+            Native.elixir_tools_list_reply(id, exposed_pairs(session_id, origins))
           end)
     end
 
+    {:noreply, state}
+  end
+
+  # Rows of calls whose executor was killed (its `after` never ran).
+  def handle_info(:sweep_origins, state) do
+    for [{_session_id, pid} = key] <- :ets.match(@origins, {:"$1", :_}),
+        not Process.alive?(pid),
+        do: :ets.delete(@origins, key)
+
+    Process.send_after(self(), :sweep_origins, @origins_sweep_ms)
     {:noreply, state}
   end
 
@@ -317,9 +320,23 @@ defmodule Snakepit.Bridge.ToolRegistry do
     end
   end
 
+  # Here when registered here, else on the first node (of those whose calls
+  # of the session run here) that has it; not found: this node's answer.
+  defp run_first([], session_id, name, params), do: run_registered(session_id, name, params)
+
+  defp run_first([origin | rest], session_id, name, params) do
+    case run_at(origin, session_id, name, params) do
+      {:not_found, _} -> run_first(rest, session_id, name, params)
+      result -> result
+    end
+  end
+
   # The tool's own timeout bounds the run there; a lost node ends the wait.
   defp run_at(origin, session_id, name, params) do
-    :erpc.call(origin, __MODULE__, :run_registered, [session_id, name, params], :infinity)
+    case :erpc.call(origin, __MODULE__, :run_registered, [session_id, name, params], :infinity) do
+      {tag, _} = result when tag in [:ok, :error, :not_found] -> result
+      other -> {:error, "Elixir tool #{name} on node #{origin} answered #{inspect(other)}"}
+    end
   catch
     kind, reason ->
       {:error,
@@ -333,17 +350,21 @@ defmodule Snakepit.Bridge.ToolRegistry do
   def exposed_pairs(session_id),
     do: for(spec <- list_exposed_elixir_tools(session_id), do: {spec.name, spec.description})
 
-  # Those of this node and of the node the session's running call came from
+  # Those of this node and of the nodes whose calls of the session run here
   # (an unreachable node adds none).
-  defp exposed_pairs(session_id, origin) do
+  defp exposed_pairs(session_id, origins) do
     remote =
-      try do
-        :erpc.call(origin, __MODULE__, :exposed_pairs, [session_id], @remote_list_timeout)
-      catch
-        _kind, _reason -> []
-      end
+      for origin <- origins,
+          pair <- remote_pairs(origin, session_id),
+          do: pair
 
     Enum.uniq_by(exposed_pairs(session_id) ++ remote, &elem(&1, 0))
+  end
+
+  defp remote_pairs(origin, session_id) do
+    :erpc.call(origin, __MODULE__, :exposed_pairs, [session_id], @remote_list_timeout)
+  catch
+    _kind, _reason -> []
   end
 
   # Parameters with a map too large to build off a scheduler arrive as JSON

@@ -98,6 +98,16 @@ defmodule Snakepit.Cluster.Router do
   defp session_opt(nil), do: {:ok, nil}
   defp session_opt(id) when is_binary(id), do: {:ok, id}
   defp session_opt(id) when is_atom(id) or is_integer(id), do: {:ok, to_string(id)}
+
+  defp session_opt(id) when is_list(id) do
+    case :unicode.characters_to_binary(id) do
+      text when is_binary(text) -> {:ok, text}
+      _ -> {:ok, nil}
+    end
+  rescue
+    ArgumentError -> {:ok, nil}
+  end
+
   # Anything else is refused by the serving side's own option checks.
   defp session_opt(_other), do: {:ok, nil}
 
@@ -116,6 +126,8 @@ defmodule Snakepit.Cluster.Router do
     # Taken before the load figures are read: a route event after a node's
     # loss was known shows a decision made without it.
     decided_at = System.monotonic_time()
+    # A re-routed call is decided afresh: it may go home this time.
+    ctx = %{ctx | spill: false}
 
     case pick(ctx, exclude) do
       :local ->
@@ -310,8 +322,9 @@ defmodule Snakepit.Cluster.Router do
     end
   end
 
-  # Strict calls wait for their home. A :hint call goes home when it has a
-  # free slot (or nobody has one), else to a node with a free slot.
+  # Strict calls wait for their home. A :hint call goes home unless the home
+  # is seen full (its own load, or a fresh row with no free slot) and
+  # another node has a free slot.
   defp home_or_spill(home, %{strict: true}, _rows), do: to_target(home)
 
   defp home_or_spill(home, ctx, rows) do
@@ -323,13 +336,16 @@ defmodule Snakepit.Cluster.Router do
           node != node() and free > 0 and at >= fresh_after,
           do: row
 
-    home_free? =
+    home_full? =
       if home == node(),
-        do: local_free?,
-        else: Enum.any?(remote_free, fn {{_, node}, _, _, _, _, _, _} -> node == home end)
+        do: not local_free?,
+        else:
+          Enum.any?(rows, fn {{_, node}, free, _, _, _, at, _} ->
+            node == home and free == 0 and at >= fresh_after
+          end)
 
     cond do
-      home_free? ->
+      not home_full? ->
         to_target(home)
 
       local_free? ->
