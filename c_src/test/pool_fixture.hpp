@@ -35,6 +35,13 @@ inline constexpr auto kWait = 3s;
 
 inline const char* kReadyScript = "printf '{\"status\":\"ready\"}\\n' >&3; exec sleep 30";
 
+// A worker that is ready at once and, on SIGTERM, takes `seconds` (a shell
+// `sleep` operand) to exit: a retiree still around when the test goes on.
+inline std::vector<std::string> slow_exit_worker_argv(const std::string& seconds) {
+  return {"-c", "trap 'sleep " + seconds + "; exit 0' TERM; printf '{\"status\":\"ready\"}\\n' >&3; "
+                "while true; do sleep 0.02; done"};
+}
+
 template <class Pred>
 bool wait_until(Pred pred, std::chrono::milliseconds timeout = kWait) {
   const auto deadline = SteadyClock::now() + timeout;

@@ -122,8 +122,7 @@ TEST_CASE("pool: a retired worker that takes its time to exit is not a heartbeat
   f.config.max_missed_heartbeats = 1;
   f.config.graceful_shutdown = 3s;
   // SIGTERM starts a 400 ms shutdown, during which it answers no pings.
-  f.config.worker_argv = {"-c", "trap 'sleep 0.4; exit 0' TERM; printf '{\"status\":\"ready\"}\\n' >&3; "
-                                "while true; do sleep 0.02; done"};
+  f.config.worker_argv = slow_exit_worker_argv("0.4");
   f.start();
   REQUIRE(f.wait_ready(1));
   const auto first = f.pool->workers().at(0);

@@ -145,8 +145,7 @@ TEST_CASE("pool: a second recycle while the first retiree still exits retires th
   f.config.graceful_shutdown = 3s;
   // SIGTERM starts a 1 s shutdown: the first retiree is still there when
   // its successor is recycled in turn.
-  f.config.worker_argv = {"-c", "trap 'sleep 1; exit 0' TERM; printf '{\"status\":\"ready\"}\\n' >&3; "
-                                "while true; do sleep 0.02; done"};
+  f.config.worker_argv = slow_exit_worker_argv("1");
   f.start();
   REQUIRE(f.wait_ready(1));
   f.transport->set_mode(FakeTransport::Mode::thread_ok);

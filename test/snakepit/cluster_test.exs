@@ -594,4 +594,50 @@ defmodule Snakepit.ClusterTest do
       "session spill: a :hint call ran on the other node in #{spill_ms} ms while its home was busy"
     )
   end
+
+  test "a :hint call whose remote home is busy takes a free local slot, routed as :session_spill" do
+    events = record_cluster_events()
+    start_local_pool!(pool(@pool, 1, affinity: :strict_queue))
+    [peer] = start_peers!([{:s1, [pool(@pool, 1)]}])
+    assert :ok = Cluster.await_nodes(@pool, 2, 10_000)
+    [local_pid] = worker_pids(node(), @pool)
+    [home_pid] = worker_pids(peer.node, @pool)
+    # A session the rendezvous hash homes on the peer.
+    id =
+      Stream.repeatedly(fn -> "local-spill-#{System.unique_integer([:positive])}" end)
+      |> Enum.find(fn id ->
+        Enum.max_by([node(), peer.node], &:erlang.phash2({id, &1})) == peer.node
+      end)
+
+    hint = [pool_name: @pool, session_id: id, affinity: :hint]
+    assert {:ok, %{"pid" => ^home_pid}} = Snakepit.execute("whoami", %{}, hint)
+    group = {:session, 1, @pool, id}
+
+    assert time_until(
+             fn -> Enum.map(:pg.get_members(Cluster.scope(), group), &node/1) == [peer.node] end,
+             5_000
+           )
+
+    assert time_until(
+             fn -> Enum.any?(Cluster.nodes(@pool), &(&1.node == peer.node and &1.free == 1)) end,
+             2_000
+           )
+
+    long = Task.async(fn -> Snakepit.execute("whoami", %{ms: 6_000}, hint) end)
+
+    assert time_until(
+             fn -> Enum.any?(Cluster.nodes(@pool), &(&1.node == peer.node and &1.free == 0)) end,
+             2_000
+           )
+
+    assert {:ok, %{"pid" => ^local_pid}} = Snakepit.execute("whoami", %{}, hint)
+    assert Task.yield(long, 0) == nil, "the spilled call waited for the home"
+
+    assert [{_, %{reason: :session_spill, command: "whoami"}}] =
+             cluster_events(events, :route, node())
+
+    # The local run made no second home.
+    assert Enum.map(:pg.get_members(Cluster.scope(), group), &node/1) == [peer.node]
+    assert {:ok, {:ok, %{"pid" => ^home_pid}}} = Task.yield(long, 10_000)
+  end
 end

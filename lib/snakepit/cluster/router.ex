@@ -137,12 +137,7 @@ defmodule Snakepit.Cluster.Router do
         run_spilled(%{ctx | spill: true}, target, decided_at, exclude, reroutes)
 
       {:remote, node, reason} ->
-        Snakepit.Telemetry.execute(
-          [:snakepit, :cluster, :route],
-          %{monotonic_time: decided_at},
-          %{pool: ctx.pool, node: node, command: ctx.command, reason: reason}
-        )
-
+        route_event(ctx, node, reason, decided_at)
         remote(ctx, node, exclude, reroutes)
 
       {:error, _} = error ->
@@ -151,17 +146,24 @@ defmodule Snakepit.Cluster.Router do
   end
 
   # A :hint call of a session whose home is full runs where a slot is free,
-  # without making that node a home of the session.
-  defp run_spilled(ctx, :local, _decided_at, _exclude, _reroutes), do: local(ctx)
+  # without making that node a home of the session. A spill to this node is
+  # routed too: the call left its home.
+  defp run_spilled(ctx, :local, decided_at, _exclude, _reroutes) do
+    route_event(ctx, node(), :session_spill, decided_at)
+    local(ctx)
+  end
 
   defp run_spilled(ctx, node, decided_at, exclude, reroutes) do
+    route_event(ctx, node, :session_spill, decided_at)
+    remote(ctx, node, exclude, reroutes)
+  end
+
+  defp route_event(ctx, node, reason, decided_at) do
     Snakepit.Telemetry.execute(
       [:snakepit, :cluster, :route],
       %{monotonic_time: decided_at},
-      %{pool: ctx.pool, node: node, command: ctx.command, reason: :session_spill}
+      %{pool: ctx.pool, node: node, command: ctx.command, reason: reason}
     )
-
-    remote(ctx, node, exclude, reroutes)
   end
 
   defp local(%{local: nil} = ctx), do: no_server(ctx, "no ready workers on #{node()}")
