@@ -524,17 +524,23 @@ defmodule Snakepit.ClusterTest do
 
     assert new_pid != homes[id]
 
-    # The new home is pinned: strict calls from the surviving nodes go there.
+    # The new home is pinned: strict calls from the surviving nodes go there
+    # once their pg view shows it (and no longer the lost one).
     group = {:session, 1, @pool, id}
+    members_on = fn node -> :erpc.call(node, :pg, :get_members, [Cluster.scope(), group]) end
+    assert time_until(fn -> match?([_], members_on.(node())) end, 5_000)
+    [new_home] = Enum.map(members_on.(node()), &node/1)
 
     for p <- peers, p.node != home.node do
-      assert time_until(
-               fn -> :erpc.call(p.node, :pg, :get_members, [Cluster.scope(), group]) != [] end,
-               5_000
-             )
+      assert time_until(fn -> Enum.map(members_on.(p.node), &node/1) == [new_home] end, 5_000)
 
-      assert {:ok, %{"pid" => ^new_pid}} =
-               :erpc.call(p.node, Snakepit, :execute, ["whoami", %{}, opts.(id)])
+      got = :erpc.call(p.node, Snakepit, :execute, ["whoami", %{}, opts.(id)])
+
+      assert {:ok, %{"pid" => ^new_pid}} = got,
+             "#{p.node} routed session #{id} elsewhere: new home #{inspect(pid_nodes[new_pid])}, " <>
+               "pg there #{inspect(:erpc.call(p.node, :pg, :get_members, [Cluster.scope(), group]) |> Enum.map(&node/1))}, " <>
+               "its rows #{inspect(:erpc.call(p.node, Snakepit.Cluster.Loads, :rows, [@pool]))}, " <>
+               "got #{inspect(got)} from #{inspect(pid_nodes[elem(got, 1)["pid"]])}"
     end
   end
 

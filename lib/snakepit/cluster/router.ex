@@ -295,17 +295,18 @@ defmodule Snakepit.Cluster.Router do
     nodes = for {{_, node}, _, _, _, _, _, _} <- rows, do: node
     group = {:session, 1, ctx.pool, ctx.session_id}
 
-    homes =
-      Snakepit.Cluster.scope()
-      |> :pg.get_members(group)
-      |> Enum.map(&node/1)
-      |> Enum.filter(&(&1 in nodes))
+    members = Snakepit.Cluster.scope() |> :pg.get_members(group) |> Enum.map(&node/1)
+    live = [node() | Node.list()]
+    homes = Enum.filter(members, &(&1 in nodes and &1 in live))
 
     cond do
       homes != [] ->
         homes |> Enum.max_by(&:erlang.phash2({ctx.session_id, &1})) |> home_or_spill(ctx, rows)
 
-      ctx.strict and Loads.tombstoned?(ctx.pool, ctx.session_id) ->
+      # A home on a node already down that pg (or the tombstone) has not
+      # caught up with yet is lost all the same: a strict call must not
+      # make a second home in that window.
+      ctx.strict and (lost_home?(members, live) or Loads.tombstoned?(ctx.pool, ctx.session_id)) ->
         {:error,
          Error.new(
            :worker,
@@ -323,6 +324,8 @@ defmodule Snakepit.Cluster.Router do
         nodes |> Enum.max_by(&:erlang.phash2({ctx.session_id, &1})) |> home_or_spill(ctx, rows)
     end
   end
+
+  defp lost_home?(members, live), do: members != [] and Enum.all?(members, &(&1 not in live))
 
   # Strict calls wait for their home. A :hint call goes home unless the home
   # is seen full (its own load, or a fresh row with no free slot) and
