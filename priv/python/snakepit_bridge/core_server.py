@@ -29,9 +29,12 @@ import logging
 import queue
 import threading
 import time
+import weakref
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import snakepit_bridge_pb2 as pb2
+
+from .call_stream import CallStream, StreamedCall, status_reply
 
 log = logging.getLogger("snakepit.worker")
 
@@ -217,6 +220,9 @@ class CoreServer:
             f"{_SERVICE}GetWorkerReport".encode(): lambda _raw: servicer.worker_report(),
         }
         self._tools = {f"{_SERVICE}ExecuteTool".encode(): False, f"{_SERVICE}ExecuteStreamingTool".encode(): True}
+        self._calls_method = f"{_SERVICE}ExecuteToolCalls".encode()
+        self._streams: "weakref.WeakSet[CallStream]" = weakref.WeakSet()
+        self._streams_lock = threading.Lock()
 
     def add_insecure_port(self, address: str) -> int:
         return self._server.add_http2_port(address.encode())
@@ -234,6 +240,10 @@ class CoreServer:
         every call is done."""
         self._stopping = True
         self._server.shutdown(self._cq, _Tag.SHUTDOWN)
+        with self._streams_lock:
+            streams = list(self._streams)
+        for stream in streams:
+            stream.end_when_idle()
 
         def cancel_after_grace() -> None:
             if not self._stopped.wait(grace):
@@ -269,6 +279,13 @@ class CoreServer:
     def _accept(self, event: Any) -> None:
         call = event.call
         method = event.call_details.method
+        if method == self._calls_method:
+            stream = CallStream(call, self._calls.put, lambda: self._stopping)
+            with self._streams_lock:
+                self._streams.add(stream)
+            if self._stopping:  # accepted after stop() went through the streams
+                stream.end_when_idle()
+            return
         streaming = self._tools.get(method)
         if streaming is not None:
             _ToolCall(call, event.call_details.deadline, streaming, self._calls)
@@ -304,7 +321,10 @@ class CoreServer:
                 _send_status(item.call, cygrpc.StatusCode.internal, "the worker failed to serve the call")
             item = None
 
-    def _serve_one(self, item: _ToolCall) -> None:
+    def _serve_one(self, item: Any) -> None:
+        if type(item) is StreamedCall:
+            self._serve_streamed(item)
+            return
         try:
             request = pb2.ExecuteToolRequest.FromString(item.payload)
         except Exception as exc:
@@ -324,6 +344,30 @@ class CoreServer:
                 _send_reply(item.call, servicer.run_tool(request).SerializeToString())
         finally:
             servicer.untrack_running(request_id)
+
+    def _serve_streamed(self, item: StreamedCall) -> None:
+        request, stream = item.request, item.stream
+        request_id = request.request_id
+        if item.gave_up():
+            reply = None
+            if not stream.cancelled(request_id):
+                reply = status_reply(
+                    request_id, cygrpc.StatusCode.deadline_exceeded, caller_gone_message(request.tool_name)
+                )
+            stream.finished(request_id, reply)
+            return
+        servicer = self._servicer
+        servicer.track_running(request_id)
+        try:
+            response = servicer.run_tool(request)
+            response.request_id = request_id
+            reply = response.SerializeToString()
+        except Exception:
+            log.exception("serving a tool call failed")
+            reply = status_reply(request_id, cygrpc.StatusCode.internal, "the worker failed to serve the call")
+        finally:
+            servicer.untrack_running(request_id)
+        stream.finished(request_id, reply)
 
     def _stream(self, item: _ToolCall, request: Any) -> None:
         chunks = self._servicer.stream_chunks(request)
