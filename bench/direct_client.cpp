@@ -12,7 +12,9 @@
 //     SPEC is comma-separated key=value: name, tool (ping), concurrency (1),
 //     cap (calls in flight per worker, 0 = unlimited; default 1 like the
 //     process profile), warmup (s, 1), duration (s, 3), bytes (0: no
-//     parameters; n: parameter "data" = a JSON string of n 'x').
+//     parameters; n: parameter "data" = a JSON string of n 'x'), stream
+//     (0: one unary RPC per call; 1: calls on each worker's
+//     ExecuteToolCalls stream, as the runtime sends them).
 //
 //     C callers each loop on one call at a time. A caller's call goes to the
 //     least-loaded worker that has a free slot, or waits in one FIFO queue
@@ -45,6 +47,8 @@
 #include <deque>
 #include <fstream>
 #include <memory>
+#include <unordered_map>
+#include <functional>
 #include <mutex>
 #include <sstream>
 #include <stdexcept>
@@ -209,6 +213,7 @@ double self_cpu_us() {
 struct CaseSpec {
   std::string name = "case", tool = "ping";
   int concurrency = 1, cap = 1;
+  bool stream = false;  // calls on each worker's ExecuteToolCalls stream
   double warmup = 1, duration = 3;
   std::size_t bytes = 0;
 };
@@ -229,6 +234,7 @@ CaseSpec parse_case(const std::string& text) {
       else if (key == "warmup") spec.warmup = std::stod(value);
       else if (key == "duration") spec.duration = std::stod(value);
       else if (key == "bytes") spec.bytes = std::stoull(value);
+      else if (key == "stream") spec.stream = value == "1";
       else die("unknown --case key: " + key);
     } catch (const std::logic_error&) {
       die("bad --case value: " + item);
@@ -238,9 +244,66 @@ CaseSpec parse_case(const std::string& text) {
   return spec;
 }
 
+// The worker's ExecuteToolCalls stream (case key `stream=1`): calls as
+// messages on one stream per worker, matched by request_id, one write in
+// flight, as the runtime sends them to a worker that serves it.
+class CallsStream final : public grpc::ClientBidiReactor<pb::ExecuteToolRequest, pb::ExecuteToolResponse> {
+ public:
+  using Done = std::function<void(pb::ExecuteToolResponse&&)>;
+  explicit CallsStream(pb::BridgeService::Stub& stub) {
+    stub.async()->ExecuteToolCalls(&context_, this);
+    StartRead(&response_);
+    StartCall();
+  }
+  void send(pb::ExecuteToolRequest request, Done done) {
+    std::lock_guard lock(mutex_);
+    waiting_[request.request_id()] = std::move(done);
+    pending_.push_back(std::move(request));
+    if (!writing_) write_next();
+  }
+  void OnWriteDone(bool ok) override {
+    std::lock_guard lock(mutex_);
+    writing_ = false;
+    if (ok && !pending_.empty()) write_next();
+  }
+  void OnReadDone(bool ok) override {
+    if (!ok) return;
+    Done done;
+    {
+      std::lock_guard lock(mutex_);
+      auto it = waiting_.find(response_.request_id());
+      if (it != waiting_.end()) {
+        done = std::move(it->second);
+        waiting_.erase(it);
+      }
+    }
+    pb::ExecuteToolResponse response = std::move(response_);
+    response_.Clear();
+    StartRead(&response_);
+    if (done) done(std::move(response));
+  }
+  void OnDone(const grpc::Status&) override {}
+
+ private:
+  void write_next() {
+    current_ = std::move(pending_.front());
+    pending_.pop_front();
+    writing_ = true;
+    StartWrite(&current_);
+  }
+  grpc::ClientContext context_;
+  std::mutex mutex_;
+  pb::ExecuteToolRequest current_;
+  pb::ExecuteToolResponse response_;
+  std::deque<pb::ExecuteToolRequest> pending_;
+  std::unordered_map<std::uint64_t, Done> waiting_;
+  bool writing_ = false;
+};
+
 struct Target {
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<pb::BridgeService::Stub> stub;
+  std::unique_ptr<CallsStream> calls;  // opened for a stream=1 case
   int inflight = 0;
 };
 
@@ -316,8 +379,19 @@ class LoadRun {
     auto* call = new Call;
     call->target = target;
     call->caller = caller;
+    auto& worker = targets_[static_cast<std::size_t>(target)];
+    if (spec_.stream) {
+      pb::ExecuteToolRequest request = request_;
+      request.set_request_id(++next_id_);
+      request.set_timeout_ms(120'000);
+      worker.calls->send(std::move(request), [this, call](pb::ExecuteToolResponse&& response) {
+        call->response = std::move(response);
+        finish(call, grpc::Status::OK);
+      });
+      return;
+    }
     call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
-    targets_[static_cast<std::size_t>(target)].stub->async()->ExecuteTool(
+    worker.stub->async()->ExecuteTool(
         &call->context, &request_, &call->response, [this, call](grpc::Status status) { finish(call, status); });
   }
 
@@ -364,6 +438,7 @@ class LoadRun {
   Clock::time_point window_start_, window_end_;
   int outstanding_ = 0;
   int rotation_ = 0;
+  std::atomic<std::uint64_t> next_id_{0};
   std::atomic<int> errors_reported_{0};
   Result result_;
 };
@@ -417,6 +492,8 @@ int run_command(const WorkerSpec& base, int worker_count, const std::vector<Case
 
   for (const auto& spec_case : cases) {
     const auto request = make_request(spec_case);
+    for (auto& target : targets)
+      if (spec_case.stream && !target.calls) target.calls = std::make_unique<CallsStream>(*target.stub);
     LoadRun run(targets, spec_case, request);
     // CPU is sampled by this thread at the window's edges.
     struct Sample {

@@ -10,8 +10,9 @@
 //     newline to the ready fd and closes it;
 //   * it exits when the lifeline fd reaches EOF or on SIGTERM / SIGINT.
 //
-// ExecuteTool answers success with the request's JSON parameters gathered
-// into one JSON object ({"name": <value>, ...}); Ping answers "pong".
+// ExecuteTool, and each call on an ExecuteToolCalls stream, answers success
+// with the request's JSON parameters as they came (one JSON object); Ping
+// answers "pong".
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <unistd.h>
@@ -20,6 +21,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <mutex>
 #include <memory>
 #include <string>
 #include <thread>
@@ -34,10 +37,67 @@ namespace pb = ::snakepit::bridge;
 
 using snakepit::wire::kJsonTypeUrl;
 
-// Ping and ExecuteTool on the callback API; every other method keeps the
+// Ping, ExecuteTool and ExecuteToolCalls on the callback API; every other method keeps the
 // generated synchronous default (UNIMPLEMENTED).
-using EchoBase = pb::BridgeService::WithCallbackMethod_Ping<
-    pb::BridgeService::WithCallbackMethod_ExecuteTool<pb::BridgeService::Service>>;
+using EchoBase = pb::BridgeService::WithCallbackMethod_Ping<pb::BridgeService::WithCallbackMethod_ExecuteTool<
+    pb::BridgeService::WithCallbackMethod_ExecuteToolCalls<pb::BridgeService::Service>>>;
+
+void echo(const pb::ExecuteToolRequest& request, pb::ExecuteToolResponse& response) {
+  std::string json = request.parameters_json().empty() ? std::string("{}") : request.parameters_json();
+  response.set_success(true);
+  auto* result = response.mutable_result();
+  result->set_type_url(kJsonTypeUrl.data(), kJsonTypeUrl.size());
+  result->set_value(std::move(json));
+  response.set_request_id(request.request_id());
+}
+
+// ExecuteToolCalls: each request echoed in arrival order, one write in flight.
+class CallsReactor final : public grpc::ServerBidiReactor<pb::ExecuteToolRequest, pb::ExecuteToolResponse> {
+ public:
+  CallsReactor() { StartRead(&request_); }
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      std::lock_guard lock(mutex_);
+      reading_done_ = true;
+      if (!writing_) Finish(grpc::Status::OK);
+      return;
+    }
+    if (request_.cancel()) {  // a cancel frame: every call is answered at once anyway
+      StartRead(&request_);
+      return;
+    }
+    pb::ExecuteToolResponse response;
+    echo(request_, response);
+    {
+      std::lock_guard lock(mutex_);
+      pending_.push_back(std::move(response));
+      if (!writing_) write_next();
+    }
+    StartRead(&request_);
+  }
+  void OnWriteDone(bool ok) override {
+    std::lock_guard lock(mutex_);
+    writing_ = false;
+    if (!ok) return;
+    if (!pending_.empty()) write_next();
+    else if (reading_done_) Finish(grpc::Status::OK);
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void write_next() {
+    current_ = std::move(pending_.front());
+    pending_.pop_front();
+    writing_ = true;
+    StartWrite(&current_);
+  }
+  std::mutex mutex_;
+  pb::ExecuteToolRequest request_;
+  pb::ExecuteToolResponse current_;
+  std::deque<pb::ExecuteToolResponse> pending_;
+  bool writing_ = false;
+  bool reading_done_ = false;
+};
 
 class EchoService final : public EchoBase {
  public:
@@ -52,14 +112,15 @@ class EchoService final : public EchoBase {
   grpc::ServerUnaryReactor* ExecuteTool(grpc::CallbackServerContext* context, const pb::ExecuteToolRequest* request,
                                         pb::ExecuteToolResponse* response) override {
     // The parameters arrive as one JSON object: echoed as they came.
-    std::string json = request->parameters_json().empty() ? std::string("{}") : request->parameters_json();
-    response->set_success(true);
-    auto* result = response->mutable_result();
-    result->set_type_url(kJsonTypeUrl.data(), kJsonTypeUrl.size());
-    result->set_value(std::move(json));
+    echo(*request, *response);
     auto* reactor = context->DefaultReactor();
     reactor->Finish(grpc::Status::OK);
     return reactor;
+  }
+
+  grpc::ServerBidiReactor<pb::ExecuteToolRequest, pb::ExecuteToolResponse>* ExecuteToolCalls(
+      grpc::CallbackServerContext*) override {
+    return new CallsReactor();  // gRPC's callback API: the reactor deletes itself in OnDone
   }
 };
 

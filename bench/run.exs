@@ -148,18 +148,24 @@ defmodule Bench.Run do
 
   # The direct client's ping cases: one call in flight per worker, like the
   # process profile.
+  # The direct client calls as the pool does: on each worker's call stream
+  # ("direct_c"); "unary_c" is the same load with one unary RPC per call.
   defp direct_ping_specs(ctx) do
-    for c <- @concurrency do
+    for {prefix, stream} <- [{"direct", 1}, {"unary", 0}], c <- @concurrency do
       spec(
-        name: "direct_#{c}",
+        name: "#{prefix}_#{c}",
         tool: "ping",
         concurrency: c,
         cap: 1,
+        stream: stream,
         warmup: ctx.warmup_ms / 1000,
         duration: ctx.duration_ms / 1000
       )
     end
   end
+
+  defp by_name(rounds, key, name),
+    do: Enum.map(rounds, fn r -> Enum.find(Map.fetch!(r, key), &(&1.name == name)) end)
 
   # What a pool's workers get to serve with grpc.server instead of grpc's
   # core layer (priv/python/snakepit_bridge/core_server.py).
@@ -303,6 +309,7 @@ defmodule Bench.Run do
                 tool: "ping",
                 concurrency: c,
                 cap: 0,
+                stream: 1,
                 warmup: ctx.warmup_ms / 1000,
                 duration: ctx.duration_ms / 1000
               )
@@ -347,7 +354,8 @@ defmodule Bench.Run do
     rows =
       for c <- @concurrency do
         pools = Enum.map(rounds, fn r -> Enum.find(r.pool, &(&1.concurrency == c)) end)
-        directs = Enum.map(rounds, fn r -> Enum.find(r.direct, &(&1.name == "direct_#{c}")) end)
+        directs = by_name(rounds, :direct, "direct_#{c}")
+        unaries = by_name(rounds, :direct, "unary_#{c}")
 
         quiets =
           Enum.map(rounds, fn r -> Enum.find(r.pool_no_busy_wait, &(&1.concurrency == c)) end)
@@ -364,6 +372,9 @@ defmodule Bench.Run do
           direct: direct,
           pool_no_busy_wait: median_run(quiets),
           pool_fallback: median_run(fallbacks),
+          direct_unary: median_run(unaries),
+          round_ratios_unary: ratios(pools, unaries),
+          ratio_unary: median(ratios(pools, unaries)),
           round_ratios_core_fallback: ratios(pools, fallbacks),
           ratio_core_fallback: median(ratios(pools, fallbacks)),
           # Each round's ratio compares runs made a minute apart; the median
@@ -483,12 +494,14 @@ defmodule Bench.Run do
     rows =
       for c <- @concurrency do
         pools = Enum.map(rounds, fn r -> Enum.find(r.pool, &(&1.concurrency == c)) end)
-        directs = Enum.map(rounds, fn r -> Enum.find(r.direct, &(&1.concurrency == c)) end)
+        directs = by_name(rounds, :direct, "direct_#{c}")
+        unaries = by_name(rounds, :direct, "unary_#{c}")
 
         %{
           concurrency: c,
           pool: median_run(pools),
           direct: median_run(directs),
+          direct_unary: median_run(unaries),
           round_ratios: ratios(pools, directs),
           ratio: median(ratios(pools, directs))
         }
@@ -512,6 +525,7 @@ defmodule Bench.Run do
             tool: "echo",
             concurrency: 2,
             cap: 1,
+            stream: 1,
             bytes: bytes,
             warmup: ctx.warmup_ms / 1000,
             duration: ctx.payload_ms / 1000
@@ -715,6 +729,8 @@ defmodule Bench.Run do
           ratio_cell(row.ratio_no_busy_wait, row.round_ratios_no_busy_wait),
           row.pool_fallback.calls_per_s,
           ratio_cell(row.ratio_core_fallback, row.round_ratios_core_fallback),
+          row.direct_unary.calls_per_s,
+          ratio_cell(row.ratio_unary, row.round_ratios_unary),
           "#{S.fmt(row.direct.background_cpu_pct)} / #{S.fmt(row.pool.background_cpu_pct)} / #{S.fmt(row.pool_no_busy_wait.background_cpu_pct)} / #{S.fmt(row.pool_fallback.background_cpu_pct)}"
         ]
       end
@@ -728,7 +744,7 @@ defmodule Bench.Run do
           row.added_p50_us,
           row.direct.p99_us,
           row.pool.p99_us,
-          row.direct.client_cpu_us_per_call,
+          "#{S.fmt(row.direct.client_cpu_us_per_call)} / #{S.fmt(row.direct_unary.client_cpu_us_per_call)}",
           row.pool.beam_cpu_us_per_call,
           row.pool_no_busy_wait.beam_cpu_us_per_call,
           "#{S.fmt(row.direct.workers_cpu_us_per_call)} / #{S.fmt(row.pool.workers_cpu_us_per_call)} / #{S.fmt(row.pool_fallback.workers_cpu_us_per_call)}"
@@ -764,13 +780,15 @@ defmodule Bench.Run do
     1. Unary overhead: Snakepit.execute("ping") on a process pool of 2 Python workers vs a C++ gRPC
        client calling 2 of the same workers directly, one call in flight per worker, FIFO queue.
        Medians of #{length(r.rounds)} rounds; pool/direct is the median of the rounds' ratios (each
-       round's ratio in brackets). Workers serve from grpc's core layer; "fallback": the same pool
+       round's ratio in brackets). The pool and the direct client send calls on each worker's
+       ExecuteToolCalls stream; "direct unary": the client with one unary RPC per call instead.
+       Workers serve from grpc's core layer; "fallback": the same pool
        with its workers on grpc.server (SNAKEPIT_WORKER_SERVER=fallback), core/fallback the ratio of
        the two pools. "+sbwt none": the core-layer pool in a BEAM started with
        #{@no_busy_wait}.
-    #{S.table(["callers", "direct calls/s", "pool calls/s", "pool/direct", "pool +sbwt none calls/s", "pool/direct", "pool on fallback calls/s", "core/fallback", "other load % (direct / pool / +sbwt / fallback)"], throughput)}
+    #{S.table(["callers", "direct calls/s", "pool calls/s", "pool/direct", "pool +sbwt none calls/s", "pool/direct", "pool on fallback calls/s", "core/fallback", "direct unary calls/s", "pool/direct unary", "other load % (direct / pool / +sbwt / fallback)"], throughput)}
 
-    #{S.table(["callers", "direct p50 µs", "pool p50 µs", "added p50 µs", "direct p99 µs", "pool p99 µs", "client CPU µs/call", "BEAM CPU µs/call", "BEAM CPU +sbwt none", "Python CPU µs/call (direct / pool / fallback)"], latency)}
+    #{S.table(["callers", "direct p50 µs", "pool p50 µs", "added p50 µs", "direct p99 µs", "pool p99 µs", "client CPU µs/call (stream / unary)", "BEAM CPU µs/call", "BEAM CPU +sbwt none", "Python CPU µs/call (direct / pool / fallback)"], latency)}
     acceptance, pool/direct >= 0.90 at 8 and 64 callers: default BEAM #{verdict.(:ratio)} -> #{if met?.(:ratio, 0.9), do: "met", else: "NOT met"}; +sbwt none #{verdict.(:ratio_no_busy_wait)} -> #{if met?.(:ratio_no_busy_wait, 0.9), do: "met", else: "NOT met"}
     acceptance, pool on the core layer >= 1.4x the pool on the fallback at 8 and 64 callers: #{verdict.(:ratio_core_fallback)} -> #{if met?.(:ratio_core_fallback, 1.4), do: "met", else: "NOT met"}
     reference, direct client with every caller's call in flight at once (no per-worker limit): #{Enum.join(pipelined, "; ")}#{if busy, do: "\nWARNING: other processes used more than 10% of the machine during some windows; numbers are noisy.", else: ""}\
@@ -794,6 +812,8 @@ defmodule Bench.Run do
           row.direct.calls_per_s,
           row.direct.client_cpu_us_per_call,
           ratio_cell(row.ratio, row.round_ratios),
+          row.direct_unary.client_cpu_us_per_call,
+          S.ratio(row.pool.beam_cpu_us_per_call, row.direct.client_cpu_us_per_call),
           "#{S.fmt(row.direct.background_cpu_pct)} / #{S.fmt(row.pool.background_cpu_pct)}"
         ]
       end
@@ -801,8 +821,10 @@ defmodule Bench.Run do
     """
     2. Native runtime alone: Snakepit.execute("ping") on a pool of 2 C++ echo workers (bench/echo_worker.cpp).
        BEAM CPU = the BEAM process's utime+stime over the window / calls, split by thread.
-       Medians of #{length(r.rounds)} rounds; pool/direct as in case 1.
-    #{S.table(["conc", "pool calls/s", "pool p50 µs", "BEAM CPU µs/call", "schedulers", "gRPC threads", "other threads", "echo CPU µs/call", "direct calls/s", "client CPU µs/call", "pool/direct", "other load % (direct / pool)"], rows)}\
+       Medians of #{length(r.rounds)} rounds; pool/direct as in case 1 (both on the call stream);
+       "unary client": the direct client's CPU with one unary RPC per call; BEAM/client: BEAM CPU
+       per call over the direct client's.
+    #{S.table(["conc", "pool calls/s", "pool p50 µs", "BEAM CPU µs/call", "schedulers", "gRPC threads", "other threads", "echo CPU µs/call", "direct calls/s", "client CPU µs/call", "pool/direct", "unary client CPU µs/call", "BEAM/client", "other load % (direct / pool)"], rows)}\
     """
   end
 

@@ -1,6 +1,7 @@
 // The gRPC transport (grpc_transport.hpp): one channel per worker socket,
-// unary calls, streams read under a credit window, pings; gRPC statuses
-// become core::TransportResult.
+// unary calls on the worker's call stream (call_stream.hpp; single RPCs
+// for a worker that lacks it), streams read under a credit window, pings;
+// gRPC statuses become core::TransportResult.
 #include "grpc_transport.hpp"
 
 #include <fmt/format.h>
@@ -12,6 +13,8 @@
 #include "../codec/json.hpp"
 #include "../core/wire.hpp"
 #include "call_result.hpp"
+#include "call_stream.hpp"
+#include "deadline.hpp"
 #include "snakepit_bridge.grpc.pb.h"
 
 namespace snakepit::transport {
@@ -20,11 +23,6 @@ namespace {
 namespace pb = ::snakepit::bridge;
 
 using wire::kBinaryTypeUrl;
-
-std::chrono::system_clock::time_point to_system(core::TimePoint deadline) {
-  return std::chrono::system_clock::now() +
-         std::chrono::duration_cast<std::chrono::system_clock::duration>(deadline - core::SteadyClock::now());
-}
 
 void fill_request(pb::ExecuteToolRequest& request, core::CallRequest&& call) {
   request.set_request_id(call.request_id);
@@ -138,7 +136,7 @@ class StreamCall final : public core::CallHandle, public grpc::ClientReadReactor
   std::shared_ptr<StreamCall> self_;
 };
 
-class GrpcConnection final : public core::WorkerConnection {
+class GrpcConnection final : public core::WorkerConnection, public std::enable_shared_from_this<GrpcConnection> {
  public:
   explicit GrpcConnection(const std::string& socket_path) {
     grpc::ChannelArguments arguments;
@@ -153,10 +151,24 @@ class GrpcConnection final : public core::WorkerConnection {
     stub_ = pb::BridgeService::NewStub(channel_);
   }
 
+  ~GrpcConnection() override {
+    std::lock_guard lock(calls_mutex_);
+    if (calls_) calls_->close();
+  }
+
   std::shared_ptr<core::CallHandle> execute(core::CallRequest&& call, core::TimePoint deadline, Done done) override {
+    pb::ExecuteToolRequest request;
+    fill_request(request, std::move(call));
+    if (auto stream = call_stream())
+      if (auto handle = stream->submit(request, deadline, done)) return handle;
+    return execute_unary(std::move(request), deadline, std::move(done));
+  }
+
+  std::shared_ptr<core::CallHandle> execute_unary(pb::ExecuteToolRequest&& request, core::TimePoint deadline,
+                                                  Done done) {
     auto state = std::make_shared<UnaryCall>();
     state->context.set_deadline(to_system(deadline));
-    fill_request(state->request, std::move(call));
+    state->request = std::move(request);
     stub_->async()->ExecuteTool(&state->context, &state->request, &state->response,
                                 [state, done = std::move(done)](grpc::Status status) {
                                   if (!status.ok()) return done(classify_status(status.error_code(), status.error_message()));
@@ -225,8 +237,40 @@ class GrpcConnection final : public core::WorkerConnection {
                          [state, done = std::move(done)](grpc::Status status) { done(status, state->response); });
   }
 
+  // The worker's call stream, opened at the first call and again after it
+  // ended; nullptr once the worker refused it (it gets single RPCs).
+  std::shared_ptr<CallStream> call_stream() {
+    std::lock_guard lock(calls_mutex_);
+    if (unary_only_) return nullptr;
+    if (!calls_ || calls_->ended())
+      calls_ = CallStream::open(*stub_, [connection = weak_from_this()](std::vector<CallStream::Refused>&& calls) {
+        refused(connection.lock(), std::move(calls));
+      });
+    return calls_;
+  }
+
+  // The worker lacks ExecuteToolCalls: its first calls, never started, go
+  // again as single RPCs, and so do all later ones.
+  static void refused(const std::shared_ptr<GrpcConnection>& connection, std::vector<CallStream::Refused>&& calls) {
+    if (connection) {
+      std::lock_guard lock(connection->calls_mutex_);
+      connection->unary_only_ = true;
+    }
+    for (auto& call : calls) {
+      if (!connection) {
+        call.done(classify_status(grpc::StatusCode::UNAVAILABLE, "the worker connection was closed"));
+        continue;
+      }
+      call.request.clear_timeout_ms();
+      call.redirect(connection->execute_unary(std::move(call.request), call.deadline, std::move(call.done)));
+    }
+  }
+
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<pb::BridgeService::Stub> stub_;
+  std::mutex calls_mutex_;
+  std::shared_ptr<CallStream> calls_;
+  bool unary_only_ = false;
 };
 
 class GrpcTransport final : public core::Transport {

@@ -1,0 +1,95 @@
+// One worker's ExecuteToolCalls stream (see the proto): the pool's unary
+// calls to that worker as one message each way on one stream, matched by
+// request_id. A unary RPC costs both ends a call object, headers, trailers
+// and a deadline timer; this costs a message. Owns the write queue (one
+// write in flight), the calls waiting for their reply, each call's
+// deadline alarm, and ending those calls when the stream ends. A worker
+// that does not serve the method (UNIMPLEMENTED before any reply) hands
+// the calls back, to be sent as unary calls.
+#pragma once
+
+#include <grpcpp/alarm.h>
+#include <grpcpp/grpcpp.h>
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "../core/transport.hpp"
+#include "snakepit_bridge.grpc.pb.h"
+
+namespace snakepit::transport {
+
+class CallStream final : public grpc::ClientBidiReactor<bridge::ExecuteToolRequest, bridge::ExecuteToolResponse>,
+                         public std::enable_shared_from_this<CallStream> {
+  struct Key {};  // only open() makes one
+
+ public:
+  using Done = core::WorkerConnection::Done;
+  // A call handed back because the worker lacks the method. `redirect`
+  // receives the handle of the unary call that replaces it.
+  struct Refused {
+    bridge::ExecuteToolRequest request;
+    core::TimePoint deadline;
+    Done done;
+    std::function<void(std::shared_ptr<core::CallHandle>)> redirect;
+  };
+  using OnRefused = std::function<void(std::vector<Refused>&&)>;
+
+  static std::shared_ptr<CallStream> open(bridge::BridgeService::Stub& stub, OnRefused on_refused);
+  CallStream(Key, OnRefused on_refused) : on_refused_(std::move(on_refused)) {}
+
+  // Sends the call on the stream and takes `request` and `done`; nullptr
+  // (both untouched) when the stream has ended: send a unary call instead.
+  std::shared_ptr<core::CallHandle> submit(bridge::ExecuteToolRequest& request, core::TimePoint deadline, Done& done);
+  // The connection is dropped: no more calls. The stream ends once the
+  // worker answered the calls it has (it ends idle streams whose client
+  // closed its side).
+  void close() noexcept;
+  // The handle's cancel: the call ends as CANCELLED and the worker is told
+  // not to start it.
+  void cancel(std::uint64_t request_id) noexcept;
+  // True once it takes no more calls (its end, or close()).
+  bool ended();
+
+  void OnReadDone(bool ok) override;
+  void OnWriteDone(bool ok) override;
+  void OnWritesDoneDone(bool ok) override;
+  void OnDone(const grpc::Status& status) override;
+
+ private:
+  struct Waiting;
+  struct Write {
+    std::shared_ptr<Waiting> call;  // a call's request, or
+    std::uint64_t cancel_id = 0;    // a cancel frame
+  };
+
+  std::shared_ptr<Waiting> take(std::uint64_t request_id);  // under mutex_
+  // A call's alarm went off (`fired`) or was disarmed.
+  void on_alarm(std::uint64_t request_id, bool fired);
+  void queue_write(Write write);  // under mutex_
+  void start_next_write();        // under mutex_
+  void deliver(bridge::ExecuteToolResponse& reply);
+
+  grpc::ClientContext context_;
+  OnRefused on_refused_;
+  std::mutex mutex_;
+  std::unordered_map<std::uint64_t, std::shared_ptr<Waiting>> waiting_;
+  std::unordered_map<std::uint64_t, std::shared_ptr<Waiting>> cancelled_;  // until their alarm callback
+  std::deque<Write> writes_;
+  bridge::ExecuteToolRequest cancel_frame_;
+  std::shared_ptr<Waiting> writing_call_;
+  bool writing_ = false;
+  bool closing_ = false;   // no more calls; half-close once the writes drained
+  bool writes_done_ = false;
+  bool ended_ = false;     // the read side failed: the stream is over
+  bool answered_ = false;  // a reply came: the worker serves the method
+  bridge::ExecuteToolResponse reply_;
+  std::shared_ptr<CallStream> self_;  // released in OnDone
+};
+
+}  // namespace snakepit::transport
