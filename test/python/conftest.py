@@ -62,6 +62,16 @@ def make_request(
     )
 
 
+def max_overlap(intervals: List[Any]) -> int:
+    """How many of the tools' {start, end} intervals ran at once, at most."""
+    edges = sorted([(r["start"], 1) for r in intervals] + [(r["end"], -1) for r in intervals])
+    current = best = 0
+    for _, step in edges:
+        current += step
+        best = max(best, current)
+    return best
+
+
 def decode_result(resp: Any) -> Any:
     assert resp.success, resp.error_message
     if resp.result.type_url == BINARY_TYPE_URL:

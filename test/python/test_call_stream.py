@@ -9,12 +9,12 @@ import queue
 import signal
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import grpc
 import pytest
 
-from conftest import SERVER_PATH, TEST_ADAPTERS, decode_result, make_request, pb2, wait_until
+from conftest import SERVER_PATH, TEST_ADAPTERS, decode_result, make_request, max_overlap, pb2, wait_until
 
 CONCURRENCY = f"{TEST_ADAPTERS}.ConcurrencyAdapter"
 core_only = pytest.mark.skipif(
@@ -73,15 +73,6 @@ class Calls:
         self._frames.put(None)
 
 
-def _overlap(results: List[Any]) -> int:
-    edges = sorted([(r["start"], 1) for r in results] + [(r["end"], -1) for r in results])
-    current = best = 0
-    for _, step in edges:
-        current += step
-        best = max(best, current)
-    return best
-
-
 @core_only
 def test_calls_are_answered_by_request_id_in_queue_order(test_worker: Any) -> None:
     calls = Calls(test_worker.stub)
@@ -99,7 +90,7 @@ def test_process_profile_runs_stream_calls_one_at_a_time(spawn_worker: Any) -> N
     calls = Calls(spawn_worker(CONCURRENCY).stub)
     for request_id in (1, 2, 3):
         calls.send(request_id, "unsafe_sleep", ms=150)
-    assert _overlap([decode_result(calls.reply(i)) for i in (1, 2, 3)]) == 1
+    assert max_overlap([decode_result(calls.reply(i)) for i in (1, 2, 3)]) == 1
 
 
 @core_only
@@ -107,7 +98,7 @@ def test_thread_profile_runs_n_stream_calls_at_a_time(spawn_worker: Any) -> None
     calls = Calls(spawn_worker(CONCURRENCY, "--profile", "thread", "--threads", "2").stub)
     for request_id in (1, 2, 3, 4):
         calls.send(request_id, "safe_sleep", ms=400)
-    assert _overlap([decode_result(calls.reply(i)) for i in (1, 2, 3, 4)]) == 2
+    assert max_overlap([decode_result(calls.reply(i)) for i in (1, 2, 3, 4)]) == 2
 
 
 @core_only

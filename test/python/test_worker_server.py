@@ -14,22 +14,13 @@ from typing import Any, List
 import grpc
 import pytest
 
-from conftest import SERVER_PATH, SHOWCASE, TEST_ADAPTERS, decode_result, make_request, pb2, wait_until
+from conftest import SERVER_PATH, SHOWCASE, TEST_ADAPTERS, decode_result, make_request, max_overlap, pb2, wait_until
 
 CONCURRENCY = f"{TEST_ADAPTERS}.ConcurrencyAdapter"
 
 
 def _running(w: Any) -> List[int]:
     return sorted(w.stub.Ping(pb2.PingRequest(), timeout=5).running_requests)
-
-
-def _max_overlap(intervals: List[Any]) -> int:
-    edges = sorted([(r["start"], 1) for r in intervals] + [(r["end"], -1) for r in intervals])
-    current = best = 0
-    for _, step in edges:
-        current += step
-        best = max(best, current)
-    return best
 
 
 def test_the_ready_log_names_the_server_path(spawn_worker: Any) -> None:
@@ -55,7 +46,7 @@ def test_process_profile_runs_one_tool_at_a_time(spawn_worker: Any) -> None:
     w.stub
     with ThreadPoolExecutor(3) as pool:
         results = list(pool.map(lambda _: w.result("unsafe_sleep", ms=150), range(3)))
-    assert _max_overlap(results) == 1
+    assert max_overlap(results) == 1
 
 
 def test_thread_profile_runs_n_tools_at_a_time_and_no_more(spawn_worker: Any) -> None:
@@ -63,7 +54,7 @@ def test_thread_profile_runs_n_tools_at_a_time_and_no_more(spawn_worker: Any) ->
     w.stub
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda _: w.result("safe_sleep", ms=400), range(4)))
-    assert _max_overlap(results) == 2
+    assert max_overlap(results) == 2
 
 
 def test_ping_lists_the_running_request_ids(test_worker: Any) -> None:

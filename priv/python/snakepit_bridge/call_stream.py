@@ -80,6 +80,7 @@ class CallStream:
         self._ended = False
         call.start_server_batch((cygrpc.ReceiveCloseOnServerOperation(_NO_FLAGS),), self._on_close)
         self._receive()
+        log.debug("serving the runtime's calls on one stream")
 
     # --- poll thread ----------------------------------------------------
 

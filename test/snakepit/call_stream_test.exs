@@ -1,0 +1,38 @@
+defmodule Snakepit.CallStreamTest do
+  use Snakepit.PoolCase, async: false
+  import ExUnit.CaptureLog
+  # `make test` runs these again on the worker's grpc.server fallback.
+  @moduletag :worker_path
+
+  @fallback System.get_env("SNAKEPIT_WORKER_SERVER") == "fallback"
+
+  test "the pool's calls reach a core-layer worker on its call stream, a grpc.server worker one RPC each" do
+    Application.put_env(:snakepit, :log_level, :debug)
+    on_exit(fn -> Application.delete_env(:snakepit, :log_level) end)
+    level = Logger.level()
+    Logger.configure(level: :debug)
+    on_exit(fn -> Logger.configure(level: level) end)
+
+    log =
+      capture_log([level: :debug], fn ->
+        pool = start_pool!(name: :call_stream_pool, pool_size: 1)
+
+        for n <- 1..3,
+            do: assert({:ok, ^n} = Snakepit.execute("add", %{a: n, b: 0}, pool_name: pool))
+
+        # A call past its deadline and one whose caller is gone leave the stream serving.
+        assert {:error, %Snakepit.Error{}} =
+                 Snakepit.execute("sleep", %{ms: 300}, pool_name: pool, timeout: 50)
+
+        assert {:ok, 7} = Snakepit.execute("add", %{a: 3, b: 4}, pool_name: pool)
+        Process.sleep(200)
+      end)
+
+    opened =
+      log
+      |> String.split("\n")
+      |> Enum.count(&(&1 =~ "serving the runtime's calls on one stream"))
+
+    if @fallback, do: assert(opened == 0), else: assert(opened == 1)
+  end
+end
