@@ -139,13 +139,21 @@ defmodule Bench.Support do
   # "pid (comm) state ...": comm may hold ") ", so split at the last one.
   # After it, field 3 (state) comes first: utime is field 14, stime 15.
   defp cpu_from_stat(text) do
-    {index, _} = :binary.matches(text, ") ") |> List.last()
-    rest = binary_part(text, index + 2, byte_size(text) - index - 2)
-    fields = String.split(rest, " ")
+    fields = stat_fields(text)
     utime = fields |> Enum.at(11) |> String.to_integer()
     stime = fields |> Enum.at(12) |> String.to_integer()
     (utime + stime) * 1_000_000 / clock_ticks()
   end
+
+  # The fields after the command name (field 3 on).
+  defp stat_fields(text) do
+    {index, _} = :binary.matches(text, ") ") |> List.last()
+    text |> binary_part(index + 2, byte_size(text) - index - 2) |> String.split(" ")
+  end
+
+  # A thread's start time (clock ticks after boot): thread ids wrap at
+  # pid_max, start times do not.
+  defp started_at(stat), do: stat |> stat_fields() |> Enum.at(19) |> String.to_integer()
 
   def processes_cpu_us(pids), do: pids |> Enum.map(&process_cpu_us/1) |> Enum.sum()
 
@@ -173,9 +181,10 @@ defmodule Bench.Support do
       for tid <- tids,
           {:ok, comm} <- [File.read("/proc/self/task/#{tid}/comm")],
           {:ok, stat} <- [File.read("/proc/self/task/#{tid}/stat")] do
-        {String.to_integer(tid), String.trim(comm), cpu_from_stat(stat)}
+        {{started_at(stat), String.to_integer(tid)}, String.trim(comm), cpu_from_stat(stat)}
       end
 
+    # The scheduler is the first started thread of its name.
     first_of_name =
       threads
       |> Enum.group_by(fn {_tid, comm, _cpu} -> comm end)

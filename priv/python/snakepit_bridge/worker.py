@@ -479,6 +479,14 @@ class WorkerServicer(pb2_grpc.BridgeServiceServicer):
         finally:
             self._leave_gate(request.request_id)
 
+    def ExecuteToolCalls(self, request_iterator: Any, context: Any) -> Iterator[Any]:
+        """The runtime's call stream is served on the core layer only
+        (call_stream.py); UNIMPLEMENTED tells the runtime to send this
+        worker one RPC per call."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details("the grpc.server fallback takes one RPC per call")
+        return iter(())
+
     def ExecuteStreamingTool(self, request: Any, context: Any) -> Any:
         # The whole stream holds the gate: its generator runs tool code on
         # every next().
