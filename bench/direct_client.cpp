@@ -58,6 +58,7 @@
 
 #include "../c_src/core/child_fds.hpp"
 #include "../c_src/core/wire.hpp"
+#include "write_queue.hpp"
 #include "snakepit_bridge.grpc.pb.h"
 
 extern char** environ;
@@ -258,13 +259,11 @@ class CallsStream final : public grpc::ClientBidiReactor<pb::ExecuteToolRequest,
   void send(pb::ExecuteToolRequest request, Done done) {
     std::lock_guard lock(mutex_);
     waiting_[request.request_id()] = std::move(done);
-    pending_.push_back(std::move(request));
-    if (!writing_) write_next();
+    if (writes_.push(std::move(request))) StartWrite(&writes_.current());
   }
   void OnWriteDone(bool ok) override {
     std::lock_guard lock(mutex_);
-    writing_ = false;
-    if (ok && !pending_.empty()) write_next();
+    if (ok && writes_.written()) StartWrite(&writes_.current());
   }
   void OnReadDone(bool ok) override {
     if (!ok) return;
@@ -285,19 +284,11 @@ class CallsStream final : public grpc::ClientBidiReactor<pb::ExecuteToolRequest,
   void OnDone(const grpc::Status&) override {}
 
  private:
-  void write_next() {
-    current_ = std::move(pending_.front());
-    pending_.pop_front();
-    writing_ = true;
-    StartWrite(&current_);
-  }
   grpc::ClientContext context_;
   std::mutex mutex_;
-  pb::ExecuteToolRequest current_;
   pb::ExecuteToolResponse response_;
-  std::deque<pb::ExecuteToolRequest> pending_;
+  WriteQueue<pb::ExecuteToolRequest> writes_;
   std::unordered_map<std::uint64_t, Done> waiting_;
-  bool writing_ = false;
 };
 
 struct Target {

@@ -21,7 +21,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <deque>
 #include <mutex>
 #include <memory>
 #include <string>
@@ -29,6 +28,7 @@
 
 #include "../c_src/core/child_fds.hpp"
 #include "../c_src/core/wire.hpp"
+#include "write_queue.hpp"
 #include "snakepit_bridge.grpc.pb.h"
 
 namespace {
@@ -59,7 +59,7 @@ class CallsReactor final : public grpc::ServerBidiReactor<pb::ExecuteToolRequest
     if (!ok) {
       std::lock_guard lock(mutex_);
       reading_done_ = true;
-      if (!writing_) Finish(grpc::Status::OK);
+      if (writes_.idle()) Finish(grpc::Status::OK);
       return;
     }
     if (request_.cancel()) {  // a cancel frame: every call is answered at once anyway
@@ -70,32 +70,22 @@ class CallsReactor final : public grpc::ServerBidiReactor<pb::ExecuteToolRequest
     echo(request_, response);
     {
       std::lock_guard lock(mutex_);
-      pending_.push_back(std::move(response));
-      if (!writing_) write_next();
+      if (writes_.push(std::move(response))) StartWrite(&writes_.current());
     }
     StartRead(&request_);
   }
   void OnWriteDone(bool ok) override {
     std::lock_guard lock(mutex_);
-    writing_ = false;
     if (!ok) return;
-    if (!pending_.empty()) write_next();
+    if (writes_.written()) StartWrite(&writes_.current());
     else if (reading_done_) Finish(grpc::Status::OK);
   }
   void OnDone() override { delete this; }
 
  private:
-  void write_next() {
-    current_ = std::move(pending_.front());
-    pending_.pop_front();
-    writing_ = true;
-    StartWrite(&current_);
-  }
   std::mutex mutex_;
   pb::ExecuteToolRequest request_;
-  pb::ExecuteToolResponse current_;
-  std::deque<pb::ExecuteToolResponse> pending_;
-  bool writing_ = false;
+  WriteQueue<pb::ExecuteToolResponse> writes_;
   bool reading_done_ = false;
 };
 
