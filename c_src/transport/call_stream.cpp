@@ -93,14 +93,12 @@ std::shared_ptr<CallStream> CallStream::open(pb::BridgeService::Stub& stub, OnRe
 std::shared_ptr<core::CallHandle> CallStream::submit(pb::ExecuteToolRequest& request, core::TimePoint deadline,
                                                      Done& done) {
   const auto id = request.request_id();
-  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - core::SteadyClock::now()).count();
   auto call = std::make_shared<Waiting>();
   auto handle = std::make_shared<CallStreamHandle>(weak_from_this(), id);
   {
     std::lock_guard lock(mutex_);
     if (ended_ || closing_ || waiting_.contains(id)) return nullptr;
     call->request = std::move(request);
-    call->request.set_timeout_ms(static_cast<std::uint64_t>(std::max<std::int64_t>(left, 1)));
     call->deadline = deadline;
     call->done = std::move(done);
     call->handle = handle;
@@ -174,9 +172,16 @@ void CallStream::start_next_write() {
     Write write = std::move(writes_.front());
     writes_.pop_front();
     if (write.call) {
-      // A call cancelled or expired before its turn to be written is not sent.
+      // A call cancelled or expired before its turn to be written is not
+      // sent. The time left is taken now: a call may wait here behind a
+      // large one.
       auto found = waiting_.find(write.call->request.request_id());
       if (found == waiting_.end() || found->second != write.call) continue;
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(write.call->deadline -
+                                                                              core::SteadyClock::now())
+                            .count();
+      if (left <= 0) continue;  // its alarm ends it
+      write.call->request.set_timeout_ms(static_cast<std::uint64_t>(left));
       writing_call_ = std::move(write.call);
       writing_ = true;
       StartWrite(&writing_call_->request);

@@ -116,12 +116,16 @@ class CallStream:
                 if request_id in self._open:
                     self._cancelled.add(request_id)
             return
-        if self._stopping():
-            self._queue_reply(status_reply(request_id, cygrpc.StatusCode.unavailable, "the worker is stopping"))
-            return
         deadline = time.time() + request.timeout_ms / 1000 if request.timeout_ms else math.inf
         with self._lock:
-            self._open.add(request_id)
+            # Checked with the add, under the lock: a stream that ends once
+            # idle must not take a call after it decided it is idle.
+            refused = self._ending or self._ended or self._stopping()
+            if not refused:
+                self._open.add(request_id)
+        if refused:
+            self._queue_reply(status_reply(request_id, cygrpc.StatusCode.unavailable, "the worker is stopping"))
+            return
         self._enqueue(StreamedCall(self, request, deadline))
 
     def _on_sent(self, event: Any) -> None:
@@ -142,13 +146,16 @@ class CallStream:
     def finished(self, request_id: int, reply: Optional[bytes]) -> None:
         """A call of this stream is done; ``reply`` is sent unless None (a
         cancelled call takes no reply)."""
+        # One locked section: between forgetting the call and queuing its
+        # reply, an idle stream would end and drop the reply.
         with self._lock:
             self._open.discard(request_id)
             self._cancelled.discard(request_id)
-        if reply is None:
-            self._flush()
-        else:
-            self._queue_reply(reply)
+            if reply is not None and not self._gone:
+                self._sends.append(reply)
+            ops = self._next_ops()
+        if ops:
+            self.call.start_server_batch(ops, self._on_sent)
 
     def end_when_idle(self) -> None:
         """No more calls will be taken (the server stops, or the client

@@ -318,8 +318,21 @@ class CoreServer:
                 self._serve_one(item)
             except Exception:
                 log.exception("serving a tool call failed")
-                _send_status(item.call, cygrpc.StatusCode.internal, "the worker failed to serve the call")
+                self._fail(item)
             item = None
+
+    @staticmethod
+    def _fail(item: Any) -> None:
+        """Answers INTERNAL for a call whose serving raised outside its tool."""
+        details = "the worker failed to serve the call"
+        try:
+            if type(item) is StreamedCall:
+                request_id = item.request.request_id
+                item.stream.finished(request_id, status_reply(request_id, cygrpc.StatusCode.internal, details))
+            else:
+                _send_status(item.call, cygrpc.StatusCode.internal, details)
+        except Exception:  # the tool thread must live on
+            log.exception("answering a failed call failed")
 
     def _serve_one(self, item: Any) -> None:
         if type(item) is StreamedCall:
