@@ -172,3 +172,20 @@ def test_the_fallback_answers_unimplemented_and_the_core_layer_serves(test_worke
         assert calls.error is not None and calls.error.code() == grpc.StatusCode.UNIMPLEMENTED
     else:
         assert decode_result(calls.reply(1)) == ["x"]
+
+
+@core_only
+def test_every_call_queued_before_sigterm_is_answered_before_the_stream_ends(spawn_worker: Any) -> None:
+    w = spawn_worker(CONCURRENCY)
+    calls = Calls(w.stub)
+    ids = range(1, 41)
+    for request_id in ids:
+        calls.send(request_id, "record", tag=str(request_id), ms=10)
+    calls.reply(5)  # every frame has arrived by now; 35 calls are still queued
+    w.proc.send_signal(signal.SIGTERM)
+    assert calls.wait_end(10) and calls.error is None
+    # Queued calls run within the grace, and the last reply is not lost to
+    # the stream's end.
+    assert [calls.has_reply(i) for i in ids] == [True] * len(ids)
+    assert decode_result(calls.reply(40)) == [str(i) for i in ids]
+    assert w.proc.wait(timeout=10) == 0
