@@ -15,17 +15,13 @@
 #include "../core/unique_fd.hpp"
 #include "../transport/elixir_tool_server.hpp"
 #include "atoms.hpp"
+#include "caller_monitors.hpp"
 
 namespace snakepit::nif {
 
-struct MonitorLess {
-  bool operator()(const ErlNifMonitor& a, const ErlNifMonitor& b) const { return enif_compare_monitors(&a, &b) < 0; }
-};
-
 struct PoolResource {
   std::shared_ptr<core::Pool> pool;
-  std::mutex monitors_mutex;
-  std::map<ErlNifMonitor, core::RequestId, MonitorLess> monitors;
+  CallerMonitors callers;
 };
 
 // A reply's bytes handed to Elixir without a copy (enif_make_resource_binary).

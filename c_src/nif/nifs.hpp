@@ -32,7 +32,7 @@ SNAKEPIT_NIF(decode_params);
 
 // Resource callbacks.
 void pool_destructor(ErlNifEnv*, void* object);
-void pool_down(ErlNifEnv*, void* object, ErlNifPid*, ErlNifMonitor* monitor);
+void pool_down(ErlNifEnv*, void* object, ErlNifPid* caller, ErlNifMonitor*);
 void handler_down(ErlNifEnv*, void* object, ErlNifPid*, ErlNifMonitor*);
 
 }  // namespace snakepit::nif

@@ -16,19 +16,18 @@ namespace {
 
 class ProcessResponder final : public core::Responder {
  public:
-  // Monitors the caller so that its death cancels request `id`.
+  // Registers request `id` with the caller's monitor, so that the caller's
+  // death cancels it.
   ProcessResponder(NifState& nif, PoolResource* resource, ErlNifPid pid, ERL_NIF_TERM ref, ErlNifEnv* caller_env,
                    core::RequestId id, bool notify_started)
-      : nif_(nif), resource_(resource), pid_(pid), env_(enif_alloc_env()), notify_started_(notify_started) {
+      : nif_(nif), resource_(resource), pid_(pid), env_(enif_alloc_env()), id_(id), notify_started_(notify_started) {
     ref_ = enif_make_copy(env_, ref);
     enif_keep_resource(resource_);
-    std::lock_guard lock(resource_->monitors_mutex);
-    monitored_ = enif_monitor_process(caller_env, resource_, &pid_, &monitor_) == 0;
-    if (monitored_) resource_->monitors.emplace(monitor_, id);
+    resource_->callers.add(caller_env, resource_, pid_, id_);
   }
   ~ProcessResponder() override {
     if (env_ != nullptr) enif_free_env(env_);
-    forget_monitor();
+    if (in_flight_) resource_->callers.remove(pid_, id_);
     enif_release_resource(resource_);
   }
   ProcessResponder(const ProcessResponder&) = delete;
@@ -68,7 +67,8 @@ class ProcessResponder final : public core::Responder {
   // {ref, result, worker_id}; result is {:json, bytes} for a reply only a
   // scheduler may build (Snakepit.Native.decode_result/1).
   void deliver(core::Outcome&& outcome) noexcept override {
-    forget_monitor();
+    in_flight_ = false;
+    resource_->callers.remove(pid_, id_);
     std::lock_guard lock(mutex_);
     const Atoms& a = nif_.atoms;
     ERL_NIF_TERM result;
@@ -91,23 +91,13 @@ class ProcessResponder final : public core::Responder {
   }
 
  private:
-  void forget_monitor() {
-    if (!monitored_) return;
-    monitored_ = false;
-    {
-      std::lock_guard lock(resource_->monitors_mutex);
-      resource_->monitors.erase(monitor_);
-    }
-    enif_demonitor_process(nullptr, resource_, &monitor_);
-  }
-
   NifState& nif_;
   PoolResource* resource_;
   ErlNifPid pid_;
   ErlNifEnv* env_;
   ERL_NIF_TERM ref_;
-  ErlNifMonitor monitor_{};
-  bool monitored_ = false;
+  const core::RequestId id_;
+  bool in_flight_ = true;  // until delivered
   const bool notify_started_;
   std::mutex mutex_;
 };

@@ -34,17 +34,10 @@ void pool_destructor(ErlNifEnv*, void* object) {
   resource->~PoolResource();
 }
 
-void pool_down(ErlNifEnv*, void* object, ErlNifPid*, ErlNifMonitor* monitor) {
+void pool_down(ErlNifEnv*, void* object, ErlNifPid* caller, ErlNifMonitor*) {
   auto* resource = static_cast<PoolResource*>(object);
-  core::RequestId id = 0;
-  {
-    std::lock_guard lock(resource->monitors_mutex);
-    auto it = resource->monitors.find(*monitor);
-    if (it == resource->monitors.end()) return;
-    id = it->second;
-    resource->monitors.erase(it);
-  }
-  if (resource->pool) resource->pool->cancel(id);
+  for (auto id : resource->callers.down(*caller))
+    if (resource->pool) resource->pool->cancel(id);
 }
 
 namespace {

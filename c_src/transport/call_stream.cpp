@@ -54,28 +54,6 @@ struct CallStream::Waiting {
   core::TimePoint deadline;
   Done done;
   std::weak_ptr<CallStreamHandle> handle;
-
-  // The deadline alarm. Its callback also completes a cancelled call, so
-  // that cancel() never runs `done` on the caller's thread (as a unary
-  // call's TryCancel does not). Set and Cancel may race (a cancel or reply
-  // during submit): the mutex orders them, and a disarm before the Set
-  // cancels right after it.
-  std::mutex alarm_mutex;
-  grpc::Alarm alarm;
-  bool armed = false;
-  bool disarmed = false;
-
-  void arm(std::function<void(bool)> on_alarm) {
-    std::lock_guard lock(alarm_mutex);
-    alarm.Set(to_system(deadline), std::move(on_alarm));
-    armed = true;
-    if (disarmed) alarm.Cancel();
-  }
-  void disarm() {
-    std::lock_guard lock(alarm_mutex);
-    disarmed = true;
-    if (armed) alarm.Cancel();
-  }
 };
 
 std::shared_ptr<CallStream> CallStream::open(pb::BridgeService::Stub& stub, OnRefused on_refused) {
@@ -93,6 +71,7 @@ std::shared_ptr<CallStream> CallStream::open(pb::BridgeService::Stub& stub, OnRe
 std::shared_ptr<core::CallHandle> CallStream::submit(pb::ExecuteToolRequest& request, core::TimePoint deadline,
                                                      Done& done) {
   const auto id = request.request_id();
+  std::optional<AlarmPlan> plan;
   auto call = std::make_shared<Waiting>();
   auto handle = std::make_shared<CallStreamHandle>(weak_from_this(), id);
   {
@@ -103,11 +82,11 @@ std::shared_ptr<core::CallHandle> CallStream::submit(pb::ExecuteToolRequest& req
     call->done = std::move(done);
     call->handle = handle;
     waiting_.emplace(id, call);
+    deadlines_.emplace(deadline, id);
+    plan = plan_alarm(deadline);
     queue_write(Write{call});
   }
-  call->arm([stream = weak_from_this(), id](bool fired) {
-    if (auto self = stream.lock()) self->on_alarm(id, fired);
-  });
+  if (plan) set_alarm(*plan);
   return handle;
 }
 
@@ -122,35 +101,66 @@ void CallStream::close() noexcept {
   if (!writing_ && !ended_) start_next_write();
 }
 
+// The call ends as CANCELLED from the alarm's callback, set to go off at
+// once: cancel() never runs `done` on the caller's thread (as a unary
+// call's TryCancel does not).
 void CallStream::cancel(std::uint64_t request_id) noexcept {
-  std::shared_ptr<Waiting> call;
+  std::optional<AlarmPlan> plan;
   {
     std::lock_guard lock(mutex_);
-    call = take(request_id);
+    auto call = take(request_id);
     if (!call) return;
-    cancelled_.emplace(request_id, call);
+    cancelled_.push_back(std::move(call));
     queue_write(Write{nullptr, request_id});  // not started yet: it never will be
+    plan = plan_alarm(core::SteadyClock::now());
   }
-  call->disarm();  // its alarm callback ends it
+  if (plan) set_alarm(*plan);
 }
 
-void CallStream::on_alarm(std::uint64_t request_id, bool fired) {
-  std::shared_ptr<Waiting> call;
-  bool expired = false;
+std::optional<CallStream::AlarmPlan> CallStream::plan_alarm(core::TimePoint at) {
+  if (alarm_at_ && *alarm_at_ <= at) return std::nullopt;
+  alarm_at_ = at;
+  return AlarmPlan{++alarm_generation_, at};
+}
+
+void CallStream::set_alarm(AlarmPlan plan) {
+  // Set outside any lock of ours: gRPC may run a callback inline while it
+  // shuts down.
+  auto alarm = std::make_unique<grpc::Alarm>();
+  alarm->Set(to_system(plan.at), [stream = weak_from_this(), generation = plan.generation](bool fired) {
+    if (!fired) return;  // replaced by a newer plan
+    if (auto self = stream.lock()) self->on_alarm(generation);
+  });
   {
-    std::lock_guard lock(mutex_);
-    if (auto found = cancelled_.find(request_id); found != cancelled_.end()) {
-      call = std::move(found->second);
-      cancelled_.erase(found);
-    } else if (fired) {
-      call = take(request_id);
-      expired = call != nullptr;
-      if (expired) queue_write(Write{nullptr, request_id});
+    std::lock_guard lock(alarm_mutex_);
+    if (plan.generation > alarm_set_generation_) {
+      alarm_set_generation_ = plan.generation;
+      alarm_.swap(alarm);
     }
   }
-  if (!call) return;  // answered: the alarm was disarmed
-  call->done(expired ? classify_status(grpc::StatusCode::DEADLINE_EXCEEDED, "Deadline Exceeded")
-                     : classify_status(grpc::StatusCode::CANCELLED, "Cancelled"));
+  // `alarm` is now the one replaced, or this plan if a newer one was set
+  // first: destroying it cancels it.
+}
+
+void CallStream::on_alarm(std::uint64_t generation) {
+  std::vector<std::shared_ptr<Waiting>> cancelled, expired;
+  std::optional<AlarmPlan> plan;
+  {
+    std::lock_guard lock(mutex_);
+    if (generation != alarm_generation_) return;  // a newer plan goes off by then
+    alarm_at_.reset();
+    cancelled.swap(cancelled_);
+    const auto now = core::SteadyClock::now();
+    while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
+      const auto id = deadlines_.begin()->second;
+      expired.push_back(take(id));
+      queue_write(Write{nullptr, id});
+    }
+    if (!deadlines_.empty()) plan = plan_alarm(deadlines_.begin()->first);
+  }
+  if (plan) set_alarm(*plan);
+  for (auto& call : cancelled) call->done(classify_status(grpc::StatusCode::CANCELLED, "Cancelled"));
+  for (auto& call : expired) call->done(classify_status(grpc::StatusCode::DEADLINE_EXCEEDED, "Deadline Exceeded"));
 }
 
 std::shared_ptr<CallStream::Waiting> CallStream::take(std::uint64_t request_id) {
@@ -158,6 +168,7 @@ std::shared_ptr<CallStream::Waiting> CallStream::take(std::uint64_t request_id) 
   if (found == waiting_.end()) return nullptr;
   auto call = std::move(found->second);
   waiting_.erase(found);
+  deadlines_.erase({call->deadline, request_id});
   return call;
 }
 
@@ -238,7 +249,6 @@ void CallStream::deliver(pb::ExecuteToolResponse& reply) {
     call = take(reply.request_id());
   }
   if (!call) return;  // cancelled or expired meanwhile
-  call->disarm();
   if (reply.status_code() != 0)
     return call->done(classify_status(static_cast<grpc::StatusCode>(reply.status_code()), reply.status_details()));
   const bool binary = reply.result().type_url() == wire::kBinaryTypeUrl;
@@ -253,10 +263,10 @@ void CallStream::OnDone(const grpc::Status& status) {
   {
     std::lock_guard lock(mutex_);
     left.swap(waiting_);
-    // Cancelled calls whose alarm callback has not run end here: the
-    // callback may find no stream left.
-    for (auto& [id, call] : cancelled_) cancelled.push_back(std::move(call));
-    cancelled_.clear();
+    deadlines_.clear();
+    // Cancelled calls the alarm has not ended end here: its callback may
+    // find no stream left.
+    cancelled.swap(cancelled_);
     writes_.clear();
     ended_ = true;
     refused = status.error_code() == grpc::StatusCode::UNIMPLEMENTED && !answered_;
@@ -267,7 +277,6 @@ void CallStream::OnDone(const grpc::Status& status) {
     std::vector<Refused> calls;
     calls.reserve(left.size());
     for (auto& [id, call] : left) {
-      call->disarm();
       calls.push_back(Refused{std::move(call->request), call->deadline, std::move(call->done),
                               [handle = call->handle](std::shared_ptr<core::CallHandle> unary) {
                                 if (auto streamed = handle.lock()) streamed->redirect(std::move(unary));
@@ -279,10 +288,7 @@ void CallStream::OnDone(const grpc::Status& status) {
     // stream only when no call is left); treat it as a lost worker.
     auto code = status.ok() ? grpc::StatusCode::UNAVAILABLE : status.error_code();
     auto message = status.ok() ? std::string("the worker ended its call stream") : status.error_message();
-    for (auto& [id, call] : left) {
-      call->disarm();
-      call->done(classify_status(code, message));
-    }
+    for (auto& [id, call] : left) call->done(classify_status(code, message));
   }
   self_.reset();  // the last reference may be this one
 }

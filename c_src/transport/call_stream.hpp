@@ -2,10 +2,10 @@
 // calls to that worker as one message each way on one stream, matched by
 // request_id. A unary RPC costs both ends a call object, headers, trailers
 // and a deadline timer; this costs a message. Owns the write queue (one
-// write in flight), the calls waiting for their reply, each call's
-// deadline alarm, and ending those calls when the stream ends. A worker
-// that does not serve the method (UNIMPLEMENTED before any reply) hands
-// the calls back, to be sent as unary calls.
+// write in flight), the calls waiting for their reply, their deadlines
+// (one alarm per stream, for the earliest), and ending those calls when
+// the stream ends. A worker that does not serve the method (UNIMPLEMENTED
+// before any reply) hands the calls back, to be sent as unary calls.
 #pragma once
 
 #include <grpcpp/alarm.h>
@@ -16,6 +16,9 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <set>
+#include <utility>
 #include <unordered_map>
 #include <vector>
 
@@ -68,9 +71,21 @@ class CallStream final : public grpc::ClientBidiReactor<bridge::ExecuteToolReque
     std::uint64_t cancel_id = 0;    // a cancel frame
   };
 
+  // When the stream's alarm must go off, and which arming that is.
+  struct AlarmPlan {
+    std::uint64_t generation;
+    core::TimePoint at;
+  };
+
   std::shared_ptr<Waiting> take(std::uint64_t request_id);  // under mutex_
-  // A call's alarm went off (`fired`) or was disarmed.
-  void on_alarm(std::uint64_t request_id, bool fired);
+  // Under mutex_: the alarm to set so that it goes off by `at`, if the
+  // armed one goes off later (or none is armed).
+  std::optional<AlarmPlan> plan_alarm(core::TimePoint at);
+  // Not under mutex_: sets a planned alarm unless a later plan was set.
+  void set_alarm(AlarmPlan plan);
+  // The alarm of that plan went off: ends the cancelled calls and those
+  // past their deadline, and plans the next.
+  void on_alarm(std::uint64_t generation);
   void queue_write(Write write);  // under mutex_
   void start_next_write();        // under mutex_
   void deliver(bridge::ExecuteToolResponse& reply);
@@ -79,7 +94,17 @@ class CallStream final : public grpc::ClientBidiReactor<bridge::ExecuteToolReque
   OnRefused on_refused_;
   std::mutex mutex_;
   std::unordered_map<std::uint64_t, std::shared_ptr<Waiting>> waiting_;
-  std::unordered_map<std::uint64_t, std::shared_ptr<Waiting>> cancelled_;  // until their alarm callback
+  std::set<std::pair<core::TimePoint, std::uint64_t>> deadlines_;  // of the waiting calls
+  std::vector<std::shared_ptr<Waiting>> cancelled_;                // until the alarm ends them
+  // A grpc::Alarm per call cost every call a timer, a cancel and a hop
+  // through gRPC's executor thread; one alarm per stream, armed for the
+  // earliest deadline, is re-armed only when an earlier deadline comes
+  // (mixed timeouts, a cancel) or after it went off.
+  std::optional<core::TimePoint> alarm_at_;  // when the planned alarm goes off
+  std::uint64_t alarm_generation_ = 0;       // of the newest plan
+  std::mutex alarm_mutex_;                   // never held with mutex_, nor while setting
+  std::unique_ptr<grpc::Alarm> alarm_;       // under alarm_mutex_
+  std::uint64_t alarm_set_generation_ = 0;   // under alarm_mutex_
   std::deque<Write> writes_;
   bridge::ExecuteToolRequest cancel_frame_;
   std::shared_ptr<Waiting> writing_call_;

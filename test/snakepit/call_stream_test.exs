@@ -42,4 +42,30 @@ defmodule Snakepit.CallStreamTest do
     refute log =~ "NotImplementedError"
     refute log =~ "Method not implemented"
   end
+
+  test "a call's deadline ends it on time behind a call with a later one on the same stream" do
+    pool =
+      start_pool!(
+        name: :mixed_deadlines,
+        pool_size: 1,
+        worker_profile: :thread,
+        threads_per_worker: 2
+      )
+
+    long =
+      Task.async(fn ->
+        Snakepit.execute("sleep", %{ms: 1_500}, pool_name: pool, timeout: 10_000)
+      end)
+
+    Process.sleep(100)
+
+    {micros, short} =
+      :timer.tc(fn -> Snakepit.execute("sleep", %{ms: 1_200}, pool_name: pool, timeout: 150) end)
+
+    # Its tool runs 1.2 s: only the runtime's deadline ends the call sooner.
+    assert {:error, %Snakepit.Error{}} = short
+    assert micros < 1_000_000, "the 150 ms call ended after #{div(micros, 1000)} ms"
+    assert {:ok, _} = Task.await(long, 5_000)
+    assert {:ok, 5} = Snakepit.execute("add", %{a: 2, b: 3}, pool_name: pool)
+  end
 end
