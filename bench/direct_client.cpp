@@ -14,7 +14,10 @@
 //     process profile), warmup (s, 1), duration (s, 3), bytes (0: no
 //     parameters; n: parameter "data" = a JSON string of n 'x'), stream
 //     (0: one unary RPC per call; 1: calls on each worker's
-//     ExecuteToolCalls stream, as the runtime sends them).
+//     ExecuteToolCalls stream, as the runtime sends them), threads (0: a
+//     caller is a counter, its next call issued on the gRPC thread that
+//     took its reply; 1: a caller is a thread that blocks until its reply
+//     wakes it, as a BEAM process waits in `receive`).
 //
 //     C callers each loop on one call at a time. A caller's call goes to the
 //     least-loaded worker that has a free slot, or waits in one FIFO queue
@@ -50,6 +53,7 @@
 #include <unordered_map>
 #include <functional>
 #include <mutex>
+#include <semaphore>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -214,7 +218,8 @@ double self_cpu_us() {
 struct CaseSpec {
   std::string name = "case", tool = "ping";
   int concurrency = 1, cap = 1;
-  bool stream = false;  // calls on each worker's ExecuteToolCalls stream
+  bool stream = false;   // calls on each worker's ExecuteToolCalls stream
+  bool threads = false;  // a thread per caller, woken by its reply
   double warmup = 1, duration = 3;
   std::size_t bytes = 0;
 };
@@ -236,6 +241,7 @@ CaseSpec parse_case(const std::string& text) {
       else if (key == "duration") spec.duration = std::stod(value);
       else if (key == "bytes") spec.bytes = std::stoull(value);
       else if (key == "stream") spec.stream = value == "1";
+      else if (key == "threads") spec.threads = value == "1";
       else die("unknown --case key: " + key);
     } catch (const std::logic_error&) {
       die("bad --case value: " + item);
@@ -302,6 +308,9 @@ class LoadRun {
  public:
   LoadRun(std::vector<Target>& targets, const CaseSpec& spec, const pb::ExecuteToolRequest& request)
       : targets_(targets), spec_(spec), request_(request), issued_(static_cast<std::size_t>(spec.concurrency)) {
+    if (spec.threads)
+      for (int caller = 0; caller < spec.concurrency; ++caller)
+        replied_.push_back(std::make_unique<std::binary_semaphore>(0));
     // The measurement window is fixed up front: warmup, then duration.
     auto secs = [](double s) { return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s)); };
     window_start_ = Clock::now() + secs(spec.warmup);
@@ -315,6 +324,7 @@ class LoadRun {
   };
 
   Result run() {
+    if (spec_.threads) return run_threads();
     std::vector<std::pair<int, int>> starts;
     {
       std::lock_guard lock(mutex_);
@@ -327,6 +337,31 @@ class LoadRun {
     for (auto [target, caller] : starts) start_call(target, caller);
     std::unique_lock lock(mutex_);
     while (Clock::now() < window_end_ || outstanding_ > 0) done_.wait_for(lock, std::chrono::milliseconds(50));
+    result_.seconds = std::chrono::duration<double>(window_end_ - window_start_).count();
+    return std::move(result_);
+  }
+
+  // threads=1: each caller a thread issuing its next call once woken.
+  Result run_threads() {
+    std::vector<std::thread> callers;
+    for (int caller = 0; caller < spec_.concurrency; ++caller)
+      callers.emplace_back([this, caller] {
+        const auto index = static_cast<std::size_t>(caller);
+        while (Clock::now() < window_end_) {
+          std::vector<std::pair<int, int>> starts;
+          {
+            std::lock_guard lock(mutex_);
+            issued_[index] = Clock::now();
+            queue_.push_back(caller);
+            dispatch(Clock::now(), starts);
+          }
+          for (auto [target, next] : starts) start_call(target, next);
+          replied_[index]->acquire();
+        }
+      });
+    for (auto& caller : callers) caller.join();
+    std::unique_lock lock(mutex_);
+    while (outstanding_ > 0) done_.wait_for(lock, std::chrono::milliseconds(50));
     result_.seconds = std::chrono::duration<double>(window_end_ - window_start_).count();
     return std::move(result_);
   }
@@ -344,6 +379,9 @@ class LoadRun {
   // Under the lock: pair waiting callers with free slots.
   void dispatch(Clock::time_point now, std::vector<std::pair<int, int>>& starts) {
     if (now >= window_end_) {
+      // A caller thread waiting for a call that will not start is let go.
+      if (spec_.threads)
+        for (int caller : queue_) replied_[static_cast<std::size_t>(caller)]->release();
       queue_.clear();
       return;
     }
@@ -408,13 +446,14 @@ class LoadRun {
           ++result_.errors;
         }
       }
-      if (now < window_end_) {
+      if (now < window_end_ && !spec_.threads) {
         issued_[static_cast<std::size_t>(call->caller)] = now;
         queue_.push_back(call->caller);
       }
       dispatch(now, starts);
       if (outstanding_ == 0) done_.notify_all();
     }
+    if (spec_.threads) replied_[static_cast<std::size_t>(call->caller)]->release();
     delete call;
     for (auto [target, caller] : starts) start_call(target, caller);
   }
@@ -426,6 +465,7 @@ class LoadRun {
   std::condition_variable done_;
   std::deque<int> queue_;
   std::vector<Clock::time_point> issued_;
+  std::vector<std::unique_ptr<std::binary_semaphore>> replied_;  // threads=1: a caller's reply came
   Clock::time_point window_start_, window_end_;
   int outstanding_ = 0;
   int rotation_ = 0;

@@ -164,6 +164,28 @@ defmodule Bench.Run do
     end
   end
 
+  # Case 2 adds "threads_c": the client on the stream with a thread per
+  # caller, each blocked until its reply wakes it (as a BEAM process waits
+  # in `receive`); direct_c's callers issue the next call on the gRPC thread
+  # that took the reply, which no caller in an application does.
+  defp native_ping_specs(ctx) do
+    threaded =
+      for c <- @concurrency do
+        spec(
+          name: "threads_#{c}",
+          tool: "ping",
+          concurrency: c,
+          cap: 1,
+          stream: 1,
+          threads: 1,
+          warmup: ctx.warmup_ms / 1000,
+          duration: ctx.duration_ms / 1000
+        )
+      end
+
+    direct_ping_specs(ctx) ++ threaded
+  end
+
   defp by_name(rounds, key, name),
     do: Enum.map(rounds, fn r -> Enum.find(Map.fetch!(r, key), &(&1.name == name)) end)
 
@@ -475,7 +497,7 @@ defmodule Bench.Run do
       for round <- 1..ctx.rounds do
         IO.puts("  round #{round}: direct client -> echo workers")
 
-        direct = direct_cases(ctx, ctx.echo_worker, direct_ping_specs(ctx))
+        direct = direct_cases(ctx, ctx.echo_worker, native_ping_specs(ctx))
 
         IO.puts("  round #{round}: pool of echo workers")
         pid = S.start_pool(pool(:bench_native, @showcase, %{python_executable: ctx.echo_worker}))
@@ -496,12 +518,14 @@ defmodule Bench.Run do
         pools = Enum.map(rounds, fn r -> Enum.find(r.pool, &(&1.concurrency == c)) end)
         directs = by_name(rounds, :direct, "direct_#{c}")
         unaries = by_name(rounds, :direct, "unary_#{c}")
+        threaded = by_name(rounds, :direct, "threads_#{c}")
 
         %{
           concurrency: c,
           pool: median_run(pools),
           direct: median_run(directs),
           direct_unary: median_run(unaries),
+          direct_threads: median_run(threaded),
           round_ratios: ratios(pools, directs),
           ratio: median(ratios(pools, directs))
         }
@@ -814,6 +838,9 @@ defmodule Bench.Run do
           ratio_cell(row.ratio, row.round_ratios),
           row.direct_unary.client_cpu_us_per_call,
           S.ratio(row.pool.beam_cpu_us_per_call, row.direct.client_cpu_us_per_call),
+          row.direct_threads.calls_per_s,
+          row.direct_threads.client_cpu_us_per_call,
+          S.ratio(row.pool.beam_cpu_us_per_call, row.direct_threads.client_cpu_us_per_call),
           "#{S.fmt(row.direct.background_cpu_pct)} / #{S.fmt(row.pool.background_cpu_pct)}"
         ]
       end
@@ -823,8 +850,10 @@ defmodule Bench.Run do
        BEAM CPU = the BEAM process's utime+stime over the window / calls, split by thread.
        Medians of #{length(r.rounds)} rounds; pool/direct as in case 1 (both on the call stream);
        "unary client": the direct client's CPU with one unary RPC per call; BEAM/client: BEAM CPU
-       per call over the direct client's.
-    #{S.table(["conc", "pool calls/s", "pool p50 µs", "BEAM CPU µs/call", "schedulers", "gRPC threads", "other threads", "echo CPU µs/call", "direct calls/s", "client CPU µs/call", "pool/direct", "unary client CPU µs/call", "BEAM/client", "other load % (direct / pool)"], rows)}\
+       per call over the direct client's. The direct client's callers issue their next call on the
+       gRPC thread that took the reply; "threaded client": the same client with a thread per
+       caller that blocks until its reply wakes it, as a BEAM process waits in `receive`.
+    #{S.table(["conc", "pool calls/s", "pool p50 µs", "BEAM CPU µs/call", "schedulers", "gRPC threads", "other threads", "echo CPU µs/call", "direct calls/s", "client CPU µs/call", "pool/direct", "unary client CPU µs/call", "BEAM/client", "threaded client calls/s", "threaded client CPU µs/call", "BEAM/threaded client", "other load % (direct / pool)"], rows)}\
     """
   end
 
