@@ -448,17 +448,24 @@ defmodule Bench.Run do
   end
 
   @doc false
-  # BENCH_CHILD=unary_pool: case 1's pool half, printed as RESULT lines.
+  # BENCH_CHILD=unary_pool: case 1's pool half, printed as RESULT lines;
+  # BENCH_CHILD=native_pool: case 2's.
   def child(mode) do
     setup!()
     ctx = context()
-    "unary_pool" = mode
-    pid = S.start_pool(pool(:bench_unary, @showcase, %{}))
+
+    extra =
+      case mode do
+        "unary_pool" -> %{}
+        "native_pool" -> %{python_executable: ctx.echo_worker}
+      end
+
+    pid = S.start_pool(pool(:bench_child, @showcase, extra))
 
     for c <- @concurrency do
       r =
-        measure_pool(ctx, :bench_unary, c, ctx.duration_ms, fn _ ->
-          Snakepit.execute("ping", %{}, pool_name: :bench_unary)
+        measure_pool(ctx, :bench_child, c, ctx.duration_ms, fn _ ->
+          Snakepit.execute("ping", %{}, pool_name: :bench_child)
         end)
 
       t = r.beam_threads_cpu_us_per_call
@@ -510,7 +517,16 @@ defmodule Bench.Run do
           end
 
         S.stop_pool(pid)
-        %{direct: direct, pool: pooled}
+
+        IO.puts(
+          "  round #{round}: pool of echo workers, in a second BEAM started with #{@no_busy_wait}"
+        )
+
+        %{
+          direct: direct,
+          pool: pooled,
+          pool_no_busy_wait: child_beam(ctx, "native_pool", @no_busy_wait)
+        }
       end
 
     rows =
@@ -520,9 +536,13 @@ defmodule Bench.Run do
         unaries = by_name(rounds, :direct, "unary_#{c}")
         threaded = by_name(rounds, :direct, "threads_#{c}")
 
+        quiets =
+          Enum.map(rounds, fn r -> Enum.find(r.pool_no_busy_wait, &(&1.concurrency == c)) end)
+
         %{
           concurrency: c,
           pool: median_run(pools),
+          pool_no_busy_wait: median_run(quiets),
           direct: median_run(directs),
           direct_unary: median_run(unaries),
           direct_threads: median_run(threaded),
@@ -838,6 +858,8 @@ defmodule Bench.Run do
           ratio_cell(row.ratio, row.round_ratios),
           row.direct_unary.client_cpu_us_per_call,
           S.ratio(row.pool.beam_cpu_us_per_call, row.direct.client_cpu_us_per_call),
+          row.pool_no_busy_wait.beam_cpu_us_per_call,
+          S.ratio(row.pool_no_busy_wait.beam_cpu_us_per_call, row.direct.client_cpu_us_per_call),
           row.direct_threads.calls_per_s,
           row.direct_threads.client_cpu_us_per_call,
           S.ratio(row.pool.beam_cpu_us_per_call, row.direct_threads.client_cpu_us_per_call),
@@ -853,7 +875,8 @@ defmodule Bench.Run do
        per call over the direct client's. The direct client's callers issue their next call on the
        gRPC thread that took the reply; "threaded client": the same client with a thread per
        caller that blocks until its reply wakes it, as a BEAM process waits in `receive`.
-    #{S.table(["conc", "pool calls/s", "pool p50 µs", "BEAM CPU µs/call", "schedulers", "gRPC threads", "other threads", "echo CPU µs/call", "direct calls/s", "client CPU µs/call", "pool/direct", "unary client CPU µs/call", "BEAM/client", "threaded client calls/s", "threaded client CPU µs/call", "BEAM/threaded client", "other load % (direct / pool)"], rows)}\
+       "+sbwt none": the pool in a second BEAM started with #{@no_busy_wait}.
+    #{S.table(["conc", "pool calls/s", "pool p50 µs", "BEAM CPU µs/call", "schedulers", "gRPC threads", "other threads", "echo CPU µs/call", "direct calls/s", "client CPU µs/call", "pool/direct", "unary client CPU µs/call", "BEAM/client", "BEAM CPU +sbwt none", "BEAM +sbwt none/client", "threaded client calls/s", "threaded client CPU µs/call", "BEAM/threaded client", "other load % (direct / pool)"], rows)}\
     """
   end
 
