@@ -9,9 +9,8 @@ void CallerMonitors::add(ErlNifEnv* env, void* resource, const ErlNifPid& caller
   std::lock_guard lock(mutex_);
   auto found = callers_.find(caller);
   if (found == callers_.end()) {
-    // The caller is running this NIF, so it is alive: a failed monitor
-    // means the resource type has no down callback, and then its calls
-    // simply are not tracked.
+    // Fails for a caller already dead (killed while a dirty NIF ran for
+    // it): nothing waits for its calls, which are then not tracked.
     if (enif_monitor_process(env, resource, &caller, nullptr) != 0) return;
     found = callers_.emplace(caller, std::vector<core::RequestId>{}).first;
   }

@@ -153,8 +153,11 @@ void CallStream::on_alarm(std::uint64_t generation) {
     const auto now = core::SteadyClock::now();
     while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
       const auto id = deadlines_.begin()->second;
-      expired.push_back(take(id));
-      queue_write(Write{nullptr, id});
+      deadlines_.erase(deadlines_.begin());  // first: a stray entry cannot stall the loop
+      if (auto call = take(id)) {
+        expired.push_back(std::move(call));
+        queue_write(Write{nullptr, id});
+      }
     }
     if (!deadlines_.empty()) plan = plan_alarm(deadlines_.begin()->first);
   }
