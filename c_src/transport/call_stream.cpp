@@ -2,7 +2,6 @@
 // one worker's ExecuteToolCalls stream.
 #include "call_stream.hpp"
 
-#include <algorithm>
 #include <chrono>
 
 #include "../core/wire.hpp"
