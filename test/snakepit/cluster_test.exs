@@ -399,6 +399,55 @@ defmodule Snakepit.ClusterTest do
            end)
   end
 
+  # 50 MB one way over one TCP connection per node pair: small calls on the
+  # same link wait behind it. Measured with the default distribution buffer
+  # busy limit and with the +zdbbl the README recommends for big binaries.
+  test "a 50 MB call through a peer comes back equal; small calls on the same link are answered meanwhile" do
+    big_pool = %{
+      name: :hol_big,
+      scope: :cluster,
+      pool_size: 1,
+      adapter_args: ["--adapter", "snakepit_bridge.adapters.showcase.ShowcaseAdapter"],
+      startup_batch_delay_ms: 0
+    }
+
+    for {label, args} <- [{"default +zdbbl", []}, {"+zdbbl 32768", [~c"+zdbbl", ~c"32768"]}] do
+      [s, c] =
+        start_peers!(
+          [
+            {:hol_server, [pool(:hol_ping, 4), big_pool]},
+            {:hol_caller, [pool(:hol_ping, 0), pool(:hol_big, 0)]}
+          ],
+          args: args
+        )
+
+      for name <- [:hol_ping, :hol_big], do: :ok = on(c, Cluster, :await_nodes, [name, 1, 10_000])
+
+      probe =
+        on(c, Snakepit.ClusterCase, :head_of_line, [:hol_ping, :hol_big, 50_000_000, 4, 1_000])
+
+      assert {local_ms, true} = on(s, Snakepit.ClusterCase, :echo, [:hol_big, 50_000_000])
+      assert {remote_ms, true} = on(c, Snakepit.ClusterCase, :echo, [:hol_big, 50_000_000])
+      assert probe.equal?
+      assert probe.failed == []
+      assert probe.busy_us != []
+
+      [idle, busy] =
+        for us <- [probe.idle_us, probe.busy_us] do
+          "p50 #{quantile(us, 0.5)} / p99 #{quantile(us, 0.99)} / max #{List.last(us)} µs " <>
+            "(#{length(us)} calls)"
+        end
+
+      report(
+        "50 MB echo, #{label}: #{local_ms} ms called on the serving node, #{remote_ms} ms " <>
+          "through a peer (#{probe.echo_ms} ms next to 4 callers of whoami(0) on the same " <>
+          "link, whose round trips meanwhile were #{busy}; idle #{idle})"
+      )
+
+      for peer <- [s, c], do: :ok = stop_supervised({:peer, peer.name})
+    end
+  end
+
   test "a remote stream keeps the caller's mailbox bounded; :halt closes the generator there" do
     start_local_pool!(pool(@pool, 0))
     [s] = start_peers!([{:stream, [pool(@pool, 4)]}])

@@ -223,6 +223,79 @@ defmodule Snakepit.ClusterCase do
     )
   end
 
+  @doc """
+  Head-of-line probe, run on a route-only node (via `on/4`): `callers`
+  closed-loop `whoami(0)` calls of `pool` for `idle_ms`, then again while
+  one `echo_bytes` call of `bytes` random bytes on `big_pool` crosses the
+  distribution link both ways. Returns the echo's round trip in ms, whether
+  its bytes came back equal, the failed pings, and each phase's sorted ping
+  round trips in µs.
+  """
+  @spec head_of_line(atom(), atom(), pos_integer(), pos_integer(), pos_integer()) :: map()
+  def head_of_line(pool, big_pool, bytes, callers, idle_ms) do
+    big = random_bytes(bytes)
+    {idle, :ok} = ping_while(pool, callers, fn -> Process.sleep(idle_ms) end)
+
+    {busy, {echo_ms, equal?}} = ping_while(pool, callers, fn -> echo(big_pool, big) end)
+
+    %{
+      echo_ms: echo_ms,
+      equal?: equal?,
+      failed: idle.failed ++ busy.failed,
+      idle_us: idle.us,
+      busy_us: busy.us
+    }
+  end
+
+  @doc """
+  One `echo_bytes` call of `bytes` random bytes on `big_pool`: its round
+  trip in ms and whether the bytes came back equal.
+  """
+  @spec echo(atom(), pos_integer() | binary()) :: {non_neg_integer(), boolean()}
+  def echo(big_pool, bytes) when is_integer(bytes),
+    do: echo(big_pool, random_bytes(bytes))
+
+  def echo(big_pool, big) do
+    {us, echoed} =
+      :timer.tc(fn ->
+        Snakepit.execute("echo_bytes", %{data: big}, pool_name: big_pool, timeout: 120_000)
+      end)
+
+    {div(us, 1_000), echoed == {:ok, big}}
+  end
+
+  # `:crypto` is not among the app's dependencies: a random 64 KB block, repeated.
+  defp random_bytes(n),
+    do: binary_part(:binary.copy(:rand.bytes(65_536), div(n, 65_536) + 1), 0, n)
+
+  # Pings from `callers` processes until `during` returns (its result is
+  # returned with them); a ping counts if it was issued before then.
+  defp ping_while(pool, callers, during) do
+    stop = :atomics.new(1, [])
+    call = fn -> Snakepit.execute("whoami", %{ms: 0}, pool_name: pool) end
+
+    tasks =
+      for _ <- 1..callers do
+        Task.async(fn -> pings(call, stop, [], []) end)
+      end
+
+    result = during.()
+    :atomics.put(stop, 1, 1)
+    {us, failed} = tasks |> Enum.map(&Task.await(&1, 60_000)) |> Enum.unzip()
+    {%{us: Enum.sort(List.flatten(us)), failed: List.flatten(failed)}, result}
+  end
+
+  defp pings(call, stop, us, failed) do
+    if :atomics.get(stop, 1) == 1 do
+      {us, failed}
+    else
+      case :timer.tc(call) do
+        {took, {:ok, _}} -> pings(call, stop, [took | us], failed)
+        {_took, error} -> pings(call, stop, us, [error | failed])
+      end
+    end
+  end
+
   @doc "The value at quantile `q` (0..1) of a sorted list."
   def quantile(sorted, q), do: Enum.at(sorted, min(round(q * length(sorted)), length(sorted) - 1))
 
