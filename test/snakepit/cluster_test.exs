@@ -593,6 +593,38 @@ defmodule Snakepit.ClusterTest do
     end
   end
 
+  # Between a node's death and pg's handling of it, pg still lists the dead
+  # home. Holding this node's pg scope makes that window last: a strict call
+  # must fail, not pin the session to a second home.
+  test "a strict call while pg still lists its dead home fails and makes no second home" do
+    start_local_pool!(pool(@pool, 0))
+    peers = start_peers!([{:w1, [pool(@pool, 4)]}, {:w2, [pool(@pool, 4)]}])
+    assert :ok = Cluster.await_nodes(@pool, 2, 10_000)
+    id = "window-session"
+    opts = [pool_name: @pool, session_id: id, affinity: :strict_queue]
+    group = {:session, 1, @pool, id}
+
+    assert {:ok, %{"pid" => pid}} = Snakepit.execute("whoami", %{}, opts)
+    home = Enum.find(peers, &(pid in worker_pids(&1.node, @pool)))
+    [survivor] = peers -- [home]
+    assert time_until(fn -> :pg.get_members(Cluster.scope(), group) != [] end, 5_000)
+
+    :ok = :sys.suspend(Cluster.scope())
+
+    try do
+      kill!(home)
+      assert time_until(fn -> home.node not in Node.list() end, 10_000)
+      assert Enum.map(:pg.get_members(Cluster.scope(), group), &node/1) == [home.node]
+
+      assert {:error, %Snakepit.Error{details: %{reason: :session_worker_unavailable}}} =
+               Snakepit.execute("whoami", %{}, opts)
+    after
+      :sys.resume(Cluster.scope())
+    end
+
+    assert :erpc.call(survivor.node, :pg, :get_members, [Cluster.scope(), group]) == []
+  end
+
   test "a :hint call whose home is busy runs on a node with a free slot and leaves the home alone" do
     # Strict by the pool's default: calls that name no affinity wait for the home.
     start_local_pool!(pool(@pool, 0, affinity: :strict_queue))
