@@ -282,6 +282,35 @@ def test_graceful_serialization_rules() -> None:
         json_codec.encode({"b": b"\x00"})
 
 
+class _ListOnly:
+    """Has ``tolist()`` but no ``size``/``shape``: the limit can only count the result."""
+
+    def __init__(self, rows: int, cols: int) -> None:
+        self.rows, self.cols = rows, cols
+
+    def tolist(self) -> List[List[int]]:
+        return [list(range(self.cols)) for _ in range(self.rows)]
+
+
+class _Sized:
+    size = 10**9  # what the pre-check reads; tolist() must not run
+
+    def tolist(self) -> List[int]:
+        raise AssertionError("tolist() ran although size says it is over the limit")
+
+
+def test_tolist_limit_applies_to_objects_that_do_not_know_their_size(monkeypatch: Any) -> None:
+    from snakepit_bridge import json_codec, serialization
+
+    monkeypatch.setattr(serialization, "_TOLIST_MAX_ELEMENTS", 100)
+    assert json.loads(json_codec.encode(_ListOnly(10, 10))) == [list(range(10))] * 10  # at the limit
+    over = json.loads(json_codec.encode({"arr": _ListOnly(10, 11)}))["arr"]
+    assert over == {"__ffi_unserializable__": True, "__type__": "test_bridge_api._ListOnly"}
+    flat = json.loads(json.dumps({"arr": _ListOnly(1, 150)}, cls=serialization.GracefulJSONEncoder))["arr"]
+    assert flat["__ffi_unserializable__"] is True
+    assert json.loads(json_codec.encode(_Sized()))["__type__"] == "test_bridge_api._Sized"
+
+
 # --- chunks ------------------------------------------------------------------------
 
 
