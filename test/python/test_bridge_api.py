@@ -200,6 +200,38 @@ def test_otel_tracing_without_opentelemetry_binds_correlation_ids() -> None:
     assert ot.get_correlation_id() is None
 
 
+def test_setup_tracing_gives_every_log_record_a_correlation_id() -> None:
+    import io
+    import logging
+
+    from snakepit_bridge import telemetry
+
+    telemetry.setup_tracing()
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(correlation_id)s %(message)s"))
+    logger = logging.getLogger("test_bridge_api.own_handler")
+    logger.propagate, logger.handlers = False, [handler]
+    logger.setLevel(logging.INFO)
+    logger.info("none")
+    token = telemetry.set_correlation_id("cid-9")
+    try:
+        logger.info("bound")
+    finally:
+        telemetry.reset_correlation_id(token)
+    assert out.getvalue().splitlines() == ["- none", "cid-9 bound"]
+
+
+def test_worker_log_records_carry_the_calls_correlation_id(test_worker: Any) -> None:
+    request = pb2.ExecuteToolRequest(
+        tool_name="log_with_correlation",
+        parameters_json=json.dumps({"message": "hi"}).encode(),
+        metadata={"correlation_id": "cid-42"},
+    )
+    assert decode_result(test_worker.stub.ExecuteTool(request, timeout=30)) == "cid-42|hi"
+    assert test_worker.result("log_with_correlation", message="plain") == "-|plain"
+
+
 def test_thread_safety_checker_reports_concurrent_access() -> None:
     from snakepit_bridge.thread_safety_checker import ThreadSafetyChecker
 
