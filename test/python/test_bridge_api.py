@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import grpc
 import pytest
 
-from conftest import TEST_ADAPTERS, decode_result, make_request, pb2
+from conftest import TEST_ADAPTERS, decode_result, make_request, pb2, pb2_grpc
 
 # --- names ------------------------------------------------------------------------
 
@@ -151,6 +151,17 @@ def test_session_context_upstream_constructor_and_cleanup() -> None:
     stub.registered.add("nope")
     with pytest.raises(RuntimeError, match="boom"):
         ctx.call_elixir_tool("nope")
+
+
+def test_elixir_tools_is_empty_when_listing_fails_other_than_by_rpc_error(caplog: Any) -> None:
+    from snakepit_bridge import SessionContext
+
+    channel = grpc.insecure_channel("unix:/nonexistent/snakepit.sock")
+    channel.close()  # calls on it raise ValueError, not grpc.RpcError
+    ctx = SessionContext(pb2_grpc.BridgeServiceStub(channel), "s-1")
+    with caplog.at_level("WARNING", logger="snakepit.bridge.session_context"):
+        assert ctx.elixir_tools == {}
+    assert "Failed to load Elixir tools (ValueError)" in caplog.text
 
 
 def test_register_with_session_against_the_native_runtime() -> None:
