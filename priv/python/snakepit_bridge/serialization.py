@@ -42,7 +42,6 @@ __all__ = [
     "UNSERIALIZABLE_KEY",
     "is_unserializable_marker",
     "convert_with_tolist",
-    "tolist_allowed",
     "unserializable_marker",
 ]
 
@@ -148,13 +147,6 @@ def _known_tolist_size(obj: Any) -> Optional[int]:
     except (TypeError, ValueError):
         pass
     return None
-
-
-def tolist_allowed(obj: Any) -> bool:
-    """False when ``obj.tolist()`` would build more than the configured
-    number of elements (checked before allocating, where the size is known)."""
-    size = _known_tolist_size(obj)
-    return size is None or size <= _TOLIST_MAX_ELEMENTS
 
 
 def _within_tolist_limit(value: List[Any]) -> bool:
