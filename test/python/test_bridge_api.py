@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import grpc
 import pytest
 
-from conftest import TEST_ADAPTERS, decode_result, make_request, pb2
+from conftest import TEST_ADAPTERS, decode_result, make_request, pb2, pb2_grpc
 
 # --- names ------------------------------------------------------------------------
 
@@ -153,6 +153,17 @@ def test_session_context_upstream_constructor_and_cleanup() -> None:
         ctx.call_elixir_tool("nope")
 
 
+def test_elixir_tools_is_empty_when_listing_fails_other_than_by_rpc_error(caplog: Any) -> None:
+    from snakepit_bridge import SessionContext
+
+    channel = grpc.insecure_channel("unix:/nonexistent/snakepit.sock")
+    channel.close()  # calls on it raise ValueError, not grpc.RpcError
+    ctx = SessionContext(pb2_grpc.BridgeServiceStub(channel), "s-1")
+    with caplog.at_level("WARNING", logger="snakepit.bridge.session_context"):
+        assert ctx.elixir_tools == {}
+    assert "Failed to load Elixir tools (ValueError)" in caplog.text
+
+
 def test_register_with_session_against_the_native_runtime() -> None:
     from snakepit_bridge import BaseAdapter, tool
 
@@ -198,6 +209,38 @@ def test_otel_tracing_without_opentelemetry_binds_correlation_ids() -> None:
         assert ot.get_correlation_id() == "abc"
         assert ot.outgoing_metadata() == [(ot.CORRELATION_HEADER, "abc")]
     assert ot.get_correlation_id() is None
+
+
+def test_setup_tracing_gives_every_log_record_a_correlation_id() -> None:
+    import io
+    import logging
+
+    from snakepit_bridge import telemetry
+
+    telemetry.setup_tracing()
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(correlation_id)s %(message)s"))
+    logger = logging.getLogger("test_bridge_api.own_handler")
+    logger.propagate, logger.handlers = False, [handler]
+    logger.setLevel(logging.INFO)
+    logger.info("none")
+    token = telemetry.set_correlation_id("cid-9")
+    try:
+        logger.info("bound")
+    finally:
+        telemetry.reset_correlation_id(token)
+    assert out.getvalue().splitlines() == ["- none", "cid-9 bound"]
+
+
+def test_worker_log_records_carry_the_calls_correlation_id(test_worker: Any) -> None:
+    request = pb2.ExecuteToolRequest(
+        tool_name="log_with_correlation",
+        parameters_json=json.dumps({"message": "hi"}).encode(),
+        metadata={"correlation_id": "cid-42"},
+    )
+    assert decode_result(test_worker.stub.ExecuteTool(request, timeout=30)) == "cid-42|hi"
+    assert test_worker.result("log_with_correlation", message="plain") == "-|plain"
 
 
 def test_thread_safety_checker_reports_concurrent_access() -> None:
@@ -280,6 +323,35 @@ def test_graceful_serialization_rules() -> None:
         json_codec.encode({"x": _BadNumber()})
     with pytest.raises(TypeError, match="bytes nested"):
         json_codec.encode({"b": b"\x00"})
+
+
+class _ListOnly:
+    """Has ``tolist()`` but no ``size``/``shape``: the limit can only count the result."""
+
+    def __init__(self, rows: int, cols: int) -> None:
+        self.rows, self.cols = rows, cols
+
+    def tolist(self) -> List[List[int]]:
+        return [list(range(self.cols)) for _ in range(self.rows)]
+
+
+class _Sized:
+    size = 10**9  # what the pre-check reads; tolist() must not run
+
+    def tolist(self) -> List[int]:
+        raise AssertionError("tolist() ran although size says it is over the limit")
+
+
+def test_tolist_limit_applies_to_objects_that_do_not_know_their_size(monkeypatch: Any) -> None:
+    from snakepit_bridge import json_codec, serialization
+
+    monkeypatch.setattr(serialization, "_TOLIST_MAX_ELEMENTS", 100)
+    assert json.loads(json_codec.encode(_ListOnly(10, 10))) == [list(range(10))] * 10  # at the limit
+    over = json.loads(json_codec.encode({"arr": _ListOnly(10, 11)}))["arr"]
+    assert over == {"__ffi_unserializable__": True, "__type__": "test_bridge_api._ListOnly"}
+    flat = json.loads(json.dumps({"arr": _ListOnly(1, 150)}, cls=serialization.GracefulJSONEncoder))["arr"]
+    assert flat["__ffi_unserializable__"] is True
+    assert json.loads(json_codec.encode(_Sized()))["__type__"] == "test_bridge_api._Sized"
 
 
 # --- chunks ------------------------------------------------------------------------

@@ -39,15 +39,12 @@ def to_plain(obj: Any) -> Any:
                 return method()
             except Exception:  # a broken converter falls through to the next rule
                 pass
-    tolist = getattr(obj, "tolist", None)  # NumPy arrays and scalars
-    if tolist is not None and callable(tolist):
-        from .serialization import tolist_allowed
+    if callable(getattr(obj, "tolist", None)):  # NumPy arrays and scalars
+        from .serialization import convert_with_tolist
 
-        if tolist_allowed(obj):
-            try:
-                return tolist()
-            except Exception:
-                pass
+        converted, value = convert_with_tolist(obj)
+        if converted:
+            return value
     if isinstance(obj, (set, frozenset)):
         return list(obj)
     if isinstance(obj, (datetime.datetime, datetime.date, datetime.time)):

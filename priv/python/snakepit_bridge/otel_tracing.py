@@ -46,11 +46,15 @@ _ready = False
 
 
 def setup_tracing() -> None:
-    """Set up an OpenTelemetry tracer when the SDK is installed (once)."""
+    """Once per process: every log record gets a ``correlation_id``
+    attribute (the current one, or ``-``), so any handler may format
+    ``%(correlation_id)s``; and, when the OpenTelemetry SDK is installed, a
+    tracer is set up. The worker calls it at startup."""
     global _tracer, _ready
     if _ready:
         return
     _ready = True
+    _install_log_record_factory()
     if _otel_trace is None:
         return
     resource = _Resource.create(
@@ -66,6 +70,23 @@ def setup_tracing() -> None:
         provider.add_span_processor(_BatchSpanProcessor(exporter))
     _otel_trace.set_tracer_provider(provider)
     _tracer = _otel_trace.get_tracer("snakepit.bridge")
+
+
+def _install_log_record_factory() -> None:
+    # A factory rather than a handler filter: it also reaches handlers an
+    # adapter attaches to its own (non-propagating) loggers. It wraps the
+    # factory in place now, so one installed earlier keeps working. A
+    # record attribute set by the factory cannot also come from
+    # ``extra=``; bind the id with ``set_correlation_id`` instead.
+    previous = logging.getLogRecordFactory()
+
+    def record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        if not getattr(record, "correlation_id", None):
+            record.correlation_id = get_correlation_id("-")
+        return record
+
+    logging.setLogRecordFactory(record_factory)
 
 
 def _select_exporter() -> Any:

@@ -3,7 +3,8 @@
 Tool results are encoded by ``json_codec`` with these rules (upstream
 Snakepit's): ``model_dump()``, ``to_dict()``, ``_asdict()``, ``tolist()``
 (NumPy; refused past ``SNAKEPIT_TOLIST_MAX_ELEMENTS``, default 1 000 000
-elements) and ``isoformat()`` convert an object; anything else becomes
+elements, before allocating when the object knows its size, else by
+counting the result) and ``isoformat()`` convert an object; anything else becomes
 the marker ``{"__ffi_unserializable__": True, "__type__": "module.Class"}``.
 In Elixir, ``Snakepit.Serialization.unserializable?/1`` recognises it.
 
@@ -25,7 +26,7 @@ import os
 import pickle
 import re
 import threading
-from typing import Any, Dict, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from google.protobuf import any_pb2
 
@@ -40,7 +41,7 @@ __all__ = [
     "TypeSerializer",
     "UNSERIALIZABLE_KEY",
     "is_unserializable_marker",
-    "tolist_allowed",
+    "convert_with_tolist",
     "unserializable_marker",
 ]
 
@@ -129,22 +130,56 @@ def is_unserializable_marker(value: Any) -> bool:
     return isinstance(value, dict) and value.get(UNSERIALIZABLE_KEY) is True
 
 
-def tolist_allowed(obj: Any) -> bool:
-    """False when ``obj.tolist()`` would build more than the configured
-    number of elements (checked before allocating, where the size is known)."""
+def _known_tolist_size(obj: Any) -> Optional[int]:
+    """How many elements ``obj.tolist()`` would build, when ``obj`` says so
+    before allocating (NumPy/pandas ``size``; a sparse matrix's dense
+    ``shape``); None when it cannot be known beforehand."""
     try:
         shape = getattr(obj, "shape", None)
         if getattr(obj, "nnz", None) is not None and shape is not None:  # sparse: the dense size counts
             total = 1
             for dim in shape:
                 total *= int(dim)
-            return total <= _TOLIST_MAX_ELEMENTS
+            return total
         size = getattr(obj, "size", None)
         if size is not None and not callable(size):
-            return int(size) <= _TOLIST_MAX_ELEMENTS
+            return int(size)
     except (TypeError, ValueError):
         pass
+    return None
+
+
+def _within_tolist_limit(value: List[Any]) -> bool:
+    """Whether the nested lists of a ``tolist()`` result hold at most the
+    configured number of elements (leaves; stops counting once past it)."""
+    budget = _TOLIST_MAX_ELEMENTS
+    pending = [value]
+    while pending:
+        for item in pending.pop():
+            if isinstance(item, list):
+                pending.append(item)
+            else:
+                budget -= 1
+                if budget < 0:
+                    return False
     return True
+
+
+def convert_with_tolist(obj: Any) -> Tuple[bool, Any]:
+    """``(True, obj.tolist())`` when that stays within
+    ``SNAKEPIT_TOLIST_MAX_ELEMENTS``, else ``(False, None)``: refused before
+    allocating when ``obj`` knows its size, otherwise counted afterwards;
+    a failing ``tolist()`` is refused too."""
+    size = _known_tolist_size(obj)
+    if size is not None and size > _TOLIST_MAX_ELEMENTS:
+        return False, None
+    try:
+        result = obj.tolist()
+    except Exception:  # a broken converter falls through to the next rule
+        return False, None
+    if size is None and isinstance(result, list) and not _within_tolist_limit(result):
+        return False, None
+    return True, result
 
 
 class GracefulJSONEncoder(json.JSONEncoder):

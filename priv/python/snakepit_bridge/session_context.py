@@ -14,7 +14,6 @@ import logging
 from typing import Any, Dict, Optional
 
 from . import elixir_tools as _transport
-from .elixir_tools import ElixirToolError
 
 __all__ = ["ElixirToolProxy", "SessionContext"]
 
@@ -58,12 +57,14 @@ class SessionContext:
     @property
     def elixir_tools(self) -> Dict[str, ElixirToolProxy]:
         """The session's Elixir tools exposed to Python, by name (loaded once
-        per context; ``{}`` with a warning when Elixir cannot be reached)."""
+        per context; ``{}`` with a warning when they cannot be loaded, e.g.
+        Elixir is unreachable or the channel is closed: listing is best
+        effort, as upstream's)."""
         if self._elixir_tools is None:
             try:
                 tools = _transport.list_tools(self._stub, self.session_id or "")
-            except ElixirToolError as exc:
-                log.warning("Failed to load Elixir tools: %s", exc)
+            except Exception as exc:
+                log.warning("Failed to load Elixir tools (%s): %s", type(exc).__name__, exc)
                 return {}
             self._elixir_tools = {tool["name"]: ElixirToolProxy(self, tool) for tool in tools}
         return self._elixir_tools

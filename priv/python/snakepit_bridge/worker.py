@@ -47,7 +47,7 @@ from google.protobuf import any_pb2, timestamp_pb2
 from . import json_codec, telemetry
 from .base_adapter import BaseAdapter, ToolResolver, is_tool
 from .core_server import CoreServer, StreamFailure, caller_gone_message, unavailable_reason
-from .otel_tracing import reset_correlation_id, set_correlation_id
+from .otel_tracing import reset_correlation_id, set_correlation_id, setup_tracing
 from .telemetry.backends.elixir import ElixirBackend
 from .wire import BINARY_TYPE_URL, CHUNK_TYPE_KEY, JSON_TYPE_URL, error_json, error_object, stream_error_json
 
@@ -878,6 +878,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     sys.setrecursionlimit(max(sys.getrecursionlimit(), RESULT_RECURSION_LIMIT))
     setup_logging()
+    setup_tracing()
     if args.health_check:
         run_health_check(args.adapter)
     # Lifeline first: a worker that hangs while its adapter loads must still
