@@ -59,6 +59,12 @@ defmodule Snakepit do
       `correlation_id` key of `args` (atom or string) is taken as this
       option (the option wins) and not passed to the tool. With neither,
       a call made while a `:telemetry` handler is attached gets a new one.
+    * `:thread_sensitive` - `true` runs a sync tool on the worker's main
+      thread (for libraries that install signal handlers or otherwise need
+      it), as upstream Snakepit's option does; default `false`. The worker's
+      `SNAKEPIT_THREAD_SENSITIVE` (comma-separated `module` or
+      `module.function` names, matched against a call's `module_path` and
+      `function` arguments) selects calls the same way.
 
   A bad option value is a `:validation` error naming the option.
   """
@@ -334,12 +340,13 @@ defmodule Snakepit do
            call
            | timeout: call.timeout || if(stream?, do: stream_timeout, else: call_timeout)
          },
-         {:ok, native_opts} <- native_opts(call, opts, affinity, stream?),
+         {:ok, native_opts, thread_sensitive} <- native_opts(call, opts, affinity, stream?),
          {:ok, args} <- binary_parameters(call, args, Keyword.get(opts, :binary_parameters)) do
       call
       |> Map.merge(%{
         session_id: nonempty(elem(native_opts, 1)),
-        correlation_id: nonempty(elem(native_opts, 4))
+        correlation_id: nonempty(elem(native_opts, 4)),
+        thread_sensitive: thread_sensitive
       })
       |> tap(&SessionStore.opened(&1.session_id))
       |> submit_native(args, native_opts)
@@ -375,8 +382,10 @@ defmodule Snakepit do
     with {:ok, timeout} <- timeout_opt(call.timeout),
          {:ok, session_id} <- string_opt(:session_id, Keyword.get(opts, :session_id)),
          {:ok, affinity} <- affinity_opt(Keyword.get(opts, :affinity, default_affinity)),
-         {:ok, correlation_id} <- string_opt(:correlation_id, Keyword.get(opts, :correlation_id)) do
-      {:ok, {timeout, session_id, affinity, stream?, traced(correlation_id, call)}}
+         {:ok, correlation_id} <- string_opt(:correlation_id, Keyword.get(opts, :correlation_id)),
+         {:ok, thread_sensitive} <- thread_sensitive_opt(Keyword.get(opts, :thread_sensitive)) do
+      {:ok, {timeout, session_id, affinity, stream?, traced(correlation_id, call)},
+       thread_sensitive}
     else
       {:error, message} -> {:error, option_error(call, message)}
     end
@@ -386,6 +395,13 @@ defmodule Snakepit do
   # Python side (telemetry.get_correlation_id()) share it, as upstream's do.
   defp traced("", %{telemetry: true}), do: Calls.new_correlation_id()
   defp traced(correlation_id, _call), do: correlation_id
+
+  # Upstream takes true or "true"; anything else but nil/false is refused here.
+  defp thread_sensitive_opt(value) when value in [nil, false, "false"], do: {:ok, false}
+  defp thread_sensitive_opt(value) when value in [true, "true"], do: {:ok, true}
+
+  defp thread_sensitive_opt(other),
+    do: {:error, "thread_sensitive must be true or false, got: #{inspect(other)}"}
 
   defp nonempty(""), do: nil
   defp nonempty(text), do: text
@@ -484,7 +500,7 @@ defmodule Snakepit do
   defp submit_native(call, args, native_opts, prepared?) do
     ref = make_ref()
 
-    case Native.submit(call.handle, call.command, args, started_opt(native_opts, call), ref) do
+    case Native.submit(call.handle, call.command, args, nif_opts(native_opts, call), ref) do
       {:ok, request_id} ->
         {:ok, call |> Map.merge(%{request_id: request_id, ref: ref}) |> Calls.started()}
 
@@ -507,8 +523,12 @@ defmodule Snakepit do
     end
   end
 
-  defp started_opt(native_opts, %{notify_started: true}), do: Tuple.append(native_opts, true)
-  defp started_opt(native_opts, _call), do: native_opts
+  # The NIF's optional elements: notify_started?, then thread_sensitive?.
+  defp nif_opts(native_opts, %{thread_sensitive: true} = call),
+    do: native_opts |> Tuple.append(Map.get(call, :notify_started, false)) |> Tuple.append(true)
+
+  defp nif_opts(native_opts, %{notify_started: true}), do: Tuple.append(native_opts, true)
+  defp nif_opts(native_opts, _call), do: native_opts
 
   defp saturated(call) do
     stats = Native.stats(call.handle)

@@ -57,6 +57,7 @@ struct CallRequest {
   Millis timeout{30000};
   Affinity affinity = Affinity::hint;
   bool stream = false;
+  bool thread_sensitive = false;  // run the tool on the worker's main thread
 };
 
 // How a call ended, as the transport classified it: core sees no wire

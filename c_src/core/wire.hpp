@@ -1,6 +1,6 @@
 // The facts of the wire contract (proto/snakepit_bridge.proto) that the
-// generated stubs do not carry: the type URLs of values and the fields of
-// the Python error object. Python's copy is snakepit_bridge/wire.py;
+// generated stubs do not carry: the type URLs of values, the fields of
+// the Python error object and the request metadata keys. Python's copy is snakepit_bridge/wire.py;
 // test/python/test_wire_facts.py reads this file and checks the two agree.
 #pragma once
 
@@ -22,5 +22,12 @@ inline constexpr std::string_view kChunkTypeKey = "type_url";
 inline constexpr std::string_view kErrorTypeField = "type";
 inline constexpr std::string_view kErrorMessageField = "message";
 inline constexpr std::string_view kErrorTracebackField = "traceback";
+
+// ExecuteToolRequest.metadata keys (upstream's names): the call's
+// correlation id, and kThreadSensitiveValue when the tool must run on the
+// worker's main thread.
+inline constexpr std::string_view kCorrelationIdKey = "correlation_id";
+inline constexpr std::string_view kThreadSensitiveKey = "thread_sensitive";
+inline constexpr std::string_view kThreadSensitiveValue = "true";
 
 }  // namespace snakepit::wire

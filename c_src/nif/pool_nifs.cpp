@@ -56,7 +56,7 @@ ERL_NIF_TERM pool_start(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
 
 ERL_NIF_TERM submit_dirty(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) { return submit_impl(env, argv, 0); }
 
-// submit(pool, tool, args, {timeout_ms, session_id, affinity, stream?, correlation_id[, notify_started?]}, ref)
+// submit(pool, tool, args, {timeout_ms, session_id, affinity, stream?, correlation_id[, notify_started?[, thread_sensitive?]]}, ref)
 ERL_NIF_TERM submit(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   return submit_impl(env, argv, kSchedulerEncodeBudget);
 }
@@ -85,10 +85,10 @@ ERL_NIF_TERM submit_impl(ErlNifEnv* env, const ERL_NIF_TERM argv[], std::size_t 
   call.tool = args.string(1, "a binary (the tool name)");
   const ERL_NIF_TERM* opts = nullptr;
   int arity = 0;
-  if (!enif_get_tuple(env, argv[3], &arity, &opts) || (arity != 5 && arity != 6) ||
+  if (!enif_get_tuple(env, argv[3], &arity, &opts) || (arity < 5 || arity > 7) ||
       !enif_get_int64(env, opts[0], &timeout_ms) || !get_string(env, opts[1], call.session_id) ||
       !get_string(env, opts[4], call.correlation_id))
-    throw BadArg{3, "{timeout_ms, session_id, affinity, stream?, correlation_id[, notify_started?]}"};
+    throw BadArg{3, "{timeout_ms, session_id, affinity, stream?, correlation_id[, notify_started?[, thread_sensitive?]]}"};
   if (!enif_is_ref(env, argv[4])) throw BadArg{4, "a reference"};
   // Protobuf strings must be UTF-8: the worker would refuse the request.
   if (!codec::valid_utf8(call.tool))
@@ -100,6 +100,7 @@ ERL_NIF_TERM submit_impl(ErlNifEnv* env, const ERL_NIF_TERM argv[], std::size_t 
   if (enif_is_identical(opts[2], a.strict_queue)) call.affinity = core::Affinity::strict_queue;
   else if (enif_is_identical(opts[2], a.strict_fail_fast)) call.affinity = core::Affinity::strict_fail_fast;
   call.stream = enif_is_identical(opts[3], a.true_);
+  call.thread_sensitive = arity == 7 && enif_is_identical(opts[6], a.true_);
 
   TermEncoder encoder(env, nif.atoms, budget);
   switch (encoder.encode_args(argv[2], call.params)) {
@@ -117,7 +118,7 @@ ERL_NIF_TERM submit_impl(ErlNifEnv* env, const ERL_NIF_TERM argv[], std::size_t 
   enif_self(env, &caller);
   const core::RequestId id = resource->pool->new_request_id();
   // Only a cluster executor asks for {ref, :started} (a 6th element, true).
-  const bool notify_started = arity == 6 && enif_is_identical(opts[5], nif.atoms.true_);
+  const bool notify_started = arity >= 6 && enif_is_identical(opts[5], nif.atoms.true_);
   auto responder = make_process_responder(nif, resource, caller, argv[4], env, id, notify_started);
   if (auto error = resource->pool->submit(id, std::move(call), std::move(responder)))
     return enif_make_tuple2(env, nif.atoms.error, make_error_tuple(env, nif.atoms, *error));

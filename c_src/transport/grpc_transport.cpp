@@ -29,8 +29,10 @@ void fill_request(pb::ExecuteToolRequest& request, core::CallRequest&& call) {
   request.set_tool_name(std::move(call.tool));
   request.set_session_id(std::move(call.session_id));
   request.set_stream(call.stream);
-  // Upstream's key: the Python side reads it from the request metadata.
-  if (!call.correlation_id.empty()) (*request.mutable_metadata())["correlation_id"] = std::move(call.correlation_id);
+  if (!call.correlation_id.empty())
+    (*request.mutable_metadata())[std::string(wire::kCorrelationIdKey)] = std::move(call.correlation_id);
+  if (call.thread_sensitive)
+    (*request.mutable_metadata())[std::string(wire::kThreadSensitiveKey)] = std::string(wire::kThreadSensitiveValue);
   auto& binaries = *request.mutable_binary_parameters();
   std::string& json = *request.mutable_parameters_json();
   std::size_t size = 2;

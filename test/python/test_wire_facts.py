@@ -27,6 +27,13 @@ def test_type_urls_agree() -> None:
     assert cpp["kChunkTypeKey"] == wire.CHUNK_TYPE_KEY
 
 
+def test_metadata_keys_agree() -> None:
+    cpp = _cpp_strings()
+    assert cpp["kCorrelationIdKey"] == wire.CORRELATION_ID_KEY
+    assert cpp["kThreadSensitiveKey"] == wire.THREAD_SENSITIVE_KEY
+    assert cpp["kThreadSensitiveValue"] == wire.THREAD_SENSITIVE_VALUE
+
+
 def test_the_proto_documents_the_same_facts() -> None:
     proto = (REPO / "proto" / "snakepit_bridge.proto").read_text()
     for fact in (wire.JSON_TYPE_URL, wire.BINARY_TYPE_URL, *(f'"{field}"' for field in wire.ERROR_FIELDS)):

@@ -1,6 +1,6 @@
 """The facts of the wire contract (``proto/snakepit_bridge.proto``) that the
-generated stubs do not carry: the type URLs of values and the Python error
-object. The native runtime's copy is ``c_src/core/wire.hpp``;
+generated stubs do not carry: the type URLs of values, the Python error
+object and the request metadata keys. The native runtime's copy is ``c_src/core/wire.hpp``;
 ``test/python/test_wire_facts.py`` checks the two agree.
 
 The error object is a JSON object of three strings,
@@ -22,10 +22,13 @@ from typing import Dict, Optional
 __all__ = [
     "BINARY_TYPE_URL",
     "CHUNK_TYPE_KEY",
+    "CORRELATION_ID_KEY",
     "ERROR_FIELDS",
     "JSON_TYPE_URL",
     "MAX_STATUS_MESSAGE_CHARS",
     "MAX_STATUS_TRACEBACK_CHARS",
+    "THREAD_SENSITIVE_KEY",
+    "THREAD_SENSITIVE_VALUE",
     "error_json",
     "error_object",
     "stream_error_json",
@@ -35,6 +38,12 @@ JSON_TYPE_URL = "type.googleapis.com/snakepit.json"
 BINARY_TYPE_URL = "type.googleapis.com/snakepit.binary"
 # A ToolChunk of raw bytes carries BINARY_TYPE_URL in its metadata under this key.
 CHUNK_TYPE_KEY = "type_url"
+
+# ExecuteToolRequest.metadata keys (upstream's names): the call's correlation
+# id, and THREAD_SENSITIVE_VALUE when the tool must run on the main thread.
+CORRELATION_ID_KEY = "correlation_id"
+THREAD_SENSITIVE_KEY = "thread_sensitive"
+THREAD_SENSITIVE_VALUE = "true"
 
 # The error object's fields: the exception's class name, its message, its traceback.
 ERROR_FIELDS = ("type", "message", "traceback")

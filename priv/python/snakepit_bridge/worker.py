@@ -47,9 +47,18 @@ from google.protobuf import any_pb2, timestamp_pb2
 from . import json_codec, telemetry
 from .base_adapter import BaseAdapter, ToolResolver, is_tool
 from .core_server import CoreServer, StreamFailure, caller_gone_message, unavailable_reason
+from .main_thread import MainThreadRunner, ThreadSensitivity
 from .otel_tracing import reset_correlation_id, set_correlation_id, setup_tracing
 from .telemetry.backends.elixir import ElixirBackend
-from .wire import BINARY_TYPE_URL, CHUNK_TYPE_KEY, JSON_TYPE_URL, error_json, error_object, stream_error_json
+from .wire import (
+    BINARY_TYPE_URL,
+    CHUNK_TYPE_KEY,
+    CORRELATION_ID_KEY,
+    JSON_TYPE_URL,
+    error_json,
+    error_object,
+    stream_error_json,
+)
 
 __all__ = ["WorkerServicer", "main"]
 
@@ -275,6 +284,11 @@ def _now() -> Any:
     return ts
 
 
+def _on(main_thread: Optional[MainThreadRunner], func: Callable[[], Any]) -> Any:
+    """``func()`` here, or on the main thread for a thread-sensitive call."""
+    return func() if main_thread is None else main_thread.run(func)
+
+
 def _decode_args(request: Any) -> Dict[str, Any]:
     # One JSON object for every parameter (decoding str is cheaper than
     # json.loads(bytes)); the binary ones come next to it, raw.
@@ -292,8 +306,18 @@ def _decode_args(request: Any) -> Dict[str, Any]:
 class WorkerServicer(pb2_grpc.BridgeServiceServicer):
     """Serves one adapter instance's tools (``ToolResolver`` dispatch)."""
 
-    def __init__(self, adapter: Any, thread_safety_checks: bool = False, capacity: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        adapter: Any,
+        thread_safety_checks: bool = False,
+        capacity: Optional[int] = None,
+        main_thread: Optional[MainThreadRunner] = None,
+    ) -> None:
         self.adapter = adapter
+        # Thread-sensitive calls run there; without a runner (a servicer
+        # not started by main()) they run where the others do.
+        self._main_thread = main_thread
+        self._thread_sensitive = ThreadSensitivity()
         resolver = adapter._resolver() if isinstance(adapter, BaseAdapter) else ToolResolver(adapter)
         self._resolver = resolver
         self.tool_names: List[str] = resolver.names
@@ -351,12 +375,24 @@ class WorkerServicer(pb2_grpc.BridgeServiceServicer):
         metadata = request.metadata
         return self._resolver.prepare(request.tool_name, request.session_id or None, dict(metadata) if metadata else None)
 
-    def _call(self, invoke: Callable[[Dict[str, Any]], Any], args: Dict[str, Any], name: str) -> Any:
+    def _on_main_thread(self, request: Any, args: Dict[str, Any]) -> Optional[MainThreadRunner]:
+        """The runner to hand this call to, when it is thread-sensitive."""
+        if self._main_thread is not None and self._thread_sensitive(request.metadata, args):
+            return self._main_thread
+        return None
+
+    def _call(
+        self,
+        invoke: Callable[[Dict[str, Any]], Any],
+        args: Dict[str, Any],
+        name: str,
+        main_thread: Optional[MainThreadRunner],
+    ) -> Any:
         tracker = self._tracker
         if tracker is not None:
             tracker.enter(name)
         try:
-            result = invoke(args)
+            result = _on(main_thread, lambda: invoke(args))
             return result if type(result) in _PLAIN_TYPES else _materialize(result)
         finally:
             if tracker is not None:
@@ -370,9 +406,10 @@ class WorkerServicer(pb2_grpc.BridgeServiceServicer):
         token = None
         try:
             if request.metadata:
-                token = set_correlation_id(request.metadata.get("correlation_id"))
+                token = set_correlation_id(request.metadata.get(CORRELATION_ID_KEY))
             invoke = self._prepare(request)
-            result = self._call(invoke, _decode_args(request), name)
+            args = _decode_args(request)
+            result = self._call(invoke, args, name, self._on_main_thread(request, args))
             rtype = type(result)
             if rtype is bytes or rtype is bytearray:
                 any_result = any_pb2.Any(type_url=BINARY_TYPE_URL, value=bytes(result))
@@ -397,16 +434,18 @@ class WorkerServicer(pb2_grpc.BridgeServiceServicer):
         tracker = self._tracker
         tracked = False
         chunks: Optional[Iterator[Any]] = None
-        token = set_correlation_id(request.metadata.get("correlation_id")) if request.metadata else None
+        token = set_correlation_id(request.metadata.get(CORRELATION_ID_KEY)) if request.metadata else None
+        main_thread: Optional[MainThreadRunner] = None
         try:
             failure: Optional[str] = None
             try:
                 invoke = self._prepare(request)
                 args = _decode_args(request)
+                main_thread = self._on_main_thread(request, args)
                 if tracker is not None:
                     tracker.enter(name)
                     tracked = True
-                chunks = _as_iterator(invoke(args))
+                chunks = _on(main_thread, lambda: _as_iterator(invoke(args)))
             except BaseException as exc:
                 failure = stream_error_json(exc)
             if failure is not None:
@@ -415,7 +454,7 @@ class WorkerServicer(pb2_grpc.BridgeServiceServicer):
             final_sent = False
             while True:
                 try:
-                    payload, is_final, metadata = _chunk_parts(next(chunks))
+                    payload, is_final, metadata = _chunk_parts(_on(main_thread, lambda: next(chunks)))
                     chunk = _chunk(index, payload, is_final, metadata)
                 except StopIteration:
                     break
@@ -434,7 +473,7 @@ class WorkerServicer(pb2_grpc.BridgeServiceServicer):
             close = getattr(chunks, "close", None)
             if close is not None:
                 try:
-                    close()
+                    _on(main_thread, close)
                 except Exception:
                     log.exception("closing the stream of tool %s failed", name)
             if tracked:
@@ -849,10 +888,13 @@ def install_stop_signals() -> threading.Event:
     return stop
 
 
-def shut_down(server: Any, adapter: Any, backend: Optional[ElixirBackend], grace_ms: int) -> NoReturn:
-    """Lets running calls finish within the grace, runs ``cleanup()``, flushes telemetry, exits 0."""
+def shut_down(
+    server: Any, adapter: Any, backend: Optional[ElixirBackend], grace_ms: int, main_thread: MainThreadRunner
+) -> NoReturn:
+    """Lets running calls finish within the grace (serving thread-sensitive
+    ones meanwhile), runs ``cleanup()``, flushes telemetry, exits 0."""
     grace_s = max(grace_ms, 0) / 1000
-    server.stop(grace_s).wait(grace_s + 1.0)
+    main_thread.serve_until(server.stop(grace_s), grace_s + 1.0)
     cleanup = lifecycle_hook(adapter, "cleanup")
     if cleanup is not None:
         try:
@@ -888,8 +930,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     try:
         backend = install_telemetry(args)
         adapter = build_adapter(args)
+        main_thread = MainThreadRunner()
         servicer = WorkerServicer(
-            adapter, thread_safety_checks=args.thread_safety_checks, capacity=args.threads
+            adapter, thread_safety_checks=args.thread_safety_checks, capacity=args.threads, main_thread=main_thread
         )
         server, server_path = start_server(servicer, args)
     except Exception as exc:
@@ -906,6 +949,5 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         len(servicer.tool_names),
     )
     write_ready_line(args.ready_fd, {"status": "ready", "pid": os.getpid(), "tools": servicer.tool_names})
-    while not stop.wait(1.0):
-        pass
-    shut_down(server, adapter, backend, args.shutdown_grace_ms)
+    main_thread.serve_until(stop)
+    shut_down(server, adapter, backend, args.shutdown_grace_ms, main_thread)
