@@ -392,7 +392,8 @@ class WorkerServicer(pb2_grpc.BridgeServiceServicer):
         if tracker is not None:
             tracker.enter(name)
         try:
-            result = _on(main_thread, lambda: invoke(args))
+            # No closure on the common path: it runs for every call.
+            result = invoke(args) if main_thread is None else main_thread.run(lambda: invoke(args))
             return result if type(result) in _PLAIN_TYPES else _materialize(result)
         finally:
             if tracker is not None:
