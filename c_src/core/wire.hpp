@@ -1,7 +1,8 @@
 // The facts of the wire contract (proto/snakepit_bridge.proto) that the
 // generated stubs do not carry: the type URLs of values, the fields of
-// the Python error object and the request metadata keys. Python's copy is snakepit_bridge/wire.py;
-// test/python/test_wire_facts.py reads this file and checks the two agree.
+// the Python error object and the request metadata keys. Python's copy is
+// snakepit_bridge/wire.py; test/python/test_wire_facts.py reads this file
+// and checks the two agree.
 #pragma once
 
 #include <string_view>
