@@ -7,26 +7,43 @@ defmodule Snakepit.SchedulerBlockingTest do
   # the threshold, so it must happen on a dirty scheduler to pass. The
   # threshold leaves room for a loaded 2-core machine; the rule is ~1 ms.
   @threshold_ms 40
+  @fixtures Path.expand("../fixtures/python", __DIR__)
 
-  test "no call holds a normal scheduler, whatever the payload size" do
+  # The large arguments go to `sizes`, which answers with their lengths:
+  # echoing 100,000 rows back made the caller's GC of the reply (the VM's,
+  # 20-70 ms here) one long schedule. Large replies have
+  # large_reply_test.exs.
+  setup do
+    pool =
+      start_pool!(
+        name: :large_arguments,
+        pool_size: 1,
+        adapter_args: ["--adapter", "snakepit_exunit_adapters.LargeResultAdapter"],
+        adapter_env: [{"PYTHONPATH", @fixtures}]
+      )
+
+    %{pool: pool}
+  end
+
+  test "no call holds a normal scheduler, whatever the argument size", %{pool: pool} do
     watch_long_schedules(@threshold_ms)
 
     big = String.duplicate("0123456789", 5_000_000)
-    nested = %{rows: for(i <- 1..100_000, do: %{id: i, name: "row #{i}", tags: ["a", "b"]})}
+    rows = for i <- 1..100_000, do: %{id: i, name: "row #{i}", tags: ["a", "b"]}
 
     caller =
       Task.async(fn ->
-        {:ok, %{"echoed" => %{"text" => text}}} =
-          Snakepit.execute("echo", %{text: big}, timeout: 60_000)
+        {:ok, text_sizes} =
+          Snakepit.execute("sizes", %{text: big}, pool_name: pool, timeout: 60_000)
 
-        {:ok, %{"echoed" => %{"rows" => rows}}} =
-          Snakepit.execute("echo", nested, timeout: 60_000)
+        {:ok, row_sizes} =
+          Snakepit.execute("sizes", %{rows: rows}, pool_name: pool, timeout: 60_000)
 
-        for _ <- 1..200, do: {:ok, _} = Snakepit.execute("ping", %{})
-        {byte_size(text), length(rows)}
+        for _ <- 1..200, do: {:ok, _} = Snakepit.execute("sizes", %{}, pool_name: pool)
+        {text_sizes, row_sizes}
       end)
 
-    assert Task.await(caller, 120_000) == {50_000_000, 100_000}
+    assert Task.await(caller, 120_000) == {%{"text" => 50_000_000}, %{"rows" => 100_000}}
     assert long_schedules_of(caller.pid) == []
   end
 end
