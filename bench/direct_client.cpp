@@ -17,7 +17,12 @@
 //     ExecuteToolCalls stream, as the runtime sends them), threads (0: a
 //     caller is a counter, its next call issued on the gRPC thread that
 //     took its reply; 1: a caller is a thread that blocks until its reply
-//     wakes it, as a BEAM process waits in `receive`).
+//     wakes it, as a BEAM process waits in `receive`), queue (with stream=1;
+//     0: the streams on gRPC's callback API, as the runtime's; 1: on the
+//     generic async API, one CompletionQueue drained by one thread of ours,
+//     see bench/README "One CompletionQueue thread"), callback_threads
+//     (with queue=1: 1 makes one callback-API call per channel first, so
+//     gRPC's callback threads run too, as they do in the BEAM).
 //
 //     C callers each loop on one call at a time. A caller's call goes to the
 //     least-loaded worker that has a free slot, or waits in one FIFO queue
@@ -220,6 +225,8 @@ struct CaseSpec {
   int concurrency = 1, cap = 1;
   bool stream = false;   // calls on each worker's ExecuteToolCalls stream
   bool threads = false;  // a thread per caller, woken by its reply
+  bool queue = false;             // stream=1 on one CompletionQueue thread of ours
+  bool callback_threads = false;  // queue=1: gRPC's callback threads running too
   double warmup = 1, duration = 3;
   std::size_t bytes = 0;
 };
@@ -242,13 +249,29 @@ CaseSpec parse_case(const std::string& text) {
       else if (key == "bytes") spec.bytes = std::stoull(value);
       else if (key == "stream") spec.stream = value == "1";
       else if (key == "threads") spec.threads = value == "1";
+      else if (key == "queue") spec.queue = value == "1";
+      else if (key == "callback_threads") spec.callback_threads = value == "1";
       else die("unknown --case key: " + key);
     } catch (const std::logic_error&) {
       die("bad --case value: " + item);
     }
   }
   if (spec.concurrency < 1 || spec.cap < 0 || spec.duration <= 0 || spec.warmup < 0) die("bad --case: " + text);
+  if (spec.queue && !spec.stream) die("queue=1 needs stream=1: " + text);
   return spec;
+}
+
+// The calls waiting for their reply on a stream, by request_id.
+using ReplyDone = std::function<void(pb::ExecuteToolResponse&&)>;
+using WaitingCalls = std::unordered_map<std::uint64_t, ReplyDone>;
+
+// Takes the call waiting for `request_id`, or an empty function.
+ReplyDone take_waiting(WaitingCalls& waiting, std::uint64_t request_id) {
+  auto it = waiting.find(request_id);
+  if (it == waiting.end()) return {};
+  ReplyDone done = std::move(it->second);
+  waiting.erase(it);
+  return done;
 }
 
 // The worker's ExecuteToolCalls stream (case key `stream=1`): calls as
@@ -256,7 +279,7 @@ CaseSpec parse_case(const std::string& text) {
 // flight, as the runtime sends them to a worker that serves it.
 class CallsStream final : public grpc::ClientBidiReactor<pb::ExecuteToolRequest, pb::ExecuteToolResponse> {
  public:
-  using Done = std::function<void(pb::ExecuteToolResponse&&)>;
+  using Done = ReplyDone;
   explicit CallsStream(pb::BridgeService::Stub& stub) {
     stub.async()->ExecuteToolCalls(&context_, this);
     StartRead(&response_);
@@ -276,11 +299,7 @@ class CallsStream final : public grpc::ClientBidiReactor<pb::ExecuteToolRequest,
     Done done;
     {
       std::lock_guard lock(mutex_);
-      auto it = waiting_.find(response_.request_id());
-      if (it != waiting_.end()) {
-        done = std::move(it->second);
-        waiting_.erase(it);
-      }
+      done = take_waiting(waiting_, response_.request_id());
     }
     pb::ExecuteToolResponse response = std::move(response_);
     response_.Clear();
@@ -294,13 +313,95 @@ class CallsStream final : public grpc::ClientBidiReactor<pb::ExecuteToolRequest,
   std::mutex mutex_;
   pb::ExecuteToolResponse response_;
   WriteQueue<pb::ExecuteToolRequest> writes_;
-  std::unordered_map<std::uint64_t, Done> waiting_;
+  WaitingCalls waiting_;
 };
+
+// queue=1: the same stream on the generic async API. One CompletionQueue
+// and one thread draining it serve every stream, so no poller is handed
+// between gRPC's callback threads. A tag is a QueueOp whose `done` runs
+// on that thread.
+struct QueueOp {
+  std::function<void(bool)> done;
+};
+
+class QueueThread {
+ public:
+  QueueThread() : thread_([this] { drain(); }) {}
+  grpc::CompletionQueue& queue() { return queue_; }
+
+ private:
+  void drain() {
+    void* tag = nullptr;
+    bool ok = false;
+    while (queue_.Next(&tag, &ok)) static_cast<QueueOp*>(tag)->done(ok);
+  }
+  grpc::CompletionQueue queue_;
+  std::thread thread_;  // never joined: the process ends with std::_Exit
+};
+
+class QueueCallsStream {
+ public:
+  using Done = ReplyDone;
+  QueueCallsStream(pb::BridgeService::Stub& stub, grpc::CompletionQueue& queue) {
+    started_.done = [this](bool) {
+      stream_->Read(&response_, &read_);
+      started.release();
+    };
+    read_.done = [this](bool ok) { on_read(ok); };
+    written_.done = [this](bool ok) {
+      std::lock_guard lock(mutex_);
+      if (ok && writes_.written()) stream_->Write(writes_.current(), &written_);
+    };
+    stream_ = stub.PrepareAsyncExecuteToolCalls(&context_, &queue);
+    stream_->StartCall(&started_);
+  }
+  void send(pb::ExecuteToolRequest request, Done done) {
+    std::lock_guard lock(mutex_);
+    waiting_[request.request_id()] = std::move(done);
+    if (writes_.push(std::move(request))) stream_->Write(writes_.current(), &written_);
+  }
+  std::binary_semaphore started{0};  // released once the call started: send() after that
+
+ private:
+  void on_read(bool ok) {
+    if (!ok) return;
+    Done done;
+    {
+      std::lock_guard lock(mutex_);
+      done = take_waiting(waiting_, response_.request_id());
+    }
+    pb::ExecuteToolResponse response = std::move(response_);
+    response_.Clear();
+    stream_->Read(&response_, &read_);
+    if (done) done(std::move(response));
+  }
+
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientAsyncReaderWriter<pb::ExecuteToolRequest, pb::ExecuteToolResponse>> stream_;
+  QueueOp started_, read_, written_;
+  std::mutex mutex_;
+  pb::ExecuteToolResponse response_;
+  WriteQueue<pb::ExecuteToolRequest> writes_;
+  WaitingCalls waiting_;
+};
+
+// callback_threads=1: one callback-API call on the channel, which starts
+// gRPC's callback threads for the rest of the process.
+void start_callback_threads(pb::BridgeService::Stub& stub) {
+  std::binary_semaphore replied(0);
+  grpc::ClientContext context;
+  pb::ExecuteToolRequest request;
+  request.set_tool_name("ping");
+  pb::ExecuteToolResponse response;
+  stub.async()->ExecuteTool(&context, &request, &response, [&](grpc::Status) { replied.release(); });
+  replied.acquire();
+}
 
 struct Target {
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<pb::BridgeService::Stub> stub;
-  std::unique_ptr<CallsStream> calls;  // opened for a stream=1 case
+  std::unique_ptr<CallsStream> calls;              // opened for a stream=1 case
+  std::unique_ptr<QueueCallsStream> queue_calls;  // opened for a queue=1 case
   int inflight = 0;
 };
 
@@ -413,10 +514,12 @@ class LoadRun {
       pb::ExecuteToolRequest request = request_;
       request.set_request_id(++next_id_);
       request.set_timeout_ms(120'000);
-      worker.calls->send(std::move(request), [this, call](pb::ExecuteToolResponse&& response) {
+      auto done = [this, call](pb::ExecuteToolResponse&& response) {
         call->response = std::move(response);
         finish(call, grpc::Status::OK);
-      });
+      };
+      if (spec_.queue) worker.queue_calls->send(std::move(request), std::move(done));
+      else worker.calls->send(std::move(request), std::move(done));
       return;
     }
     call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
@@ -523,8 +626,16 @@ int run_command(const WorkerSpec& base, int worker_count, const std::vector<Case
 
   for (const auto& spec_case : cases) {
     const auto request = make_request(spec_case);
-    for (auto& target : targets)
-      if (spec_case.stream && !target.calls) target.calls = std::make_unique<CallsStream>(*target.stub);
+    for (auto& target : targets) {
+      if (spec_case.queue && !target.queue_calls) {
+        static QueueThread queue_thread;
+        if (spec_case.callback_threads) start_callback_threads(*target.stub);
+        target.queue_calls = std::make_unique<QueueCallsStream>(*target.stub, queue_thread.queue());
+        target.queue_calls->started.acquire();
+      } else if (spec_case.stream && !spec_case.queue && !target.calls) {
+        target.calls = std::make_unique<CallsStream>(*target.stub);
+      }
+    }
     LoadRun run(targets, spec_case, request);
     // CPU is sampled by this thread at the window's edges.
     struct Sample {
