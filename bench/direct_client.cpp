@@ -274,6 +274,21 @@ ReplyDone take_waiting(WaitingCalls& waiting, std::uint64_t request_id) {
   return done;
 }
 
+// A reply arrived in `slot`: takes its caller (under `mutex`), re-arms the
+// stream's read with `read_next`, then answers the caller.
+template <class ReadNext>
+void deliver_reply(std::mutex& mutex, WaitingCalls& waiting, pb::ExecuteToolResponse& slot, ReadNext read_next) {
+  ReplyDone done;
+  {
+    std::lock_guard lock(mutex);
+    done = take_waiting(waiting, slot.request_id());
+  }
+  pb::ExecuteToolResponse response = std::move(slot);
+  slot.Clear();
+  read_next();
+  if (done) done(std::move(response));
+}
+
 // The worker's ExecuteToolCalls stream (case key `stream=1`): calls as
 // messages on one stream per worker, matched by request_id, one write in
 // flight, as the runtime sends them to a worker that serves it.
@@ -295,16 +310,7 @@ class CallsStream final : public grpc::ClientBidiReactor<pb::ExecuteToolRequest,
     if (ok && writes_.written()) StartWrite(&writes_.current());
   }
   void OnReadDone(bool ok) override {
-    if (!ok) return;
-    Done done;
-    {
-      std::lock_guard lock(mutex_);
-      done = take_waiting(waiting_, response_.request_id());
-    }
-    pb::ExecuteToolResponse response = std::move(response_);
-    response_.Clear();
-    StartRead(&response_);
-    if (done) done(std::move(response));
+    if (ok) deliver_reply(mutex_, waiting_, response_, [this] { StartRead(&response_); });
   }
   void OnDone(const grpc::Status&) override {}
 
@@ -347,7 +353,9 @@ class QueueCallsStream {
       stream_->Read(&response_, &read_);
       started.release();
     };
-    read_.done = [this](bool ok) { on_read(ok); };
+    read_.done = [this](bool ok) {
+      if (ok) deliver_reply(mutex_, waiting_, response_, [this] { stream_->Read(&response_, &read_); });
+    };
     written_.done = [this](bool ok) {
       std::lock_guard lock(mutex_);
       if (ok && writes_.written()) stream_->Write(writes_.current(), &written_);
@@ -363,19 +371,6 @@ class QueueCallsStream {
   std::binary_semaphore started{0};  // released once the call started: send() after that
 
  private:
-  void on_read(bool ok) {
-    if (!ok) return;
-    Done done;
-    {
-      std::lock_guard lock(mutex_);
-      done = take_waiting(waiting_, response_.request_id());
-    }
-    pb::ExecuteToolResponse response = std::move(response_);
-    response_.Clear();
-    stream_->Read(&response_, &read_);
-    if (done) done(std::move(response));
-  }
-
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientAsyncReaderWriter<pb::ExecuteToolRequest, pb::ExecuteToolResponse>> stream_;
   QueueOp started_, read_, written_;
