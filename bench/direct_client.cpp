@@ -258,6 +258,7 @@ CaseSpec parse_case(const std::string& text) {
   }
   if (spec.concurrency < 1 || spec.cap < 0 || spec.duration <= 0 || spec.warmup < 0) die("bad --case: " + text);
   if (spec.queue && !spec.stream) die("queue=1 needs stream=1: " + text);
+  if (spec.callback_threads && !spec.queue) die("callback_threads=1 needs queue=1: " + text);
   return spec;
 }
 
