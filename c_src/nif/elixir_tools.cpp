@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "../transport/elixir_tool_server.hpp"
+#include "../transport/grpc_transport.hpp"
 #include "boundary.hpp"
 #include "nifs.hpp"
 #include "reply_terms.hpp"
@@ -97,46 +98,42 @@ std::optional<std::uint64_t> dispatch_elixir_call(NifState& nif, transport::Elix
   return token;
 }
 
-// Once created the server lives as long as the library: the pointer stays valid.
-transport::ElixirToolServer* elixir_tool_server(NifState& nif) {
-  std::lock_guard lock(nif.elixir_tools_mutex);
-  return nif.elixir_tools.get();
-}
 
 }  // namespace
+
+void start_grpc(NifState& nif) {
+  nif.elixir_tools = std::make_unique<transport::ElixirToolServer>(
+      fmt::format("{}/elixir_tools.sock", nif.runtime_dir),
+      [&nif](transport::ElixirToolCall&& call) { return dispatch_elixir_call(nif, std::move(call)); });
+  nif.transport = transport::make_grpc_transport(nif.elixir_tools->queue());
+}
+
+// elixir_tools_socket() -> the path the server listens on (the workers'
+// SNAKEPIT_ELIXIR_SOCKET).
+ERL_NIF_TERM elixir_tools_socket(ErlNifEnv* env, int, const ERL_NIF_TERM[]) {
+  return make_binary(env, state(env).elixir_tools->socket_path());
+}
 
 // The tool registry died: the calls it was handed (in its mailbox or its
 // tasks) will never be answered, so Python gets an error now, not at its timeout.
 void handler_down(ErlNifEnv*, void* object, ErlNifPid*, ErlNifMonitor*) {
   const auto& watch = *static_cast<HandlerWatch*>(object);
   NifState& nif = *watch.nif;
-  transport::ElixirToolServer* server = nullptr;
   {
     std::lock_guard lock(nif.elixir_tools_mutex);
-    server = nif.elixir_tools.get();
     if (nif.elixir_tools_handler_token == watch.token) nif.elixir_tools_handler.reset();
   }
-  if (server != nullptr) server->fail_pending(watch.token, "the Elixir tool registry stopped before answering");
+  nif.elixir_tools->fail_pending(watch.token, "the Elixir tool registry stopped before answering");
 }
 
-// elixir_tools_start(handler_pid, socket_path) -> {:ok, listening_path}. The
-// path is Snakepit.Python.elixir_tools_socket/0's, the one the workers are
-// told; a registry that restarts passes the same one again. The server is
-// made once, so the answer is the path it listens on, whatever was passed.
+// elixir_tools_start(handler_pid) -> {:ok, listening_path}. The server
+// listens from the library's load (it owns the queue thread every gRPC
+// operation completes on); this names who takes its calls. A registry that
+// restarts calls it again.
 ERL_NIF_TERM elixir_tools_start(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   auto& nif = state(env);
-  const ArgReader args(env, argv);
-  const ErlNifPid handler = args.local_pid(0, "a local pid (the tool registry)");
-  const std::string socket = args.string(1, "a socket path (a binary)");
+  const ErlNifPid handler = ArgReader(env, argv).local_pid(0, "a local pid (the tool registry)");
   std::lock_guard lock(nif.elixir_tools_mutex);
-  if (!nif.elixir_tools) {
-    try {
-      nif.elixir_tools = std::make_unique<transport::ElixirToolServer>(
-          socket, [&nif](transport::ElixirToolCall&& call) { return dispatch_elixir_call(nif, std::move(call)); });
-    } catch (const std::exception& e) {
-      return error_with(env, e.what());
-    }
-  }
   auto* watch = static_cast<HandlerWatch*>(enif_alloc_resource(nif.handler_watch_type, sizeof(HandlerWatch)));
   watch->nif = &nif;
   watch->token = nif.elixir_tools_handler_token + 1;
@@ -176,7 +173,7 @@ ERL_NIF_TERM elixir_tool_reply(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) {
   } else if (!get_string(env, reply[1], payload)) {
     throw BadArg{1, "{:error | :not_found, message} with a binary message"};
   }
-  if (auto* server = elixir_tool_server(nif)) server->reply_execute(id, ok, std::move(payload), not_found);
+  nif.elixir_tools->reply_execute(id, ok, std::move(payload), not_found);
   return nif.atoms.ok;
 }
 
@@ -195,7 +192,7 @@ ERL_NIF_TERM elixir_tools_list_reply(ErlNifEnv* env, int, const ERL_NIF_TERM arg
       throw BadArg{1, "a list of {name, description} binaries"};
     tools.push_back(std::move(spec));
   }
-  if (auto* server = elixir_tool_server(nif)) server->reply_list(id, std::move(tools));
+  nif.elixir_tools->reply_list(id, std::move(tools));
   return nif.atoms.ok;
 }
 

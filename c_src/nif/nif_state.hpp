@@ -33,6 +33,9 @@ struct NifState {
   Atoms atoms;
   ErlNifResourceType* pool_type = nullptr;
   ErlNifResourceType* payload_type = nullptr;
+  // Made at load and never stopped. It owns the queue thread the
+  // transport's calls complete on, so it is declared (and outlives) first.
+  std::unique_ptr<transport::ElixirToolServer> elixir_tools;
   std::shared_ptr<core::Transport> transport;
   codec::ParserCache parsers;
   std::string run_id;
@@ -43,9 +46,8 @@ struct NifState {
   // The worker guard binary, next to this library in priv/.
   std::string guard_path;
 
-  // Python -> Elixir tool calls: started by the tool registry, never stopped.
+  // Who takes Python -> Elixir tool calls: the tool registry, once started.
   std::mutex elixir_tools_mutex;
-  std::unique_ptr<transport::ElixirToolServer> elixir_tools;
   std::optional<ErlNifPid> elixir_tools_handler;
   // Names the current handler to the server: calls carry the token of the
   // handler they were sent to, so a dead handler's calls can be failed.

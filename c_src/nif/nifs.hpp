@@ -22,6 +22,7 @@ SNAKEPIT_NIF(session_drop);
 SNAKEPIT_NIF(workers);
 SNAKEPIT_NIF(reports);
 SNAKEPIT_NIF(pool_stop);
+SNAKEPIT_NIF(elixir_tools_socket);
 SNAKEPIT_NIF(elixir_tools_start);
 SNAKEPIT_NIF(elixir_tool_reply);
 SNAKEPIT_NIF(elixir_tools_list_reply);
@@ -29,6 +30,11 @@ SNAKEPIT_NIF(decode_result);
 SNAKEPIT_NIF(decode_chunk);
 SNAKEPIT_NIF(decode_params);
 #undef SNAKEPIT_NIF
+
+struct NifState;
+// At load: the Elixir-tool server, listening in the runtime directory, and
+// the gRPC transport on its queue thread. Throws std::exception on failure.
+void start_grpc(NifState& nif);
 
 // Resource callbacks.
 void pool_destructor(ErlNifEnv*, void* object);

@@ -20,7 +20,6 @@
 
 #include <fmt/format.h>
 
-#include "../transport/grpc_transport.hpp"
 #include "boundary.hpp"
 #include "nifs.hpp"
 #include "reply_terms.hpp"
@@ -120,9 +119,9 @@ int load(ErlNifEnv* env, void** priv_data, ERL_NIF_TERM) {
   nif->runtime_dir = pattern;
 
   try {
-    nif->transport = transport::make_grpc_transport();
+    start_grpc(*nif);
   } catch (const std::exception& e) {
-    return load_failed(4, "starting the gRPC transport", e.what());
+    return load_failed(4, "starting the gRPC transport and the Elixir-tool server", e.what());
   }
   *priv_data = nif.release();
   return 0;
@@ -142,7 +141,8 @@ ErlNifFunc nif_functions[] = {
     {"workers", 1, boundary<workers>, 0},
     {"pool_stop", 1, boundary<pool_stop>, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"reports", 2, boundary<reports>, ERL_NIF_DIRTY_JOB_IO_BOUND},
-    {"elixir_tools_start", 2, boundary<elixir_tools_start>, ERL_NIF_DIRTY_JOB_IO_BOUND},
+    {"elixir_tools_socket", 0, boundary<elixir_tools_socket>, 0},
+    {"elixir_tools_start", 1, boundary<elixir_tools_start>, 0},
     {"elixir_tool_reply", 2, boundary<elixir_tool_reply>, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"elixir_tools_list_reply", 2, boundary<elixir_tools_list_reply>, 0},
     {"decode_result", 1, boundary<decode_result>, 0},

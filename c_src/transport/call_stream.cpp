@@ -1,6 +1,8 @@
 // CallStream (call_stream.hpp): the writes, replies, deadlines and end of
-// one worker's ExecuteToolCalls stream.
+// one worker's ExecuteToolCalls stream, on the queue thread's completions.
 #include "call_stream.hpp"
+
+#include <grpcpp/alarm.h>
 
 #include <chrono>
 
@@ -55,16 +57,42 @@ struct CallStream::Waiting {
   std::weak_ptr<CallStreamHandle> handle;
 };
 
-std::shared_ptr<CallStream> CallStream::open(pb::BridgeService::Stub& stub, OnRefused on_refused) {
-  auto stream = std::make_shared<CallStream>(Key{}, std::move(on_refused));
+// The grpc::Alarm of one plan and its tag. It keeps itself alive until its
+// tag completed: gRPC completes a cancelled alarm's tag too.
+struct CallStream::Alarm {
+  Alarm(std::weak_ptr<CallStream> stream, std::uint64_t generation) : stream(std::move(stream)), generation(generation) {}
+
+  grpc::Alarm alarm;
+  const std::weak_ptr<CallStream> stream;
+  const std::uint64_t generation;
+  std::shared_ptr<Alarm> self;  // released when its tag is done
+  QueueOp went_off{[this](bool fired) {
+    auto keep = std::move(self);
+    if (!fired) return;  // replaced by a newer plan
+    if (auto owner = stream.lock()) owner->on_alarm(generation);
+  }};
+};
+
+std::shared_ptr<CallStream> CallStream::open(pb::BridgeService::Stub& stub, grpc::CompletionQueue& queue,
+                                             OnRefused on_refused) {
+  auto stream = std::make_shared<CallStream>(Key{}, queue, std::move(on_refused));
   stream->self_ = stream;
-  stub.async()->ExecuteToolCalls(&stream->context_, stream.get());
-  // Writes start from outside reactions: the hold keeps the stream open
-  // until its read side has failed (gRPC's contract).
-  stream->AddHold();
-  stream->StartRead(&stream->reply_);
-  stream->StartCall();
+  stream->stream_ = stub.PrepareAsyncExecuteToolCalls(&stream->context_, &queue);
+  stream->stream_->StartCall(stream->started_.tag());
   return stream;
+}
+
+// Reads and writes begin once the call started: gRPC takes no other
+// operation before.
+void CallStream::on_started(bool ok) {
+  std::lock_guard lock(mutex_);
+  started_ok_ = ok;
+  if (!ok) {
+    ended_ = true;
+    return finish_once_idle();
+  }
+  stream_->Read(&reply_, read_.tag());
+  if (!writing_) start_next_write();
 }
 
 std::shared_ptr<core::CallHandle> CallStream::submit(pb::ExecuteToolRequest& request, core::TimePoint deadline,
@@ -97,7 +125,7 @@ bool CallStream::ended() {
 void CallStream::close() noexcept {
   std::lock_guard lock(mutex_);
   closing_ = true;
-  if (!writing_ && !ended_) start_next_write();
+  if (started_ok_ && !writing_ && !ended_) start_next_write();
 }
 
 // The call ends as CANCELLED from the alarm's callback, set to go off at
@@ -123,13 +151,9 @@ std::optional<CallStream::AlarmPlan> CallStream::plan_alarm(core::TimePoint at) 
 }
 
 void CallStream::set_alarm(AlarmPlan plan) {
-  // Set outside any lock of ours: gRPC may run a callback inline while it
-  // shuts down.
-  auto alarm = std::make_unique<grpc::Alarm>();
-  alarm->Set(to_system(plan.at), [stream = weak_from_this(), generation = plan.generation](bool fired) {
-    if (!fired) return;  // replaced by a newer plan
-    if (auto self = stream.lock()) self->on_alarm(generation);
-  });
+  auto alarm = std::make_shared<Alarm>(weak_from_this(), plan.generation);
+  alarm->self = alarm;
+  alarm->alarm.Set(&queue_, to_system(plan.at), alarm->went_off.tag());
   {
     std::lock_guard lock(alarm_mutex_);
     if (plan.generation > alarm_set_generation_) {
@@ -138,7 +162,8 @@ void CallStream::set_alarm(AlarmPlan plan) {
     }
   }
   // `alarm` is now the one replaced, or this plan if a newer one was set
-  // first: destroying it cancels it.
+  // first.
+  if (alarm) alarm->alarm.Cancel();
 }
 
 void CallStream::on_alarm(std::uint64_t generation) {
@@ -177,7 +202,7 @@ std::shared_ptr<CallStream::Waiting> CallStream::take(std::uint64_t request_id) 
 void CallStream::queue_write(Write write) {
   if (ended_ || writes_done_) return;
   writes_.push_back(std::move(write));
-  if (!writing_) start_next_write();
+  if (started_ok_ && !writing_) start_next_write();
 }
 
 void CallStream::start_next_write() {
@@ -197,50 +222,52 @@ void CallStream::start_next_write() {
       write.call->request.set_timeout_ms(static_cast<std::uint64_t>(left));
       writing_call_ = std::move(write.call);
       writing_ = true;
-      StartWrite(&writing_call_->request);
+      stream_->Write(writing_call_->request, written_.tag());
       return;
     }
     cancel_frame_.Clear();
     cancel_frame_.set_request_id(write.cancel_id);
     cancel_frame_.set_cancel(true);
     writing_ = true;
-    StartWrite(&cancel_frame_);
+    stream_->Write(cancel_frame_, written_.tag());
     return;
   }
   if (closing_ && !writes_done_ && !ended_) {
     writes_done_ = true;
     writing_ = true;
-    StartWritesDone();
+    stream_->WritesDone(written_.tag());
   }
 }
 
-void CallStream::OnWriteDone(bool ok) {
+// A write, a cancel frame or the half-close completed.
+void CallStream::on_written(bool ok) {
   std::lock_guard lock(mutex_);
   writing_ = false;
   writing_call_.reset();
-  // A failed write: the stream is broken, its read side fails and OnDone
-  // ends the waiting calls.
-  if (ok && !ended_) start_next_write();
+  if (ended_) return finish_once_idle();
+  // A failed write: the stream is broken, its read side fails and the
+  // finish ends the waiting calls.
+  if (ok) start_next_write();
 }
 
-void CallStream::OnWritesDoneDone(bool) {
-  std::lock_guard lock(mutex_);
-  writing_ = false;
-}
-
-void CallStream::OnReadDone(bool ok) {
+void CallStream::on_read(bool ok) {
   if (!ok) {
-    {
-      std::lock_guard lock(mutex_);
-      ended_ = true;
-    }
-    RemoveHold();  // OnDone follows once the write in flight, if any, is done
-    return;
+    std::lock_guard lock(mutex_);
+    ended_ = true;
+    return finish_once_idle();
   }
   pb::ExecuteToolResponse reply;
   reply.Swap(&reply_);
-  StartRead(&reply_);
+  stream_->Read(&reply_, read_.tag());
   deliver(reply);
+}
+
+// The status is asked for once the read side failed and no write is in
+// flight (gRPC's order for a bidirectional stream).
+void CallStream::finish_once_idle() {
+  if (writing_ || finishing_) return;
+  finishing_ = true;
+  stream_->Finish(&status_, finished_.tag());
 }
 
 void CallStream::deliver(pb::ExecuteToolResponse& reply) {
@@ -258,7 +285,8 @@ void CallStream::deliver(pb::ExecuteToolResponse& reply) {
                                reply.error_message()));
 }
 
-void CallStream::OnDone(const grpc::Status& status) {
+void CallStream::on_finished() {
+  const grpc::Status& status = status_;
   std::unordered_map<std::uint64_t, std::shared_ptr<Waiting>> left;
   std::vector<std::shared_ptr<Waiting>> cancelled;
   bool refused = false;

@@ -5,10 +5,10 @@
 // write in flight), the calls waiting for their reply, their deadlines
 // (one alarm per stream, for the earliest), and ending those calls when
 // the stream ends. A worker that does not serve the method (UNIMPLEMENTED
-// before any reply) hands the calls back, to be sent as unary calls.
+// before any reply) hands the calls back, to be sent as unary calls. Its
+// operations complete on the NIF's queue thread (queue_thread.hpp).
 #pragma once
 
-#include <grpcpp/alarm.h>
 #include <grpcpp/grpcpp.h>
 
 #include <cstdint>
@@ -18,17 +18,17 @@
 #include <mutex>
 #include <optional>
 #include <set>
-#include <utility>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "../core/transport.hpp"
+#include "queue_thread.hpp"
 #include "snakepit_bridge.grpc.pb.h"
 
 namespace snakepit::transport {
 
-class CallStream final : public grpc::ClientBidiReactor<bridge::ExecuteToolRequest, bridge::ExecuteToolResponse>,
-                         public std::enable_shared_from_this<CallStream> {
+class CallStream final : public std::enable_shared_from_this<CallStream> {
   struct Key {};  // only open() makes one
 
  public:
@@ -43,8 +43,10 @@ class CallStream final : public grpc::ClientBidiReactor<bridge::ExecuteToolReque
   };
   using OnRefused = std::function<void(std::vector<Refused>&&)>;
 
-  static std::shared_ptr<CallStream> open(bridge::BridgeService::Stub& stub, OnRefused on_refused);
-  CallStream(Key, OnRefused on_refused) : on_refused_(std::move(on_refused)) {}
+  static std::shared_ptr<CallStream> open(bridge::BridgeService::Stub& stub, grpc::CompletionQueue& queue,
+                                          OnRefused on_refused);
+  CallStream(Key, grpc::CompletionQueue& queue, OnRefused on_refused)
+      : queue_(queue), on_refused_(std::move(on_refused)) {}
 
   // Sends the call on the stream and takes `request` and `done`; nullptr
   // (both untouched) when the stream has ended: send a unary call instead.
@@ -59,13 +61,9 @@ class CallStream final : public grpc::ClientBidiReactor<bridge::ExecuteToolReque
   // True once it takes no more calls (its end, or close()).
   bool ended();
 
-  void OnReadDone(bool ok) override;
-  void OnWriteDone(bool ok) override;
-  void OnWritesDoneDone(bool ok) override;
-  void OnDone(const grpc::Status& status) override;
-
  private:
   struct Waiting;
+  struct Alarm;
   struct Write {
     std::shared_ptr<Waiting> call;  // a call's request, or
     std::uint64_t cancel_id = 0;    // a cancel frame
@@ -76,6 +74,11 @@ class CallStream final : public grpc::ClientBidiReactor<bridge::ExecuteToolReque
     std::uint64_t generation;
     core::TimePoint at;
   };
+
+  void on_started(bool ok);
+  void on_read(bool ok);
+  void on_written(bool ok);
+  void on_finished();
 
   std::shared_ptr<Waiting> take(std::uint64_t request_id);  // under mutex_
   // Under mutex_: the alarm to set so that it goes off by `at`, if the
@@ -88,33 +91,42 @@ class CallStream final : public grpc::ClientBidiReactor<bridge::ExecuteToolReque
   void on_alarm(std::uint64_t generation);
   void queue_write(Write write);  // under mutex_
   void start_next_write();        // under mutex_
+  void finish_once_idle();        // under mutex_
   void deliver(bridge::ExecuteToolResponse& reply);
 
+  grpc::CompletionQueue& queue_;
   grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientAsyncReaderWriter<bridge::ExecuteToolRequest, bridge::ExecuteToolResponse>> stream_;
+  QueueOp started_{[this](bool ok) { on_started(ok); }};
+  QueueOp read_{[this](bool ok) { on_read(ok); }};
+  QueueOp written_{[this](bool ok) { on_written(ok); }};
+  QueueOp finished_{[this](bool) { on_finished(); }};
   OnRefused on_refused_;
   std::mutex mutex_;
   std::unordered_map<std::uint64_t, std::shared_ptr<Waiting>> waiting_;
   std::set<std::pair<core::TimePoint, std::uint64_t>> deadlines_;  // of the waiting calls
   std::vector<std::shared_ptr<Waiting>> cancelled_;                // until the alarm ends them
-  // A grpc::Alarm per call cost every call a timer, a cancel and a hop
-  // through gRPC's executor thread; one alarm per stream, armed for the
-  // earliest deadline, is re-armed only when an earlier deadline comes
-  // (mixed timeouts, a cancel) or after it went off.
+  // A grpc::Alarm per call cost every call a timer and a cancel; one alarm
+  // per stream, armed for the earliest deadline, is re-armed only when an
+  // earlier deadline comes (mixed timeouts, a cancel) or after it went off.
   std::optional<core::TimePoint> alarm_at_;  // when the planned alarm goes off
   std::uint64_t alarm_generation_ = 0;       // of the newest plan
   std::mutex alarm_mutex_;                   // never held with mutex_, nor while setting
-  std::unique_ptr<grpc::Alarm> alarm_;       // under alarm_mutex_
+  std::shared_ptr<Alarm> alarm_;             // under alarm_mutex_
   std::uint64_t alarm_set_generation_ = 0;   // under alarm_mutex_
   std::deque<Write> writes_;
   bridge::ExecuteToolRequest cancel_frame_;
   std::shared_ptr<Waiting> writing_call_;
+  bool started_ok_ = false;  // StartCall completed: writes and reads may begin
   bool writing_ = false;
-  bool closing_ = false;   // no more calls; half-close once the writes drained
+  bool closing_ = false;  // no more calls; half-close once the writes drained
   bool writes_done_ = false;
-  bool ended_ = false;     // the read side failed: the stream is over
-  bool answered_ = false;  // a reply came: the worker serves the method
+  bool ended_ = false;      // the read side failed: the stream is over
+  bool finishing_ = false;  // Finish was asked for
+  bool answered_ = false;   // a reply came: the worker serves the method
   bridge::ExecuteToolResponse reply_;
-  std::shared_ptr<CallStream> self_;  // released in OnDone
+  grpc::Status status_;               // set by Finish
+  std::shared_ptr<CallStream> self_;  // released once finished
 };
 
 }  // namespace snakepit::transport

@@ -1,7 +1,10 @@
 // The gRPC server Python workers call to run Elixir tools
 // (ExecuteElixirTool, GetExposedElixirTools) and to hand over their telemetry
 // (EmitTelemetry). It only parks each call and hands it to a dispatcher; the
-// answer comes later from whoever took it, through reply_*(). No erl_nif here.
+// answer comes later from whoever took it, through reply_*(). It owns the
+// NIF's one gRPC queue thread (queue_thread.hpp): a server's completion
+// queue serves client calls too, so the transport's calls share it. No
+// erl_nif here.
 #pragma once
 
 #include <cstdint>
@@ -12,6 +15,10 @@
 #include <utility>
 #include <variant>
 #include <vector>
+
+namespace grpc {
+class CompletionQueue;
+}
 
 namespace snakepit::transport {
 
@@ -63,6 +70,9 @@ class ElixirToolServer {
 
   // Where it listens: fixed for its life.
   const std::string& socket_path() const { return socket_path_; }
+  // The queue every gRPC operation of the NIF completes on; it lives as
+  // long as this server.
+  grpc::CompletionQueue& queue();
 
   // Each pending call is answered once; unknown ids are ignored. A
   // telemetry batch is answered by reply_execute too (the payload is unused

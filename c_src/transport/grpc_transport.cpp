@@ -1,7 +1,8 @@
 // The gRPC transport (grpc_transport.hpp): one channel per worker socket,
 // unary calls on the worker's call stream (call_stream.hpp; single RPCs
 // for a worker that lacks it), streams read under a credit window, pings;
-// gRPC statuses become core::TransportResult.
+// gRPC statuses become core::TransportResult. Every operation completes on
+// the NIF's queue thread (queue_thread.hpp).
 #include "grpc_transport.hpp"
 
 #include <fmt/format.h>
@@ -15,6 +16,7 @@
 #include "call_result.hpp"
 #include "call_stream.hpp"
 #include "deadline.hpp"
+#include "queue_thread.hpp"
 #include "snakepit_bridge.grpc.pb.h"
 
 namespace snakepit::transport {
@@ -52,87 +54,112 @@ void fill_request(pb::ExecuteToolRequest& request, core::CallRequest&& call) {
   if (!json.empty()) json.push_back('}');
 }
 
+// A unary call on the queue. `done` runs once, on the queue thread, with
+// the call's status and response; the call keeps itself alive until then.
+template <class Response>
 struct UnaryCall final : core::CallHandle {
+  using Reader = grpc::ClientAsyncResponseReader<Response>;
   grpc::ClientContext context;
-  pb::ExecuteToolRequest request;
-  pb::ExecuteToolResponse response;
+  Response response;
+  grpc::Status status;
+  std::unique_ptr<Reader> reader;
+  std::function<void(UnaryCall&)> done;
+  std::shared_ptr<UnaryCall> self;
+  QueueOp finished{[this](bool) {
+    auto keep = std::move(self);
+    done(*this);
+  }};
+
   void cancel() noexcept override { context.TryCancel(); }
 };
 
+// Starts a unary call: `prepare(context)` is the stub's PrepareAsync method
+// for its request, on the queue.
+template <class Response, class Prepare>
+std::shared_ptr<UnaryCall<Response>> start_unary(std::chrono::system_clock::time_point deadline, bool wait_for_ready,
+                                                 Prepare prepare, std::function<void(UnaryCall<Response>&)> done) {
+  auto call = std::make_shared<UnaryCall<Response>>();
+  call->context.set_deadline(deadline);
+  call->context.set_wait_for_ready(wait_for_ready);
+  call->done = std::move(done);
+  call->reader = prepare(&call->context);
+  call->self = call;
+  call->reader->StartCall();
+  call->reader->Finish(&call->response, &call->status, call->finished.tag());
+  return call;
+}
+
 // A server stream read under a credit window: at most `window` chunks are
 // read ahead of what the consumer granted, so a fast tool cannot flood a
-// slow caller; HTTP/2 flow control pushes back to the worker.
-class StreamCall final : public core::CallHandle, public grpc::ClientReadReactor<pb::ToolChunk> {
+// slow caller; HTTP/2 flow control pushes back to the worker. Reads begin
+// once the call started; the status is asked for once a read failed.
+class StreamCall final : public core::CallHandle {
  public:
   StreamCall(int window, core::WorkerConnection::Chunk on_chunk, core::WorkerConnection::Done done)
       : credits_(window), on_chunk_(std::move(on_chunk)), done_(std::move(done)) {}
 
-  void start(pb::BridgeService::Stub& stub, std::shared_ptr<StreamCall> self) {
+  void start(pb::BridgeService::Stub& stub, grpc::CompletionQueue& queue, std::shared_ptr<StreamCall> self) {
     self_ = std::move(self);
-    stub.async()->ExecuteStreamingTool(&context, &request, this);
-    // grant() and cancel() start reads from outside reactions: the hold
-    // keeps the reader alive until a read has failed (gRPC's contract).
-    AddHold();
-    StartRead(&chunk_);
-    StartCall();
+    reader_ = stub.PrepareAsyncExecuteStreamingTool(&context, request, &queue);
+    reader_->StartCall(started_.tag());
   }
 
   void cancel() noexcept override {
     context.TryCancel();
     std::lock_guard lock(mutex_);
-    if (paused_ && !hold_released_) {
-      paused_ = false;
-      StartRead(&chunk_);  // fails at once and releases the hold
-    }
+    if (paused_) read();  // fails at once, and the status follows
   }
 
   void grant(int credits) noexcept override {
     std::lock_guard lock(mutex_);
     credits_ += credits;
-    if (paused_ && credits_ > 0 && !hold_released_) {
-      paused_ = false;
-      StartRead(&chunk_);
-    }
-  }
-
-  void OnReadDone(bool ok) override {
-    if (!ok) {
-      {
-        std::lock_guard lock(mutex_);
-        hold_released_ = true;
-      }
-      RemoveHold();  // OnDone follows
-      return;
-    }
-    const auto& metadata = chunk_.metadata();
-    auto type = metadata.find(std::string(wire::kChunkTypeKey));
-    const bool binary = type != metadata.end() && type->second == kBinaryTypeUrl;
-    on_chunk_(std::move(*chunk_.mutable_data()), binary, chunk_.is_final());
-    std::lock_guard lock(mutex_);
-    if (--credits_ > 0) {
-      StartRead(&chunk_);
-    } else {
-      paused_ = true;
-    }
-  }
-
-  void OnDone(const grpc::Status& status) override {
-    // Moved out so the request they capture does not keep this call alive.
-    auto done = std::move(done_);
-    on_chunk_ = nullptr;
-    done(classify_status(status.error_code(), status.error_message()));
-    self_.reset();  // the last reference may be this one
+    if (paused_ && credits_ > 0) read();
   }
 
   grpc::ClientContext context;
   pb::ExecuteToolRequest request;
 
  private:
+  void on_started(bool ok) {
+    std::lock_guard lock(mutex_);
+    if (!ok) return reader_->Finish(&status_, finished_.tag());
+    if (credits_ > 0) return read();
+    paused_ = true;
+  }
+
+  void on_read(bool ok) {
+    if (!ok) return reader_->Finish(&status_, finished_.tag());
+    const auto& metadata = chunk_.metadata();
+    auto type = metadata.find(std::string(wire::kChunkTypeKey));
+    const bool binary = type != metadata.end() && type->second == kBinaryTypeUrl;
+    on_chunk_(std::move(*chunk_.mutable_data()), binary, chunk_.is_final());
+    std::lock_guard lock(mutex_);
+    if (--credits_ > 0) return read();
+    paused_ = true;
+  }
+
+  void on_finished() {
+    // Moved out so the request they capture does not keep this call alive.
+    auto done = std::move(done_);
+    on_chunk_ = nullptr;
+    done(classify_status(status_.error_code(), status_.error_message()));
+    self_.reset();  // the last reference may be this one
+  }
+
+  void read() {  // under mutex_
+    paused_ = false;
+    reader_->Read(&chunk_, read_.tag());
+  }
+
+  std::unique_ptr<grpc::ClientAsyncReader<pb::ToolChunk>> reader_;
+  QueueOp started_{[this](bool ok) { on_started(ok); }};
+  QueueOp read_{[this](bool ok) { on_read(ok); }};
+  QueueOp finished_{[this](bool) { on_finished(); }};
   std::mutex mutex_;
   int credits_;
-  bool paused_ = false;
-  bool hold_released_ = false;
+  bool paused_ = false;  // started, no read in flight, waiting for credits
   pb::ToolChunk chunk_;
+  grpc::Status status_;
   core::WorkerConnection::Chunk on_chunk_;
   core::WorkerConnection::Done done_;
   std::shared_ptr<StreamCall> self_;
@@ -140,7 +167,7 @@ class StreamCall final : public core::CallHandle, public grpc::ClientReadReactor
 
 class GrpcConnection final : public core::WorkerConnection, public std::enable_shared_from_this<GrpcConnection> {
  public:
-  explicit GrpcConnection(const std::string& socket_path) {
+  GrpcConnection(const std::string& socket_path, grpc::CompletionQueue& queue) : queue_(queue) {
     grpc::ChannelArguments arguments;
     arguments.SetMaxReceiveMessageSize(-1);
     arguments.SetMaxSendMessageSize(-1);
@@ -168,18 +195,16 @@ class GrpcConnection final : public core::WorkerConnection, public std::enable_s
 
   std::shared_ptr<core::CallHandle> execute_unary(pb::ExecuteToolRequest&& request, core::TimePoint deadline,
                                                   Done done) {
-    auto state = std::make_shared<UnaryCall>();
-    state->context.set_deadline(to_system(deadline));
-    state->request = std::move(request);
-    stub_->async()->ExecuteTool(&state->context, &state->request, &state->response,
-                                [state, done = std::move(done)](grpc::Status status) {
-                                  if (!status.ok()) return done(classify_status(status.error_code(), status.error_message()));
-                                  auto& response = state->response;
-                                  const bool binary = response.result().type_url() == kBinaryTypeUrl;
-                                  done(classify_response(response.success(), std::move(*response.mutable_result()->mutable_value()),
-                                                         binary, response.error_message()));
-                                });
-    return state;
+    return start_unary<pb::ExecuteToolResponse>(
+        to_system(deadline), false,
+        [&](grpc::ClientContext* context) { return stub_->PrepareAsyncExecuteTool(context, request, &queue_); },
+        [done = std::move(done)](UnaryCall<pb::ExecuteToolResponse>& call) {
+          if (!call.status.ok()) return done(classify_status(call.status.error_code(), call.status.error_message()));
+          auto& response = call.response;
+          const bool binary = response.result().type_url() == kBinaryTypeUrl;
+          done(classify_response(response.success(), std::move(*response.mutable_result()->mutable_value()), binary,
+                                 response.error_message()));
+        });
   }
 
   std::shared_ptr<core::CallHandle> execute_stream(core::CallRequest&& call, core::TimePoint deadline, int window,
@@ -187,56 +212,45 @@ class GrpcConnection final : public core::WorkerConnection, public std::enable_s
     auto state = std::make_shared<StreamCall>(window, std::move(on_chunk), std::move(done));
     state->context.set_deadline(to_system(deadline));
     fill_request(state->request, std::move(call));
-    state->start(*stub_, state);
+    state->start(*stub_, queue_, state);
     return state;
   }
 
   void ping(core::Millis timeout, bool wait_for_ready, std::function<void(bool)> done) override {
-    send_ping(timeout, wait_for_ready,
-              [done = std::move(done)](const grpc::Status& status, const pb::PingResponse&) { done(status.ok()); });
+    send_ping(timeout, wait_for_ready, [done = std::move(done)](PingCall& call) { done(call.status.ok()); });
   }
 
   void running(core::Millis timeout, Running done) override {
-    send_ping(timeout, false, [done = std::move(done)](const grpc::Status& status, const pb::PingResponse& response) {
-      if (!status.ok()) return done(std::nullopt);
-      const auto& ids = response.running_requests();
+    send_ping(timeout, false, [done = std::move(done)](PingCall& call) {
+      if (!call.status.ok()) return done(std::nullopt);
+      const auto& ids = call.response.running_requests();
       done(std::vector<std::uint64_t>(ids.begin(), ids.end()));
     });
   }
 
   void report(core::Millis timeout,
               std::function<void(std::optional<std::vector<core::ToolConcurrency>>)> done) override {
-    struct ReportCall {
-      grpc::ClientContext context;
-      pb::WorkerReportRequest request;
-      pb::WorkerReportResponse response;
-    };
-    auto state = std::make_shared<ReportCall>();
-    state->context.set_deadline(std::chrono::system_clock::now() + timeout);
-    stub_->async()->GetWorkerReport(&state->context, &state->request, &state->response,
-                                    [state, done = std::move(done)](grpc::Status status) {
-                                      if (!status.ok()) return done(std::nullopt);
-                                      std::vector<core::ToolConcurrency> tools;
-                                      for (const auto& tool : state->response.tools())
-                                        tools.push_back({tool.tool_name(), tool.max_concurrency(), tool.calls(),
-                                                         tool.thread_safe()});
-                                      done(std::move(tools));
-                                    });
+    start_unary<pb::WorkerReportResponse>(
+        std::chrono::system_clock::now() + timeout, false,
+        [this](grpc::ClientContext* context) {
+          return stub_->PrepareAsyncGetWorkerReport(context, pb::WorkerReportRequest(), &queue_);
+        },
+        [done = std::move(done)](UnaryCall<pb::WorkerReportResponse>& call) {
+          if (!call.status.ok()) return done(std::nullopt);
+          std::vector<core::ToolConcurrency> tools;
+          for (const auto& tool : call.response.tools())
+            tools.push_back({tool.tool_name(), tool.max_concurrency(), tool.calls(), tool.thread_safe()});
+          done(std::move(tools));
+        });
   }
 
  private:
-  using PingDone = std::function<void(const grpc::Status&, const pb::PingResponse&)>;
-  void send_ping(core::Millis timeout, bool wait_for_ready, PingDone done) {
-    struct PingCall {
-      grpc::ClientContext context;
-      pb::PingRequest request;
-      pb::PingResponse response;
-    };
-    auto state = std::make_shared<PingCall>();
-    state->context.set_deadline(std::chrono::system_clock::now() + timeout);
-    state->context.set_wait_for_ready(wait_for_ready);
-    stub_->async()->Ping(&state->context, &state->request, &state->response,
-                         [state, done = std::move(done)](grpc::Status status) { done(status, state->response); });
+  using PingCall = UnaryCall<pb::PingResponse>;
+  void send_ping(core::Millis timeout, bool wait_for_ready, std::function<void(PingCall&)> done) {
+    start_unary<pb::PingResponse>(
+        std::chrono::system_clock::now() + timeout, wait_for_ready,
+        [this](grpc::ClientContext* context) { return stub_->PrepareAsyncPing(context, pb::PingRequest(), &queue_); },
+        std::move(done));
   }
 
   // The worker's call stream, opened at the first call and again after it
@@ -245,7 +259,7 @@ class GrpcConnection final : public core::WorkerConnection, public std::enable_s
     std::lock_guard lock(calls_mutex_);
     if (unary_only_) return nullptr;
     if (!calls_ || calls_->ended())
-      calls_ = CallStream::open(*stub_, [connection = weak_from_this()](std::vector<CallStream::Refused>&& calls) {
+      calls_ = CallStream::open(*stub_, queue_, [connection = weak_from_this()](std::vector<CallStream::Refused>&& calls) {
         refused(connection.lock(), std::move(calls));
       });
     return calls_;
@@ -268,6 +282,7 @@ class GrpcConnection final : public core::WorkerConnection, public std::enable_s
     }
   }
 
+  grpc::CompletionQueue& queue_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<pb::BridgeService::Stub> stub_;
   std::mutex calls_mutex_;
@@ -277,45 +292,20 @@ class GrpcConnection final : public core::WorkerConnection, public std::enable_s
 
 class GrpcTransport final : public core::Transport {
  public:
-  // gRPC 1.51 runs callbacks on a shared completion queue whose threads are
-  // joined when the last channel using it goes away. A worker's channel can
-  // be released inside one of its own callbacks (the call context holds it),
-  // which would join the running thread (grpc/grpc#32584). The anchor is a
-  // channel that takes a reference on that queue with one call whose
-  // deadline has passed, and lives as long as the transport (the NIF).
-  // Its one failed connect is not retried for a day.
-  GrpcTransport() : anchor_(make_anchor_channel()), anchor_stub_(pb::BridgeService::NewStub(anchor_)) {
-    struct AnchorCall {
-      grpc::ClientContext context;
-      pb::PingRequest request;
-      pb::PingResponse response;
-    };
-    auto call = std::make_shared<AnchorCall>();
-    call->context.set_deadline(std::chrono::system_clock::now());
-    anchor_stub_->async()->Ping(&call->context, &call->request, &call->response, [call](grpc::Status) {});
-  }
+  explicit GrpcTransport(grpc::CompletionQueue& queue) : queue_(queue) {}
 
   std::shared_ptr<core::WorkerConnection> connect(const std::string& socket_path) override {
-    return std::make_shared<GrpcConnection>(socket_path);
+    return std::make_shared<GrpcConnection>(socket_path, queue_);
   }
 
  private:
-  static std::shared_ptr<grpc::Channel> make_anchor_channel() {
-    constexpr int kDayMs = 24 * 60 * 60 * 1000;
-    grpc::ChannelArguments arguments;
-    arguments.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, kDayMs);
-    arguments.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, kDayMs);
-    arguments.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kDayMs);
-    return grpc::CreateCustomChannel("unix:/nonexistent/snakepit-anchor", grpc::InsecureChannelCredentials(),
-                                     arguments);
-  }
-
-  std::shared_ptr<grpc::Channel> anchor_;
-  std::unique_ptr<pb::BridgeService::Stub> anchor_stub_;
+  grpc::CompletionQueue& queue_;
 };
 
 }  // namespace
 
-std::shared_ptr<core::Transport> make_grpc_transport() { return std::make_shared<GrpcTransport>(); }
+std::shared_ptr<core::Transport> make_grpc_transport(grpc::CompletionQueue& queue) {
+  return std::make_shared<GrpcTransport>(queue);
+}
 
 }  // namespace snakepit::transport

@@ -54,10 +54,7 @@ defmodule Snakepit.Python do
   Elixir tools (see `Snakepit.Bridge.ToolRegistry`) and sends telemetry.
   """
   @spec elixir_tools_socket() :: String.t()
-  def elixir_tools_socket do
-    {_run_id, runtime_dir} = Snakepit.Native.runtime_info()
-    Path.join(runtime_dir, "elixir_tools.sock")
-  end
+  def elixir_tools_socket, do: Snakepit.Native.elixir_tools_socket()
 
   defp app_python_dirs do
     dependents =

@@ -9,19 +9,12 @@ defmodule Snakepit.ToolRegistryTest do
     %{session: session}
   end
 
-  test "the tool server is made once: a second start answers the path it listens on" do
+  test "the tool server listens from the library's load; a start names its taker and answers the path" do
     registry = Process.whereis(ToolRegistry)
-
-    elsewhere =
-      Path.join(
-        System.tmp_dir!(),
-        "snakepit-elsewhere-#{System.unique_integer([:positive])}.sock"
-      )
-
     listening = Snakepit.Python.elixir_tools_socket()
+    assert File.exists?(listening)
     # The registry's own pid again: its monitor is renewed, nothing else changes.
-    assert {:ok, ^listening} = Snakepit.Native.elixir_tools_start(registry, elsewhere)
-    refute File.exists?(elsewhere)
+    assert {:ok, ^listening} = Snakepit.Native.elixir_tools_start(registry)
   end
 
   test "registration: defaults, duplicates, listing", %{session: s} do

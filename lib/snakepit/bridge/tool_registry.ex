@@ -228,7 +228,7 @@ defmodule Snakepit.Bridge.ToolRegistry do
     :ets.new(@table, [:named_table, :protected, :set, read_concurrency: true])
     :ets.new(@origins, [:named_table, :public, :set, write_concurrency: true])
     Process.send_after(self(), :sweep_origins, @origins_sweep_ms)
-    {:ok, socket} = Native.elixir_tools_start(self(), Snakepit.Python.elixir_tools_socket())
+    {:ok, socket} = Native.elixir_tools_start(self())
     {:ok, %{socket: socket}}
   end
 
