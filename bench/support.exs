@@ -169,7 +169,8 @@ defmodule Bench.Support do
 
   @doc """
   CPU (µs) of this BEAM's threads, grouped: `:schedulers` (the normal
-  schedulers), `:dirty`, `:grpc` (gRPC's own threads), `:native` (threads
+  schedulers), `:dirty`, `:grpc` (gRPC's own threads and the NIF's queue
+  thread, `grpc_queue`, on which every gRPC operation completes), `:native` (threads
   the NIF started from a scheduler; they inherit its name, so they are the
   later threads with a scheduler's name: the pools' event loops) and
   `:other` (aux, poller, signal and timer threads, the main thread).

@@ -14,7 +14,7 @@ QueueThread::~QueueThread() {
 }
 
 void QueueThread::drain() {
-  ::pthread_setname_np(::pthread_self(), "snakepit_grpc");
+  ::pthread_setname_np(::pthread_self(), "grpc_queue");
   void* tag = nullptr;
   bool ok = false;
   while (queue_->Next(&tag, &ok)) static_cast<QueueOp*>(tag)->complete(ok);
