@@ -116,6 +116,7 @@ ERL_NIF_TERM elixir_tools_socket(ErlNifEnv* env, int, const ERL_NIF_TERM[]) {
 
 // The tool registry died: the calls it was handed (in its mailbox or its
 // tasks) will never be answered, so Python gets an error now, not at its timeout.
+// The watch's reference, held since its start, goes with it.
 void handler_down(ErlNifEnv*, void* object, ErlNifPid*, ErlNifMonitor*) {
   const auto& watch = *static_cast<HandlerWatch*>(object);
   NifState& nif = *watch.nif;
@@ -124,6 +125,7 @@ void handler_down(ErlNifEnv*, void* object, ErlNifPid*, ErlNifMonitor*) {
     if (nif.elixir_tools_handler_token == watch.token) nif.elixir_tools_handler.reset();
   }
   nif.elixir_tools->fail_pending(watch.token, "the Elixir tool registry stopped before answering");
+  enif_release_resource(object);
 }
 
 // elixir_tools_start(handler_pid) -> {:ok, listening_path}. The server
@@ -141,9 +143,9 @@ ERL_NIF_TERM elixir_tools_start(ErlNifEnv* env, int, const ERL_NIF_TERM argv[]) 
     enif_release_resource(watch);
     return error_with(env, "the tool registry process is not alive");
   }
-  // Replacing the watch ends the previous handler's monitor with it.
-  if (nif.handler_watch != nullptr) enif_release_resource(nif.handler_watch);
-  nif.handler_watch = watch;
+  // Each watch lives until its `down` (a monitor ends with its object): a
+  // restarted registry's start can come before its predecessor's `down`,
+  // which must still fail the calls the dead one held.
   nif.elixir_tools_handler = handler;
   nif.elixir_tools_handler_token = watch->token;
   return enif_make_tuple2(env, nif.atoms.ok, make_binary(env, nif.elixir_tools->socket_path()));

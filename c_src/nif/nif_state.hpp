@@ -52,17 +52,13 @@ struct NifState {
   // Names the current handler to the server: calls carry the token of the
   // handler they were sent to, so a dead handler's calls can be failed.
   std::uint64_t elixir_tools_handler_token = 0;
-  // Monitors the handler (its `down` fails the calls a dead handler held).
-  // A monitor ends with its object, so the current one is kept here.
+  // Monitors each handler (its `down` fails the calls a dead handler held,
+  // then releases the watch).
   ErlNifResourceType* handler_watch_type = nullptr;
-  void* handler_watch = nullptr;
 
   NifState() = default;
   NifState(const NifState&) = delete;
   NifState& operator=(const NifState&) = delete;
-  ~NifState() {
-    if (handler_watch != nullptr) enif_release_resource(handler_watch);
-  }
 };
 
 // The object a tool-registry monitor hangs on.

@@ -46,6 +46,7 @@ class QueueThread {
 
  private:
   void drain();
+  static void complete(QueueOp& op, bool ok) noexcept;
 
   std::unique_ptr<grpc::CompletionQueue> queue_;
   std::thread thread_;
