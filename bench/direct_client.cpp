@@ -18,11 +18,11 @@
 //     caller is a counter, its next call issued on the gRPC thread that
 //     took its reply; 1: a caller is a thread that blocks until its reply
 //     wakes it, as a BEAM process waits in `receive`), queue (with stream=1;
-//     0: the streams on gRPC's callback API, as the runtime's; 1: on the
-//     generic async API, one CompletionQueue drained by one thread of ours,
-//     see bench/README "One CompletionQueue thread"), callback_threads
+//     0: the streams on gRPC's callback API; 1: on the generic async API,
+//     one CompletionQueue drained by one thread of ours, as the runtime's
+//     since bench/README "One queue thread in the BEAM"), callback_threads
 //     (with queue=1: 1 makes one callback-API call per channel first, so
-//     gRPC's callback threads run too, as they do in the BEAM).
+//     gRPC's callback threads run too, as they did in the BEAM before).
 //
 //     C callers each loop on one call at a time. A caller's call goes to the
 //     least-loaded worker that has a free slot, or waits in one FIFO queue

@@ -128,9 +128,9 @@ void CallStream::close() noexcept {
   if (started_ok_ && !writing_ && !ended_) start_next_write();
 }
 
-// The call ends as CANCELLED from the alarm's callback, set to go off at
-// once: cancel() never runs `done` on the caller's thread (as a unary
-// call's TryCancel does not).
+// The call ends as CANCELLED when the alarm, set to go off at once,
+// completes on the queue thread: cancel() never runs `done` on the
+// caller's thread (as a unary call's TryCancel does not).
 void CallStream::cancel(std::uint64_t request_id) noexcept {
   std::optional<AlarmPlan> plan;
   {
@@ -294,8 +294,8 @@ void CallStream::on_finished() {
     std::lock_guard lock(mutex_);
     left.swap(waiting_);
     deadlines_.clear();
-    // Cancelled calls the alarm has not ended end here: its callback may
-    // find no stream left.
+    // Cancelled calls the alarm has not ended end here: when it goes off it
+    // may find no stream left.
     cancelled.swap(cancelled_);
     writes_.clear();
     ended_ = true;
