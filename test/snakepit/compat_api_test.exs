@@ -453,8 +453,7 @@ defmodule Snakepit.CompatApiTest do
     start_pool!(
       name: :arg_types,
       pool_size: 1,
-      adapter_args: ["--adapter", "snakepit_exunit_adapters.ArgTypesAdapter"],
-      adapter_env: [{"PYTHONPATH", @fixtures}]
+      fixture_adapter: "ArgTypesAdapter"
     )
   end
 end

@@ -3,8 +3,6 @@ defmodule Snakepit.CrashBarrierTest do
 
   alias Snakepit.CrashBarrier
 
-  @fixtures Path.expand("../fixtures/python", __DIR__)
-
   describe "with real workers" do
     setup do
       Application.put_env(:snakepit, :crash_barrier, enabled: true)
@@ -16,8 +14,7 @@ defmodule Snakepit.CrashBarrierTest do
         start_pool!(
           name: :crash_barrier,
           pool_size: 2,
-          adapter_args: ["--adapter", "snakepit_exunit_adapters.CrashAdapter"],
-          adapter_env: [{"PYTHONPATH", @fixtures}]
+          fixture_adapter: "CrashAdapter"
         )
 
       marker =

@@ -5,8 +5,6 @@ defmodule Snakepit.ElixirToolsTest do
 
   alias Snakepit.Bridge.ToolRegistry
 
-  @fixtures Path.expand("../fixtures/python", __DIR__)
-
   setup do
     pool =
       start_pool!(
@@ -14,8 +12,7 @@ defmodule Snakepit.ElixirToolsTest do
         worker_profile: :thread,
         threads_per_worker: 4,
         pool_size: 1,
-        adapter_args: ["--adapter", "snakepit_exunit_adapters.ElixirCallerAdapter"],
-        adapter_env: [{"PYTHONPATH", @fixtures}]
+        fixture_adapter: "ElixirCallerAdapter"
       )
 
     session = "tools-#{System.unique_integer([:positive])}"

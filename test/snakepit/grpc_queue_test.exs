@@ -7,8 +7,6 @@ defmodule Snakepit.GrpcQueueTest do
 
   alias Snakepit.Bridge.ToolRegistry
 
-  @fixtures Path.expand("../fixtures/python", __DIR__)
-
   defp thread_names do
     for tid <- File.ls!("/proc/self/task"),
         {:ok, name} <- [File.read("/proc/self/task/#{tid}/comm")],
@@ -27,8 +25,7 @@ defmodule Snakepit.GrpcQueueTest do
       start_pool!(
         name: :grpc_queue_streams,
         pool_size: 1,
-        adapter_args: ["--adapter", "snakepit_exunit_adapters.StreamSessionAdapter"],
-        adapter_env: [{"PYTHONPATH", @fixtures}]
+        fixture_adapter: "StreamSessionAdapter"
       )
 
     assert :ok =
@@ -38,8 +35,7 @@ defmodule Snakepit.GrpcQueueTest do
       start_pool!(
         name: :grpc_queue_tools,
         pool_size: 1,
-        adapter_args: ["--adapter", "snakepit_exunit_adapters.ElixirCallerAdapter"],
-        adapter_env: [{"PYTHONPATH", @fixtures}]
+        fixture_adapter: "ElixirCallerAdapter"
       )
 
     session = "queue-#{System.unique_integer([:positive])}"

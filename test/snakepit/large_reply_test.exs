@@ -4,8 +4,6 @@ defmodule Snakepit.LargeReplyTest do
   # erlang/otp#8208), on a dirty one when large, never holding a normal
   # scheduler for long.
   use Snakepit.PoolCase, async: false
-
-  @fixtures Path.expand("../fixtures/python", __DIR__)
   # As in scheduler_blocking_test: room for a loaded 2-core machine; the rule is ~1 ms.
   @threshold_ms 40
 
@@ -16,8 +14,7 @@ defmodule Snakepit.LargeReplyTest do
         pool_size: 1,
         worker_profile: :thread,
         threads_per_worker: 2,
-        adapter_args: ["--adapter", "snakepit_exunit_adapters.LargeResultAdapter"],
-        adapter_env: [{"PYTHONPATH", @fixtures}]
+        fixture_adapter: "LargeResultAdapter"
       )
 
     %{pool: pool}

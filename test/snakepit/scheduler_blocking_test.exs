@@ -7,7 +7,6 @@ defmodule Snakepit.SchedulerBlockingTest do
   # the threshold, so it must happen on a dirty scheduler to pass. The
   # threshold leaves room for a loaded 2-core machine; the rule is ~1 ms.
   @threshold_ms 40
-  @fixtures Path.expand("../fixtures/python", __DIR__)
 
   # The large arguments go to `sizes`, which answers with their lengths:
   # echoing 100,000 rows back made the caller's GC of the reply (the VM's,
@@ -18,8 +17,7 @@ defmodule Snakepit.SchedulerBlockingTest do
       start_pool!(
         name: :large_arguments,
         pool_size: 1,
-        adapter_args: ["--adapter", "snakepit_exunit_adapters.LargeResultAdapter"],
-        adapter_env: [{"PYTHONPATH", @fixtures}]
+        fixture_adapter: "LargeResultAdapter"
       )
 
     %{pool: pool}

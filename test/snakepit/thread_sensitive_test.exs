@@ -6,15 +6,12 @@ defmodule Snakepit.ThreadSensitiveTest do
   # `make test` runs these again on the worker's grpc.server fallback.
   @moduletag :worker_path
 
-  @fixtures Path.expand("../fixtures/python", __DIR__)
-
   setup do
     pool =
       start_pool!(
         name: :thread_sensitive,
         pool_size: 1,
-        adapter_args: ["--adapter", "snakepit_exunit_adapters.MainThreadAdapter"],
-        adapter_env: [{"PYTHONPATH", @fixtures}]
+        fixture_adapter: "MainThreadAdapter"
       )
 
     %{pool: pool}

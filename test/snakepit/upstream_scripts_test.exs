@@ -11,8 +11,6 @@ defmodule Snakepit.UpstreamScriptsTest do
   alias Snakepit.GRPC.Listener
   alias Snakepit.Telemetry.GrpcStream
 
-  @fixtures Path.expand("../fixtures/python", __DIR__)
-
   describe "correlation ids" do
     setup do
       :telemetry.attach_recorder()
@@ -164,8 +162,7 @@ defmodule Snakepit.UpstreamScriptsTest do
         start_pool!(
           name: :telemetry_control,
           pool_size: 1,
-          adapter_args: ["--adapter", "snakepit_exunit_adapters.TelemetryAdapter"],
-          adapter_env: [{"PYTHONPATH", @fixtures}]
+          fixture_adapter: "TelemetryAdapter"
         )
 
       [worker] = Snakepit.list_workers(pool)

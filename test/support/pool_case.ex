@@ -8,12 +8,19 @@ defmodule Snakepit.PoolCase do
     end
   end
 
-  @doc "Starts a supervised pool from `opts` (pool config keys) and waits until every worker is ready."
+  @fixtures Path.expand("../fixtures/python", __DIR__)
+
+  @doc """
+  Starts a supervised pool from `opts` (pool config keys) and waits until
+  every worker is ready. `fixture_adapter: "Class"` runs that class of
+  test/fixtures/python/snakepit_exunit_adapters.py.
+  """
   @spec start_pool!(map() | keyword()) :: atom()
   def start_pool!(opts) do
     config =
       opts
       |> Map.new()
+      |> with_fixture_adapter()
       |> Map.put_new(:startup_batch_delay_ms, 0)
       |> Snakepit.Config.normalize_pool()
 
@@ -22,6 +29,17 @@ defmodule Snakepit.PoolCase do
     true = eventually(fn -> Snakepit.get_stats(config.name).ready == config.pool_size end, 30_000)
     config.name
   end
+
+  defp with_fixture_adapter(%{fixture_adapter: class} = opts) do
+    opts
+    |> Map.delete(:fixture_adapter)
+    |> Map.merge(%{
+      adapter_args: ["--adapter", "snakepit_exunit_adapters." <> class],
+      adapter_env: [{"PYTHONPATH", @fixtures}]
+    })
+  end
+
+  defp with_fixture_adapter(opts), do: opts
 
   @doc "Polls `fun` until it returns true or `timeout_ms` passes; returns the last result."
   @spec eventually((() -> boolean()), non_neg_integer()) :: boolean()
