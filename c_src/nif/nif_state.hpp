@@ -16,6 +16,7 @@
 #include "../transport/elixir_tool_server.hpp"
 #include "atoms.hpp"
 #include "caller_monitors.hpp"
+#include "env_pool.hpp"
 
 namespace snakepit::nif {
 
@@ -38,6 +39,7 @@ struct NifState {
   std::unique_ptr<transport::ElixirToolServer> elixir_tools;
   std::shared_ptr<core::Transport> transport;
   codec::ParserCache parsers;
+  EnvPool reply_envs;
   std::string run_id;
   std::string runtime_dir;
   // Workers hold the read end; when this process dies they see EOF.

@@ -20,13 +20,18 @@ class ProcessResponder final : public core::Responder {
   // death cancels it.
   ProcessResponder(NifState& nif, PoolResource* resource, ErlNifPid pid, ERL_NIF_TERM ref, ErlNifEnv* caller_env,
                    core::RequestId id, bool notify_started)
-      : nif_(nif), resource_(resource), pid_(pid), env_(enif_alloc_env()), id_(id), notify_started_(notify_started) {
+      : nif_(nif),
+        resource_(resource),
+        pid_(pid),
+        env_(nif.reply_envs.take()),
+        id_(id),
+        notify_started_(notify_started) {
     ref_ = enif_make_copy(env_, ref);
     enif_keep_resource(resource_);
     resource_->callers.add(caller_env, resource_, pid_, id_);
   }
   ~ProcessResponder() override {
-    if (env_ != nullptr) enif_free_env(env_);
+    if (env_ != nullptr) nif_.reply_envs.give(env_);
     if (in_flight_) resource_->callers.remove(pid_, id_);
     enif_release_resource(resource_);
   }
@@ -86,7 +91,7 @@ class ProcessResponder final : public core::Responder {
     }
     ERL_NIF_TERM message = enif_make_tuple3(env_, ref_, result, make_binary(env_, outcome.worker_id));
     enif_send(calling_env(), &pid_, env_, message);
-    enif_free_env(env_);
+    nif_.reply_envs.give(env_);
     env_ = nullptr;
   }
 
