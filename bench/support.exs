@@ -496,20 +496,6 @@ defmodule Bench.Support do
 
   defp indent(depth), do: String.duplicate("  ", depth)
 
-  defp encode_string(text) do
-    escaped =
-      for <<char::utf8 <- text>>, into: "" do
-        case char do
-          ?" -> "\\\""
-          ?\\ -> "\\\\"
-          ?\n -> "\\n"
-          ?\r -> "\\r"
-          ?\t -> "\\t"
-          c when c < 0x20 -> "\\u" <> String.pad_leading(Integer.to_string(c, 16), 4, "0")
-          c -> <<c::utf8>>
-        end
-      end
-
-    [?", escaped, ?"]
-  end
+  # One JSON string escaper for the project: the Mix tasks'.
+  defp encode_string(text), do: Snakepit.MixOutput.json(text)
 end

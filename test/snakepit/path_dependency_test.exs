@@ -1,21 +1,11 @@
 defmodule Snakepit.PathDependencyTest do
   use ExUnit.Case, async: false
 
+  alias Snakepit.TempApp
+
   # An application that depends on this project by path, configured the way
   # Snakepit users configure it, run as its own `mix run` OS process.
   @moduletag timeout: 300_000
-
-  @app_mix """
-  defmodule HostApp.MixProject do
-    use Mix.Project
-
-    def project do
-      [app: :host_app, version: "0.1.0", deps: [{:snakepit, path: System.fetch_env!("SNAKEPIT_PATH")}]]
-    end
-
-    def application, do: [extra_applications: [:logger]]
-  end
-  """
 
   @app_config """
   import Config
@@ -47,19 +37,11 @@ defmodule Snakepit.PathDependencyTest do
   """
 
   test "a host app gets {:ok, _} from ping and 1,000 right integers from add" do
-    dir = Path.join(System.tmp_dir!(), "snakepit_host_app_#{System.unique_integer([:positive])}")
-    File.mkdir_p!(Path.join(dir, "config"))
+    dir = TempApp.create!(@app_config)
     on_exit(fn -> File.rm_rf!(dir) end)
-    File.write!(Path.join(dir, "mix.exs"), @app_mix)
-    File.write!(Path.join(dir, "config/config.exs"), @app_config)
     File.write!(Path.join(dir, "script.exs"), @app_script)
 
-    {output, status} =
-      System.cmd("mix", ["run", "script.exs"],
-        cd: dir,
-        stderr_to_stdout: true,
-        env: [{"SNAKEPIT_PATH", File.cwd!()}, {"MIX_ENV", "dev"}]
-      )
+    {output, status} = TempApp.mix(dir, ["run", "script.exs"])
 
     assert status == 0, output
     assert output =~ "ping ok; adds=1000 wrong=0 workers=4"
