@@ -550,9 +550,13 @@ class LoadRun {
         queue_.push_back(call->caller);
       }
       dispatch(now, starts);
+      // The last touch of this run unless a call starts below: once the
+      // lock is released with nothing outstanding, run() may return and
+      // the run be destroyed (touching spec_ or replied_ after that was a
+      // use after free, seen once as a SIGSEGV after a case's last call).
+      if (spec_.threads) replied_[static_cast<std::size_t>(call->caller)]->release();
       if (outstanding_ == 0) done_.notify_all();
     }
-    if (spec_.threads) replied_[static_cast<std::size_t>(call->caller)]->release();
     delete call;
     for (auto [target, caller] : starts) start_call(target, caller);
   }
