@@ -3,6 +3,8 @@
 
 namespace snakepit::nif {
 
+EnvPool::EnvPool() { idle_.reserve(max_idle); }
+
 EnvPool::~EnvPool() {
   for (ErlNifEnv* env : idle_) enif_free_env(env);
 }

@@ -17,7 +17,7 @@ namespace snakepit::nif {
 
 class EnvPool {
  public:
-  EnvPool() = default;
+  EnvPool();
   ~EnvPool();
   EnvPool(const EnvPool&) = delete;
   EnvPool& operator=(const EnvPool&) = delete;
@@ -28,7 +28,8 @@ class EnvPool {
   void give(ErlNifEnv* env) noexcept;
 
  private:
-  // Above this many idle envs, a given one is freed.
+  // Above this many idle envs, a given one is freed. Reserved up front, so
+  // that give() never allocates.
   static constexpr std::size_t max_idle = 1024;
   std::mutex mutex_;
   std::vector<ErlNifEnv*> idle_;

@@ -34,12 +34,13 @@ struct NifState {
   Atoms atoms;
   ErlNifResourceType* pool_type = nullptr;
   ErlNifResourceType* payload_type = nullptr;
+  // Declared before the transport, whose calls give their envs back here.
+  EnvPool reply_envs;
   // Made at load and never stopped. It owns the queue thread the
   // transport's calls complete on, so it is declared (and outlives) first.
   std::unique_ptr<transport::ElixirToolServer> elixir_tools;
   std::shared_ptr<core::Transport> transport;
   codec::ParserCache parsers;
-  EnvPool reply_envs;
   std::string run_id;
   std::string runtime_dir;
   // Workers hold the read end; when this process dies they see EOF.
